@@ -1,0 +1,114 @@
+//! HTTP pieces every service uses: the JSON error body, a size-limited body
+//! reader, health endpoints, listeners and the traced outgoing client.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use futures_util::StreamExt as _;
+use serde::Serialize;
+
+use crate::settings::ServerSettings;
+
+/// Request spans that take their parent from the incoming `traceparent`.
+pub use tracing_actix_web::TracingLogger;
+
+/// `{"error": {"code": "...", "message": "..."}}`
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// The one shape every error response has.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    })
+}
+
+/// Logs an unexpected error once, with its whole cause chain.
+pub fn log_unexpected(error: &(dyn std::error::Error + 'static)) {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    tracing::error!(error.chain = %chain, "unexpected error");
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the request body could not be read: {0}")]
+    Read(String),
+}
+
+/// Reads a request body of at most `limit` bytes, refusing early when
+/// `Content-Length` already says it is larger.
+pub async fn read_body(
+    req: &actix_web::HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let capacity = declared.map_or(8 * 1024, |len| len as usize);
+    let mut body = web::BytesMut::with_capacity(capacity);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// The answer for routes that do not exist.
+pub async fn not_found() -> HttpResponse {
+    error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Binds the listener a service will serve on (port 0 picks a free port).
+pub fn bind(settings: &ServerSettings) -> std::io::Result<TcpListener> {
+    TcpListener::bind((settings.host, settings.port))
+}
+
+/// An HTTP client whose requests carry the current trace (`traceparent`).
+pub fn traced_client(
+    timeout: Duration,
+) -> anyhow::Result<reqwest_middleware::ClientWithMiddleware> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()?;
+    Ok(reqwest_middleware::ClientBuilder::new(client)
+        .with(reqwest_tracing::TracingMiddleware::default())
+        .build())
+}

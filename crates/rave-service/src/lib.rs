@@ -1,0 +1,15 @@
+//! Plumbing shared by every RAVE service.
+//!
+//! Each service is a fat library with a thin `main.rs`; this crate holds what
+//! they would otherwise write four times: typed settings ([`settings`]),
+//! logs and traces ([`telemetry`]), the `/metrics` endpoint ([`metrics`]),
+//! the JSON error body and body limits ([`http`]), constant-time comparison
+//! ([`crypto`]), and the identifiers that cross service boundaries ([`ids`]).
+
+pub mod cli;
+pub mod crypto;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod settings;
+pub mod telemetry;

@@ -1,0 +1,112 @@
+//! Logs (JSON via `tracing`) and traces (OpenTelemetry, W3C `traceparent`).
+//!
+//! A tracer provider is always installed, so every request has a trace id
+//! that is propagated to the next service and attached to metrics as an
+//! exemplar; spans are exported over OTLP/HTTP only when an endpoint is set.
+
+use std::time::Duration;
+
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::ids::TraceId;
+use crate::settings::{LogFormat, TelemetrySettings};
+
+/// Flushes and shuts the tracer provider down when dropped.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl TelemetryGuard {
+    /// Exports every finished span now (tests and shutdown).
+    pub fn force_flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::warn!(error = %e, "flushing spans failed");
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.provider.shutdown_with_timeout(Duration::from_secs(5)) {
+            // The subscriber may be gone already; stderr is all that is left.
+            eprintln!("shutting down the tracer provider failed: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber, propagator and tracer provider.
+///
+/// Fails if a global subscriber is already installed (call once per process).
+pub fn init(service: &'static str, settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            settings.sample_ratio,
+        ))));
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint.clone())
+            .with_timeout(Duration::from_secs(5))
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(&settings.log_filter));
+    let fmt_layer = match settings.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+    };
+    let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// The trace id of the current span, if it belongs to a trace.
+pub fn current_trace_id() -> Option<TraceId> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    if !span_context.is_valid() {
+        return None;
+    }
+    TraceId::parse(format!("{:032x}", span_context.trace_id())).ok()
+}
+
+/// Installs telemetry once per test process: logs at `RUST_LOG` (default
+/// `error`), traces made and propagated but not exported.
+pub fn init_for_tests() {
+    static GUARD: std::sync::OnceLock<Option<TelemetryGuard>> = std::sync::OnceLock::new();
+    GUARD.get_or_init(|| {
+        let settings = TelemetrySettings {
+            log_filter: "error".into(),
+            log_format: LogFormat::Pretty,
+            ..TelemetrySettings::default()
+        };
+        init("rave-test", &settings).ok()
+    });
+}

@@ -1,0 +1,15 @@
+//! dedup-store: RAVE's durable, exactly-once event store.
+//!
+//! `POST /v1/events` answers only after the event's transaction has
+//! committed; concurrent inserts share one transaction ([`store::GroupCommitter`]).
+//! Each new event gets a `task_id` and an outbox row in that same transaction.
+
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod store;
+
+pub use settings::Settings;
+pub use startup::Application;

@@ -1,0 +1,99 @@
+//! Every metric dedup-store exposes, declared in one place.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use rave_service::metrics::{TraceExemplar, latency_buckets};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub inserted: Counter,
+    pub duplicates: Counter,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub batch_size: Histogram,
+    pub commit_duration: HistogramWithExemplars<TraceExemplar>,
+    pub commit_failures: Counter,
+    pub pool_in_use: Gauge,
+    pub pool_max: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let inserted = Counter::default();
+        registry.register(
+            "dedup_events_inserted",
+            "Events stored for the first time (committed)",
+            inserted.clone(),
+        );
+        let duplicates = Counter::default();
+        registry.register(
+            "dedup_events_duplicate",
+            "Inserts answered with an already stored event's task_id",
+            duplicates.clone(),
+        );
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "dedup_requests_rejected",
+            "Requests refused, by error code",
+            rejected.clone(),
+        );
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "dedup_batch_size",
+            "Inserts committed together in one group-commit transaction",
+            batch_size.clone(),
+        );
+        let commit_duration = HistogramWithExemplars::new(latency_buckets());
+        registry.register(
+            "dedup_commit_duration_seconds",
+            "Time to run and commit one group-commit transaction",
+            commit_duration.clone(),
+        );
+        let commit_failures = Counter::default();
+        registry.register(
+            "dedup_commit_failures",
+            "Group-commit transactions that failed (every caller got 503)",
+            commit_failures.clone(),
+        );
+        let pool_in_use = Gauge::default();
+        registry.register(
+            "dedup_pool_connections_in_use",
+            "PostgreSQL connections checked out of the pool",
+            pool_in_use.clone(),
+        );
+        let pool_max = Gauge::default();
+        registry.register(
+            "dedup_pool_connections_max",
+            "Size limit of the PostgreSQL connection pool",
+            pool_max.clone(),
+        );
+        Self {
+            registry,
+            inserted,
+            duplicates,
+            rejected,
+            batch_size,
+            commit_duration,
+            commit_failures,
+            pool_in_use,
+            pool_max,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

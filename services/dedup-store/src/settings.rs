@@ -1,0 +1,110 @@
+//! dedup-store's settings. Defaults are below; override with `--config`
+//! and `RAVE_DEDUP_STORE__SECTION__KEY`.
+
+use std::time::Duration;
+
+use rave_service::settings::{
+    Secret, ServerSettings, ServiceSettings, SettingsError, TelemetrySettings,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub group_commit: GroupCommitSettings,
+    pub limits: Limits,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub dbname: String,
+    /// Connections in the pool; the group-commit writers hold one each.
+    pub pool_size: usize,
+    /// How long a request waits for a connection, or for a new one to open.
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupCommitSettings {
+    /// Concurrent transactions; while they commit, new inserts queue up and
+    /// go into the next batch together.
+    pub writers: usize,
+    /// Inserts per transaction at most.
+    pub max_batch: usize,
+    /// How long a writer waits for more inserts before committing a batch
+    /// smaller than `max_batch`. 0 commits whatever is queued at once.
+    pub max_wait_us: u64,
+    /// Inserts queued at most; beyond that callers get 503.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Limits {
+    /// Largest `POST /v1/events` request: a 25 MiB webhook body in base64
+    /// plus its metadata.
+    pub max_request_bytes: usize,
+    /// Stored headers per event at most.
+    pub max_headers: usize,
+    /// Largest page of `GET /v1/events`.
+    pub max_page_size: i64,
+}
+
+impl GroupCommitSettings {
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_micros(self.max_wait_us)
+    }
+}
+
+impl ServiceSettings for Settings {
+    const SERVICE: &'static str = "dedup-store";
+    const DEFAULTS: &'static str = include_str!("../config/default.toml");
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.server.require_loopback("server.host")?;
+        self.telemetry.validate("telemetry")?;
+        let positive = [
+            ("database.pool_size", self.database.pool_size),
+            ("group_commit.writers", self.group_commit.writers),
+            ("group_commit.max_batch", self.group_commit.max_batch),
+            (
+                "group_commit.queue_capacity",
+                self.group_commit.queue_capacity,
+            ),
+            ("limits.max_request_bytes", self.limits.max_request_bytes),
+            ("limits.max_headers", self.limits.max_headers),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(SettingsError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.group_commit.writers > self.database.pool_size {
+            return Err(SettingsError::invalid(
+                "group_commit.writers",
+                format!(
+                    "must not exceed database.pool_size ({})",
+                    self.database.pool_size
+                ),
+            ));
+        }
+        if self.limits.max_page_size < 1 {
+            return Err(SettingsError::invalid(
+                "limits.max_page_size",
+                "must be at least 1",
+            ));
+        }
+        if self.database.dbname.is_empty() || self.database.user.is_empty() {
+            return Err(SettingsError::invalid(
+                "database",
+                "user and dbname must be set",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! Building and running the service: `Application::build` → `port` →
+//! `run_until_stopped`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use rave_service::http::TracingLogger;
+
+use crate::metrics::Metrics;
+use crate::routes::{self, AppState};
+use crate::settings::Settings;
+use crate::store::{self, GroupCommitter, Writers};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    writers: Writers,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects to PostgreSQL, applies migrations, starts the group-commit
+    /// writers and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = store::pool(&settings.database)?;
+        store::migrate(&pool).await?;
+        let metrics = Arc::new(Metrics::new());
+        let (committer, writers) =
+            GroupCommitter::start(pool.clone(), &settings.group_commit, metrics.clone());
+        let listener = rave_service::http::bind(&settings.server)?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            pool,
+            committer,
+            metrics,
+            limits: settings.limits.clone(),
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(routes::configure)
+                .default_service(web::to(rave_service::http::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_secs(10));
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        Ok(Self {
+            port,
+            server: server.run(),
+            writers,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully (tests; SIGTERM does the same).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or [`ServerHandle::stop`]), lets in-flight
+    /// requests finish, then stops the writers.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await?;
+        self.writers.shutdown().await;
+        Ok(())
+    }
+}

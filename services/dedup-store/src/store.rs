@@ -1,0 +1,453 @@
+//! PostgreSQL access: the pool, migrations, group commit and reads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rave_service::ids::{EventType, EventUuid, SourceName, TaskId, TraceId};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::DedupError;
+use crate::metrics::Metrics;
+use crate::settings::{DatabaseSettings, GroupCommitSettings};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Serialises migrations when several replicas start at once.
+const MIGRATION_LOCK: i64 = 0x7261_7665_6465_6475; // "ravededu"
+
+pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&settings.host)
+        .port(settings.port)
+        .user(&settings.user)
+        .dbname(&settings.dbname)
+        .application_name("dedup-store")
+        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms));
+    if let Some(password) = &settings.password {
+        config.password(password.expose());
+    }
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let timeout = Some(Duration::from_millis(settings.connect_timeout_ms));
+    Ok(Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(timeout)
+        .create_timeout(timeout)
+        .build()?)
+}
+
+/// Applies the embedded migrations, one replica at a time.
+pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
+    let mut client = pool.get().await.context("connecting to PostgreSQL")?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = embedded::migrations::runner()
+        .run_async(&mut **client)
+        .await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = result.context("applying migrations")?;
+    for migration in report.applied_migrations() {
+        tracing::info!(migration = %migration, "applied migration");
+    }
+    Ok(())
+}
+
+/// An event as received, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub source: SourceName,
+    pub event_uuid: EventUuid,
+    pub event_type: EventType,
+    pub trace_id: Option<TraceId>,
+    pub received_at: OffsetDateTime,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    pub body: Vec<u8>,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Committed for the first time, with a new task id.
+    New(TaskId),
+    /// Stored before; the original event's task id.
+    Duplicate(TaskId),
+}
+
+struct Job {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<Stored, DedupError>>,
+}
+
+/// Batches concurrent inserts into shared transactions and answers each
+/// caller only after its batch has committed.
+#[derive(Debug, Clone)]
+pub struct GroupCommitter {
+    queue: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("event_uuid", &self.event.event_uuid)
+            .finish()
+    }
+}
+
+/// The writer tasks behind a [`GroupCommitter`].
+#[derive(Debug)]
+pub struct Writers {
+    handles: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Writers {
+    /// Commits what is queued, then stops the writers.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for handle in self.handles {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl GroupCommitter {
+    pub fn start(
+        pool: Pool,
+        settings: &GroupCommitSettings,
+        metrics: Arc<Metrics>,
+    ) -> (Self, Writers) {
+        let (queue, receiver) = mpsc::channel(settings.queue_capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let (stop, stopped) = watch::channel(false);
+        let handles = (0..settings.writers)
+            .map(|_| {
+                let writer = Writer {
+                    pool: pool.clone(),
+                    receiver: receiver.clone(),
+                    metrics: metrics.clone(),
+                    max_batch: settings.max_batch,
+                    max_wait: settings.max_wait(),
+                };
+                tokio::spawn(writer.run(stopped.clone()))
+            })
+            .collect();
+        (Self { queue }, Writers { handles, stop })
+    }
+
+    /// Stores `event` unless an event with its source and delivery id exists.
+    pub async fn insert(&self, event: NewEvent) -> Result<Stored, DedupError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(Job { event, reply })
+            .map_err(|e| DedupError::Unavailable(anyhow::anyhow!("insert queue: {e}")))?;
+        answer.await.map_err(|_| {
+            DedupError::Unavailable(anyhow::anyhow!("the writer stopped before answering"))
+        })?
+    }
+}
+
+struct Writer {
+    pool: Pool,
+    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    metrics: Arc<Metrics>,
+    max_batch: usize,
+    max_wait: Duration,
+}
+
+impl Writer {
+    async fn run(self, mut stopped: watch::Receiver<bool>) {
+        loop {
+            let stopping = *stopped.borrow_and_update();
+            let batch = if stopping {
+                self.drain().await
+            } else {
+                tokio::select! {
+                    batch = self.next_batch() => batch,
+                    _ = stopped.changed() => continue,
+                }
+            };
+            if batch.is_empty() {
+                if stopping {
+                    return;
+                }
+                continue;
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    /// Waits for one job, then takes whatever else is queued (up to
+    /// `max_batch`, waiting at most `max_wait` for more).
+    async fn next_batch(&self) -> Vec<Job> {
+        let mut receiver = self.receiver.lock().await;
+        let Some(first) = receiver.recv().await else {
+            return Vec::new();
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        while batch.len() < self.max_batch {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) if self.max_wait.is_zero() => break,
+                Err(_) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    _ => break,
+                },
+            }
+        }
+        batch
+    }
+
+    async fn drain(&self) -> Vec<Job> {
+        let mut receiver = self.receiver.lock().await;
+        let mut batch = Vec::new();
+        while batch.len() < self.max_batch {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    async fn commit(&self, batch: Vec<Job>) {
+        let started = Instant::now();
+        self.metrics.batch_size.observe(batch.len() as f64);
+        let (events, replies): (Vec<NewEvent>, Vec<_>) =
+            batch.into_iter().map(|job| (job.event, job.reply)).unzip();
+        // A failed transaction changes nothing, so it is safe to run again;
+        // the retry also draws fresh task ids should one have collided.
+        let mut outcome = insert_batch(&self.pool, &events).await;
+        if outcome.is_err() {
+            outcome = insert_batch(&self.pool, &events).await;
+        }
+        self.metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64(), None, None);
+        match outcome {
+            Ok(results) => {
+                for (reply, stored) in replies.into_iter().zip(results) {
+                    match &stored {
+                        Stored::New(_) => self.metrics.inserted.inc(),
+                        Stored::Duplicate(_) => self.metrics.duplicates.inc(),
+                    };
+                    let _ = reply.send(Ok(stored));
+                }
+            }
+            Err(e) => {
+                self.metrics.commit_failures.inc();
+                let message = format!("{e:#}");
+                for reply in replies {
+                    let _ = reply.send(Err(DedupError::Unavailable(anyhow::anyhow!(
+                        message.clone()
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+type Key<'a> = (&'a str, &'a str);
+
+/// Inserts a batch in one transaction; returns one outcome per event, in order.
+async fn insert_batch(pool: &Pool, events: &[NewEvent]) -> anyhow::Result<Vec<Stored>> {
+    // The same delivery may appear twice in one batch: only its first
+    // occurrence is inserted, the others are its duplicates.
+    let mut first_of: HashMap<Key<'_>, usize> = HashMap::new();
+    let mut leaders = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        first_of
+            .entry((event.source.as_str(), event.event_uuid.as_str()))
+            .or_insert_with(|| {
+                leaders.push(i);
+                i
+            });
+    }
+    // Inserting in key order makes concurrent batches lock rows in the same
+    // order, so they cannot deadlock.
+    leaders.sort_by_key(|&i| (events[i].source.as_str(), events[i].event_uuid.as_str()));
+    let task_ids: Vec<TaskId> = leaders.iter().map(|_| TaskId::generate()).collect();
+
+    let mut client = pool
+        .get()
+        .await
+        .context("taking a connection from the pool")?;
+    let tx = client.transaction().await?;
+    let column = |f: &dyn Fn(&NewEvent) -> String| {
+        leaders.iter().map(|&i| f(&events[i])).collect::<Vec<_>>()
+    };
+    let sources = column(&|e| e.source.to_string());
+    let uuids = column(&|e| e.event_uuid.to_string());
+    let types = column(&|e| e.event_type.to_string());
+    let ids: Vec<String> = task_ids.iter().map(ToString::to_string).collect();
+    let traces: Vec<Option<String>> = leaders
+        .iter()
+        .map(|&i| events[i].trace_id.as_ref().map(ToString::to_string))
+        .collect();
+    let received: Vec<OffsetDateTime> = leaders.iter().map(|&i| events[i].received_at).collect();
+    let headers: Vec<serde_json::Value> = leaders
+        .iter()
+        .map(|&i| serde_json::Value::Object(events[i].headers.clone()))
+        .collect();
+    let bodies: Vec<&[u8]> = leaders.iter().map(|&i| events[i].body.as_slice()).collect();
+
+    let inserted = tx
+        .query(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                      $6::timestamptz[], $7::jsonb[], $8::bytea[])
+                     WITH ORDINALITY AS t(source, event_uuid, event_type, task_id, trace_id,
+                                          received_at, headers, body, n)
+             ), ins AS (
+                 INSERT INTO events (source, event_uuid, event_type, task_id, trace_id,
+                                     received_at, headers, body)
+                 SELECT source, event_uuid, event_type, task_id, trace_id, received_at, headers, body
+                 FROM input ORDER BY n
+                 ON CONFLICT (source, event_uuid) DO NOTHING
+                 RETURNING id, source, event_uuid, task_id
+             ), outbox_rows AS (
+                 INSERT INTO outbox (event_id, task_id) SELECT id, task_id FROM ins
+             )
+             SELECT source, event_uuid, task_id FROM ins",
+            &[&sources, &uuids, &types, &ids, &traces, &received, &headers, &bodies],
+        )
+        .await?;
+
+    let mut task_of: HashMap<(String, String), (TaskId, bool)> = HashMap::new();
+    for row in &inserted {
+        task_of.insert(
+            (row.get(0), row.get(1)),
+            (TaskId::parse(row.get::<_, String>(2))?, true),
+        );
+    }
+    if task_of.len() < leaders.len() {
+        // Conflicts: the rows were committed by earlier transactions, which
+        // this statement's fresh snapshot sees.
+        let existing = tx
+            .query(
+                "SELECT e.source, e.event_uuid, e.task_id
+                 FROM events e
+                 JOIN unnest($1::text[], $2::text[]) AS k(source, event_uuid)
+                   USING (source, event_uuid)",
+                &[&sources, &uuids],
+            )
+            .await?;
+        for row in &existing {
+            task_of
+                .entry((row.get(0), row.get(1)))
+                .or_insert((TaskId::parse(row.get::<_, String>(2))?, false));
+        }
+    }
+    tx.commit().await.context("committing")?;
+
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let key = (event.source.to_string(), event.event_uuid.to_string());
+            let (task_id, new) = task_of.get(&key).with_context(|| {
+                format!("event {} neither inserted nor found", event.event_uuid)
+            })?;
+            let leader = first_of[&(event.source.as_str(), event.event_uuid.as_str())];
+            Ok(if *new && leader == i {
+                Stored::New(task_id.clone())
+            } else {
+                Stored::Duplicate(task_id.clone())
+            })
+        })
+        .collect()
+}
+
+/// A stored event, as operators read it.
+#[derive(Debug, serde::Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub source: String,
+    pub event_uuid: String,
+    pub event_type: String,
+    pub task_id: String,
+    pub trace_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub stored_at: OffsetDateTime,
+    pub body_bytes: i32,
+}
+
+const RECORD_COLUMNS: &str =
+    "id, source, event_uuid, event_type, task_id, trace_id, received_at, stored_at, length(body)";
+
+fn record(row: &tokio_postgres::Row) -> EventRecord {
+    EventRecord {
+        id: row.get(0),
+        source: row.get(1),
+        event_uuid: row.get(2),
+        event_type: row.get(3),
+        task_id: row.get(4),
+        trace_id: row.get(5),
+        received_at: row.get(6),
+        stored_at: row.get(7),
+        body_bytes: row.get(8),
+    }
+}
+
+/// One event with its headers and raw body.
+pub async fn get_event(
+    pool: &Pool,
+    source: &SourceName,
+    event_uuid: &EventUuid,
+) -> anyhow::Result<Option<(EventRecord, serde_json::Value, Vec<u8>)>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {RECORD_COLUMNS}, headers, body FROM events WHERE source = $1 AND event_uuid = $2"),
+            &[&source.as_str(), &event_uuid.as_str()],
+        )
+        .await?;
+    Ok(row.map(|row| (record(&row), row.get(9), row.get(10))))
+}
+
+/// A page of events in storage order, after the event with id `after`.
+pub async fn list_events(
+    pool: &Pool,
+    source: Option<&SourceName>,
+    after: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<EventRecord>> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {RECORD_COLUMNS} FROM events
+                 WHERE id > $1 AND ($2::text IS NULL OR source = $2)
+                 ORDER BY id LIMIT $3"
+            ),
+            &[&after, &source.map(SourceName::as_str), &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(record).collect())
+}
+
+/// Whether PostgreSQL answers.
+pub async fn ping(pool: &Pool) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    client.simple_query("SELECT 1").await?;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+use std::collections::HashMap;
+
+use actix_web::dev::ServerHandle;
+use base64::Engine as _;
+use dedup_store::{Application, Settings};
+use serde_json::{Value, json};
+use test_support::pg::{PgCluster, TestDatabase};
+
+pub struct TestStore {
+    pub address: String,
+    pub db: TestDatabase,
+    pub http: reqwest::Client,
+    #[allow(dead_code)] // kept so tests can stop the server gracefully
+    pub handle: ServerHandle,
+}
+
+/// Default settings pointed at a fresh database, on a free port.
+pub async fn settings_for(db: &TestDatabase) -> Settings {
+    let mut settings: Settings =
+        rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load");
+    settings.server.port = 0;
+    settings.server.workers = 1;
+    settings.database.host = db.host.clone();
+    settings.database.port = db.port;
+    settings.database.user = db.user.clone();
+    settings.database.dbname = db.name.clone();
+    settings.database.connect_timeout_ms = 2000;
+    settings
+}
+
+pub async fn spawn_store() -> TestStore {
+    let db = PgCluster::shared()
+        .create_database()
+        .await
+        .expect("test database");
+    let settings = settings_for(&db).await;
+    spawn_with(db, settings).await
+}
+
+pub async fn spawn_with(db: TestDatabase, settings: Settings) -> TestStore {
+    rave_service::telemetry::init_for_tests();
+    let app = Application::build(settings)
+        .await
+        .expect("dedup-store builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    TestStore {
+        address,
+        db,
+        http: reqwest::Client::new(),
+        handle,
+    }
+}
+
+pub fn event(source: &str, event_uuid: &str, body: &[u8]) -> Value {
+    json!({
+        "source": source,
+        "event_uuid": event_uuid,
+        "event_type": "push",
+        "received_at": "2026-11-27T10:00:00Z",
+        "headers": {"x-github-event": "push"},
+        "body_base64": base64::engine::general_purpose::STANDARD.encode(body),
+    })
+}
+
+impl TestStore {
+    pub async fn post_event(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/events", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/events", self.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        self.get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics body")
+    }
+}
+
+/// The value of one sample in Prometheus text, 0 when absent.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.expect("JSON error body");
+    body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned()
+}

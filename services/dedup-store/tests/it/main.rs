@@ -1,0 +1,6 @@
+//! dedup-store against a real PostgreSQL: one app and one database per test.
+
+mod helpers;
+mod insert;
+mod operator_api;
+mod outage;
