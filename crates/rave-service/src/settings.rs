@@ -175,6 +175,9 @@ pub struct TelemetrySettings {
     pub log_filter: String,
     /// `json` (default) or `pretty`.
     pub log_format: LogFormat,
+    /// Which spans become trace spans, an `EnvFilter` directive. Independent
+    /// of `log_filter`, so quiet logs keep traces whole.
+    pub trace_filter: String,
     /// OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.
     /// Without one, trace ids are still made and propagated, just not exported.
     pub otlp_endpoint: Option<String>,
@@ -187,6 +190,7 @@ impl Default for TelemetrySettings {
         Self {
             log_filter: "info".into(),
             log_format: LogFormat::Json,
+            trace_filter: "info".into(),
             otlp_endpoint: None,
             sample_ratio: 1.0,
         }
@@ -211,6 +215,8 @@ impl TelemetrySettings {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_filter)
             .map_err(|e| SettingsError::invalid(format!("{key}.log_filter"), e))?;
+        tracing_subscriber::EnvFilter::try_new(&self.trace_filter)
+            .map_err(|e| SettingsError::invalid(format!("{key}.trace_filter"), e))?;
         Ok(())
     }
 }

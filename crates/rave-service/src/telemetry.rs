@@ -65,7 +65,9 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> anyhow::Resu
     let provider = builder.build();
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    let filter = std::env::var("RUST_LOG")
+    // Each layer has its own filter: a quiet log level must not disable the
+    // request spans that carry trace context from one service to the next.
+    let log_filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(&settings.log_filter));
@@ -74,12 +76,16 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> anyhow::Resu
             .json()
             .with_current_span(true)
             .with_span_list(false)
+            .with_filter(log_filter)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_filter(log_filter)
+            .boxed(),
     };
-    let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service))
+        .with_filter(EnvFilter::new(&settings.trace_filter));
     tracing_subscriber::registry()
-        .with(filter)
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()?;
@@ -107,6 +113,17 @@ pub fn init_for_tests() {
             log_format: LogFormat::Pretty,
             ..TelemetrySettings::default()
         };
-        init("rave-test", &settings).ok()
+        match init("rave-test", &settings) {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                eprintln!("test telemetry not installed: {e}");
+                None
+            }
+        }
     });
+}
+
+/// Puts `task_id` on the current span, so a trace can be found by task.
+pub fn record_task_id(task_id: &crate::ids::TaskId) {
+    tracing::Span::current().set_attribute("task_id", task_id.to_string());
 }

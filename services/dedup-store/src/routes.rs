@@ -114,7 +114,7 @@ fn validate(request: InsertRequest, limits: &Limits) -> Result<NewEvent, DedupEr
                 "headers: {name:?} is not a lower-case header name"
             )));
         }
-        if !value.as_str().is_some_and(|v| v.len() <= 4096) {
+        if value.as_str().is_none_or(|v| v.len() > 4096) {
             return Err(DedupError::InvalidRequest(format!(
                 "headers.{name}: must be a string of at most 4096 bytes"
             )));

@@ -1,1 +1,8 @@
+//! ingest in front of a real dedup-store on a real PostgreSQL.
 
+mod bad_input;
+mod check_config;
+mod delivery;
+mod exactly_once;
+mod helpers;
+mod observability;

@@ -1,0 +1,135 @@
+//! Every metric ingest exposes, declared in one place. Labels are bounded:
+//! `source` is a configured source name (or `_unknown`), `outcome` and
+//! `reason` come from fixed sets.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use rave_service::metrics::{TraceExemplar, latency_buckets};
+use std::sync::atomic::AtomicU64;
+
+/// The `source` label for requests to a source that is not configured.
+pub const UNKNOWN_SOURCE: &str = "_unknown";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub source: String,
+    /// accepted, duplicate, rejected (4xx) or failed (5xx).
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub source: String,
+    pub reason: &'static str,
+}
+
+/// Every value of the `outcome` label.
+pub const OUTCOMES: [&str; 4] = ["accepted", "duplicate", "rejected", "failed"];
+
+type LatencyHistogram = HistogramWithExemplars<TraceExemplar>;
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<OutcomeLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub duration: Family<SourceLabel, LatencyHistogram, fn() -> LatencyHistogram>,
+    pub processed: Family<SourceLabel, Counter>,
+    pub deduplicated: Family<SourceLabel, Counter>,
+    pub uptime: Gauge<f64, AtomicU64>,
+    started: Instant,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook requests answered, by source and outcome",
+            requests.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "webhook_errors",
+            "Webhook requests refused or failed, by source and error code",
+            errors.clone(),
+        );
+        let duration: Family<SourceLabel, LatencyHistogram, fn() -> LatencyHistogram> =
+            Family::new_with_constructor(|| HistogramWithExemplars::new(latency_buckets()));
+        registry.register(
+            "webhook_duration_seconds",
+            "Time from request to answer, including the durable store, by source",
+            duration.clone(),
+        );
+        let processed = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "webhook_events_processed",
+            "Verified events stored for the first time",
+            processed.clone(),
+        );
+        let deduplicated = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "webhook_events_deduplicated",
+            "Verified deliveries that were already stored (sender retries)",
+            deduplicated.clone(),
+        );
+        let uptime = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "webhook_dispatcher_uptime_seconds",
+            "Seconds since this ingest process started",
+            uptime.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            errors,
+            duration,
+            processed,
+            deduplicated,
+            uptime,
+            started: Instant::now(),
+        }
+    }
+
+    /// Creates every configured source's series at 0, so dashboards and
+    /// `rate()` see them before the first delivery.
+    pub fn initialise_sources<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
+        for source in sources {
+            let label = SourceLabel {
+                source: source.to_owned(),
+            };
+            self.processed.get_or_create_owned(&label);
+            self.deduplicated.get_or_create_owned(&label);
+            self.duration.get_or_create_owned(&label);
+            for outcome in OUTCOMES {
+                self.requests.get_or_create_owned(&OutcomeLabels {
+                    source: source.to_owned(),
+                    outcome,
+                });
+            }
+        }
+    }
+
+    /// Brings computed gauges up to date before a scrape.
+    pub fn refresh(&self) {
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,114 @@
+//! ingest's settings. Defaults live in `config/default.toml`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rave_service::settings::{
+    Secret, ServerSettings, ServiceSettings, SettingsError, TelemetrySettings,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub limits: Limits,
+    pub verification: VerificationSettings,
+    pub telemetry: TelemetrySettings,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSettings {
+    /// dedup-store's base URL (loopback).
+    pub url: String,
+    pub timeout_ms: u64,
+    pub retry_after_secs: u32,
+}
+
+impl StoreSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_headers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerificationSettings {
+    pub timestamp_tolerance_secs: u64,
+}
+
+/// Which protocol a source speaks.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Github,
+    Gitlab,
+    Standard,
+}
+
+/// One webhook source, reached at `POST /hooks/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    pub kind: SourceKind,
+    /// Signing secrets; any one that matches accepts (rotation).
+    /// github: the webhook secret; standard and gitlab: `whsec_<base64>`.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// A single signing secret, added to `secrets` (handy from the environment).
+    pub secret: Option<Secret>,
+    /// gitlab only: plain `X-Gitlab-Token` values, for GitLab before 19.0.
+    #[serde(default)]
+    pub tokens: Vec<Secret>,
+    /// gitlab only: a single token, added to `tokens`.
+    pub token: Option<Secret>,
+    /// gitlab only: refuse requests that carry no `webhook-signature`.
+    #[serde(default)]
+    pub require_signature: bool,
+    /// Overrides `verification.timestamp_tolerance_secs` for this source.
+    pub timestamp_tolerance_secs: Option<u64>,
+}
+
+impl SourceSettings {
+    pub fn all_secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.secrets.iter().chain(self.secret.iter())
+    }
+
+    pub fn all_tokens(&self) -> impl Iterator<Item = &Secret> {
+        self.tokens.iter().chain(self.token.iter())
+    }
+}
+
+impl ServiceSettings for Settings {
+    const SERVICE: &'static str = "ingest";
+    const DEFAULTS: &'static str = include_str!("../config/default.toml");
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.telemetry.validate("telemetry")?;
+        if !(self.store.url.starts_with("http://") || self.store.url.starts_with("https://")) {
+            return Err(SettingsError::invalid(
+                "store.url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        for (key, value) in [
+            ("limits.max_body_bytes", self.limits.max_body_bytes),
+            ("limits.max_headers", self.limits.max_headers),
+            ("store.timeout_ms", self.store.timeout_ms as usize),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::invalid(key, "must be at least 1"));
+            }
+        }
+        // Building the verifiers checks every secret's format.
+        crate::sources::Sources::from_settings(self)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! The call to dedup-store, carrying the current trace (`traceparent`).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rave_service::ids::{EventType, EventUuid, SourceName, TaskId};
+use reqwest::StatusCode;
+use reqwest_middleware::ClientWithMiddleware;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::IngestError;
+
+/// What the store did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOutcome {
+    New(TaskId),
+    Duplicate(TaskId),
+}
+
+#[derive(Debug, Serialize)]
+struct InsertRequest<'a> {
+    source: &'a SourceName,
+    event_uuid: &'a EventUuid,
+    event_type: &'a EventType,
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: OffsetDateTime,
+    headers: serde_json::Map<String, serde_json::Value>,
+    body_base64: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct InsertResponse {
+    task_id: TaskId,
+}
+
+/// An event verified by ingest, to be stored.
+#[derive(Debug)]
+pub struct VerifiedEvent<'a> {
+    pub source: &'a SourceName,
+    pub event_uuid: &'a EventUuid,
+    pub event_type: &'a EventType,
+    pub received_at: OffsetDateTime,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    pub body: &'a [u8],
+}
+
+#[derive(Debug)]
+pub struct StoreClient {
+    http: ClientWithMiddleware,
+    events_url: String,
+    ready_url: String,
+    retry_after_secs: u32,
+}
+
+impl StoreClient {
+    pub fn new(base_url: &str, timeout: Duration, retry_after_secs: u32) -> anyhow::Result<Self> {
+        let base = base_url.trim_end_matches('/');
+        Ok(Self {
+            http: rave_service::http::traced_client(timeout)?,
+            events_url: format!("{base}/v1/events"),
+            ready_url: format!("{base}/readyz"),
+            retry_after_secs,
+        })
+    }
+
+    /// Stores the event; answers only once dedup-store has committed it.
+    pub async fn store(&self, event: VerifiedEvent<'_>) -> Result<StoreOutcome, IngestError> {
+        let unavailable = |cause: anyhow::Error| IngestError::StoreUnavailable {
+            retry_after_secs: self.retry_after_secs,
+            cause,
+        };
+        let request = InsertRequest {
+            source: event.source,
+            event_uuid: event.event_uuid,
+            event_type: event.event_type,
+            received_at: event.received_at,
+            headers: event.headers,
+            body_base64: BASE64.encode(event.body),
+        };
+        let response = self
+            .http
+            .post(&self.events_url)
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.into()))?;
+        let status = response.status();
+        match status {
+            StatusCode::CREATED | StatusCode::OK => {
+                let answer: InsertResponse = response.json().await.map_err(|e| {
+                    IngestError::Unexpected(
+                        anyhow::Error::new(e).context("reading dedup-store's answer"),
+                    )
+                })?;
+                Ok(if status == StatusCode::CREATED {
+                    StoreOutcome::New(answer.task_id)
+                } else {
+                    StoreOutcome::Duplicate(answer.task_id)
+                })
+            }
+            s if s.is_server_error() => {
+                let body = response.text().await.unwrap_or_default();
+                Err(unavailable(anyhow::anyhow!(
+                    "dedup-store answered {s}: {body}"
+                )))
+            }
+            s => {
+                // A 4xx means ingest sent something the store refuses: a bug here.
+                let body = response.text().await.unwrap_or_default();
+                Err(IngestError::Unexpected(anyhow::anyhow!(
+                    "dedup-store answered {s}: {body}"
+                )))
+            }
+        }
+    }
+
+    /// Whether dedup-store says it is ready.
+    pub async fn ready(&self) -> bool {
+        matches!(self.http.get(&self.ready_url).send().await, Ok(r) if r.status().is_success())
+    }
+}

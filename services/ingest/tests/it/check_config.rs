@@ -1,0 +1,69 @@
+use std::process::Command;
+
+fn ingest() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ingest"));
+    command.arg("--check-config").env_clear();
+    command
+}
+
+#[test]
+fn check_config_accepts_the_defaults() {
+    let out = ingest().output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_fails_naming_the_bad_key() {
+    let out = ingest()
+        .env("RAVE_INGEST__LIMITS__MAX_BODY_BYTES", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("limits.max_body_bytes"), "{stderr}");
+
+    let out = ingest()
+        .env("RAVE_INGEST__SERVER__PORT", "http")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.port"));
+}
+
+#[test]
+fn check_config_refuses_a_malformed_secret_without_printing_it() {
+    let secret = "whsec_not-base64-at-all!!";
+    let out = ingest()
+        .env("RAVE_INGEST__SOURCES__BILLING__KIND", "standard")
+        .env("RAVE_INGEST__SOURCES__BILLING__SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sources.billing.secrets"), "{stderr}");
+    assert!(
+        !stderr.contains("not-base64"),
+        "the secret leaked: {stderr}"
+    );
+}
+
+#[test]
+fn a_source_can_be_configured_entirely_from_the_environment_with_a_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gh-secret");
+    std::fs::write(&path, "from-a-credential-file\n").unwrap();
+    let out = ingest()
+        .env("RAVE_INGEST__SOURCES__GH__KIND", "github")
+        .env("RAVE_INGEST__SOURCES__GH__SECRET__FILE", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
