@@ -4,7 +4,8 @@
 //! they would otherwise write four times: typed settings ([`settings`]),
 //! logs and traces ([`telemetry`]), the `/metrics` endpoint ([`metrics`]),
 //! the JSON error body and body limits ([`http`]), constant-time comparison
-//! ([`crypto`]), and the identifiers that cross service boundaries ([`ids`]).
+//! ([`crypto`]), the identifiers that cross service boundaries ([`ids`]),
+//! and sender-side webhook signing for tools and tests ([`sign`]).
 
 pub mod cli;
 pub mod crypto;
@@ -12,4 +13,5 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod settings;
+pub mod sign;
 pub mod telemetry;

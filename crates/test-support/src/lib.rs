@@ -2,10 +2,11 @@
 //!
 //! - [`pg`]: a real, throwaway PostgreSQL cluster per test process, one fresh
 //!   database per test;
-//! - [`sign`]: webhook signers written independently of `ingest`'s verifiers,
-//!   so a test that passes proves two implementations agree;
+//! - [`sign`]: webhook signers (sender side);
 //! - [`trace`]: W3C `traceparent` helpers.
 
 pub mod pg;
-pub mod sign;
 pub mod trace;
+
+/// Webhook signers, as senders compute them.
+pub use rave_service::sign;

@@ -9,8 +9,7 @@
 //! the server and deletes the cluster's files.
 
 use std::io::{BufRead as _, BufReader};
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -117,13 +116,13 @@ impl PgCluster {
 
     /// Starts a new cluster.
     pub fn start() -> anyhow::Result<PgCluster> {
-        let bindir = find_bindir()?;
+        let bindir = ravectl::postgres::find_bindir()?;
         let port = free_port()?;
         let base = tempfile::Builder::new()
             .prefix("rave-test-pg-")
             .tempdir()?
             .keep();
-        let as_root = std::fs::metadata("/proc/self")?.uid() == 0;
+        let as_root = ravectl::packages::is_root();
         let mut command = if as_root {
             let uid = user_id("postgres").context(
                 "running as root needs a `postgres` user to run PostgreSQL (apt-get install postgresql)",
@@ -201,27 +200,6 @@ async fn connect(conninfo: &str) -> anyhow::Result<tokio_postgres::Client> {
         let _ = connection.await;
     });
     Ok(client)
-}
-
-fn find_bindir() -> anyhow::Result<PathBuf> {
-    if let Ok(dir) = std::env::var("RAVE_PG_BINDIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("postgres").exists().then_some((version, bin))
-        })
-        .collect();
-    candidates.sort();
-    candidates
-        .pop()
-        .map(|(_, bin)| bin)
-        .context("no PostgreSQL server found under /usr/lib/postgresql (apt-get install postgresql) and RAVE_PG_BINDIR is unset")
 }
 
 fn free_port() -> std::io::Result<u16> {

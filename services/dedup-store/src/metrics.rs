@@ -25,6 +25,7 @@ pub struct Metrics {
     pub commit_failures: Counter,
     pub pool_in_use: Gauge,
     pub pool_max: Gauge,
+    pub in_flight: Gauge,
 }
 
 impl Metrics {
@@ -78,6 +79,12 @@ impl Metrics {
             "Size limit of the PostgreSQL connection pool",
             pool_max.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "dedup_inserts_in_flight",
+            "Inserts waiting for their group commit (queued or committing)",
+            in_flight.clone(),
+        );
         Self {
             registry,
             inserted,
@@ -88,6 +95,7 @@ impl Metrics {
             commit_failures,
             pool_in_use,
             pool_max,
+            in_flight,
         }
     }
 }

@@ -100,6 +100,7 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct GroupCommitter {
     queue: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Job {
@@ -141,18 +142,21 @@ impl GroupCommitter {
                 let writer = Writer {
                     pool: pool.clone(),
                     receiver: receiver.clone(),
-                    metrics: metrics.clone(),
+                    metrics: Arc::clone(&metrics),
                     max_batch: settings.max_batch,
                     max_wait: settings.max_wait(),
                 };
                 tokio::spawn(writer.run(stopped.clone()))
             })
             .collect();
-        (Self { queue }, Writers { handles, stop })
+        (Self { queue, metrics }, Writers { handles, stop })
     }
 
     /// Stores `event` unless an event with its source and delivery id exists.
     pub async fn insert(&self, event: NewEvent) -> Result<Stored, DedupError> {
+        self.metrics.in_flight.inc();
+        // Decrements however this future ends, including when it is dropped.
+        let _in_flight = InFlight(&self.metrics);
         let (reply, answer) = oneshot::channel();
         self.queue
             .try_send(Job { event, reply })
@@ -160,6 +164,14 @@ impl GroupCommitter {
         answer.await.map_err(|_| {
             DedupError::Unavailable(anyhow::anyhow!("the writer stopped before answering"))
         })?
+    }
+}
+
+struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
     }
 }
 

@@ -10,8 +10,9 @@ pub struct TestStore {
     pub address: String,
     pub db: TestDatabase,
     pub http: reqwest::Client,
-    #[allow(dead_code)] // kept so tests can stop the server gracefully
     pub handle: ServerHandle,
+    /// Resolves once the server has stopped and the writers have drained.
+    pub stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// Default settings pointed at a fresh database, on a free port.
@@ -44,12 +45,13 @@ pub async fn spawn_with(db: TestDatabase, settings: Settings) -> TestStore {
         .expect("dedup-store builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
+    let stopped = tokio::spawn(app.run_until_stopped());
     TestStore {
         address,
         db,
         http: reqwest::Client::new(),
         handle,
+        stopped,
     }
 }
 

@@ -4,3 +4,4 @@ mod helpers;
 mod insert;
 mod operator_api;
 mod outage;
+mod shutdown;

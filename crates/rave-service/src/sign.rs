@@ -1,4 +1,6 @@
-//! Webhook signers, as the senders compute them.
+//! Webhook signers, as the senders compute them: used by `ravectl send`,
+//! the benchmarks and the tests. ingest's verifiers are written separately
+//! and pinned to the protocols' published test vectors.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -12,6 +14,9 @@ pub fn github(secret: &str, body: &[u8]) -> String {
 
 /// Standard Webhooks `v1`: `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`
 /// where the key is the base64 after `whsec_`.
+///
+/// # Panics
+/// If `secret` is not base64 (with or without `whsec_`).
 pub fn standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     let raw = STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
@@ -27,9 +32,10 @@ pub fn standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// A fresh `whsec_` secret with a 32-byte key, as GitLab and Svix generate.
 pub fn new_whsec() -> String {
-    let mut key = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).expect("rng");
-    format!("whsec_{}", STANDARD.encode(key))
+    format!(
+        "whsec_{}",
+        STANDARD.encode(crate::crypto::random_bytes::<32>())
+    )
 }
 
 /// Seconds since the Unix epoch.

@@ -1,0 +1,26 @@
+use clap::Parser as _;
+use ravectl::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                match cli.command {
+                    Command::Up(args) => ravectl::up::run(args).await,
+                    Command::Send(args) => ravectl::send::run(args).await,
+                }
+            })
+        });
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // A sentence for the operator, not a backtrace.
+            eprintln!("ravectl: {e:#}");
+            std::process::exit(1)
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! A private PostgreSQL cluster in the state directory.
+//!
+//! PostgreSQL refuses to run as root, so as root the cluster belongs to the
+//! `postgres` user. The Unix socket lives in a 0700 directory; local socket
+//! connections are trusted, TCP connections need a password (SCRAM).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+#[derive(Debug)]
+pub struct LocalPostgres {
+    bindir: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    as_postgres_user: bool,
+}
+
+impl LocalPostgres {
+    pub fn new(state_dir: &Path, port: u16) -> anyhow::Result<Self> {
+        Ok(Self {
+            bindir: find_bindir()?,
+            dir: state_dir.join("pg"),
+            port,
+            as_postgres_user: crate::packages::is_root(),
+        })
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bindir.join(program);
+        if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn run(&self, mut command: Command, what: &str) -> anyhow::Result<String> {
+        let out = command
+            .output()
+            .with_context(|| format!("running {what}"))?;
+        if !out.status.success() {
+            bail!(
+                "{what} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Creates the cluster unless it exists.
+    pub fn init(&self) -> anyhow::Result<()> {
+        if self.data().join("PG_VERSION").exists() {
+            return Ok(());
+        }
+        crate::secrets::private_dir(&self.dir)?;
+        crate::secrets::private_dir(&self.socket_dir())?;
+        if self.as_postgres_user {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&self.dir)
+                .status()?;
+            anyhow::ensure!(
+                status.success(),
+                "chown postgres {} failed",
+                self.dir.display()
+            );
+        }
+        let mut initdb = self.command("initdb");
+        initdb.arg("-D").arg(self.data()).args([
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
+        self.run(initdb, "initdb")?;
+        Ok(())
+    }
+
+    pub fn is_running(&self) -> bool {
+        let mut status = self.command("pg_ctl");
+        status.arg("status").arg("-D").arg(self.data());
+        status.output().is_ok_and(|o| o.status.success())
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start(&self) -> anyhow::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.socket_dir().display()
+        );
+        let mut start = self.command("pg_ctl");
+        start
+            .arg("start")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.log_file())
+            .args(["-w", "-t", "60", "-o", &options]);
+        self.run(start, "pg_ctl start")
+            .with_context(|| format!("see {}", self.log_file().display()))?;
+        Ok(())
+    }
+
+    pub fn stop(&self) -> anyhow::Result<()> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        let mut stop = self.command("pg_ctl");
+        stop.arg("stop")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w"]);
+        self.run(stop, "pg_ctl stop")?;
+        Ok(())
+    }
+
+    /// Runs SQL as the superuser over the private socket.
+    pub fn psql(&self, sql: &str) -> anyhow::Result<String> {
+        let mut psql = self.command("psql");
+        psql.arg("-h")
+            .arg(self.socket_dir())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql]);
+        self.run(psql, "psql")
+    }
+
+    /// Makes `role` (with `password`) own database `db`, creating both if needed.
+    pub fn ensure_database(&self, role: &str, password: &str, db: &str) -> anyhow::Result<()> {
+        let safe = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        anyhow::ensure!(
+            safe(role) && safe(db) && safe(password),
+            "role, database and password must be [A-Za-z0-9_]"
+        );
+        let role_exists = self.psql(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{role}'"))?;
+        if role_exists.trim().is_empty() {
+            self.psql(&format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"))?;
+        } else {
+            self.psql(&format!("ALTER ROLE {role} LOGIN PASSWORD '{password}'"))?;
+        }
+        let db_exists = self.psql(&format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"))?;
+        if db_exists.trim().is_empty() {
+            self.psql(&format!("CREATE DATABASE {db} OWNER {role}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The newest PostgreSQL server's `bin` directory (`RAVE_PG_BINDIR` overrides).
+pub fn find_bindir() -> anyhow::Result<PathBuf> {
+    if let Ok(dir) = std::env::var("RAVE_PG_BINDIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .context("no PostgreSQL server under /usr/lib/postgresql (apt-get install postgresql)")
+}

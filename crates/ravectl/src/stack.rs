@@ -1,0 +1,30 @@
+//! `stack.json`: what `ravectl up` started, for `ravectl send` and tests.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StackFile {
+    pub ingest_url: String,
+    pub store_url: String,
+    pub postgres: String,
+    pub secrets_dir: PathBuf,
+}
+
+impl StackFile {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("stack.json")
+    }
+
+    pub fn read(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = Self::path(state_dir);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read {}: {e}; is the stack up (ravectl up)?",
+                path.display()
+            )
+        })?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}

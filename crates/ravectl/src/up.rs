@@ -1,0 +1,294 @@
+//! `ravectl up`: PostgreSQL, dedup-store and ingest on this machine.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::UpArgs;
+use crate::postgres::LocalPostgres;
+use crate::secrets;
+use crate::stack::StackFile;
+
+const DEDUP_TEMPLATE: &str = include_str!("../templates/dedup-store.toml");
+const INGEST_TEMPLATE: &str = include_str!("../templates/ingest.toml");
+
+struct Service {
+    name: &'static str,
+    child: Child,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
+    crate::packages::ensure(!args.no_install)?;
+    for (name, flag, port) in [
+        ("ingest", "--ingest-port", args.ingest_port),
+        ("dedup-store", "--store-port", args.store_port),
+        ("PostgreSQL", "--pg-port", args.pg_port),
+    ] {
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!("port {port} ({name}) is already in use; choose another with {flag}");
+        }
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("ravectl has no parent directory")?
+            .to_path_buf(),
+    };
+    for bin in ["ingest", "dedup-store"] {
+        anyhow::ensure!(
+            bin_dir.join(bin).exists(),
+            "{} not found; build first: cargo build --release --workspace --bins",
+            bin_dir.join(bin).display()
+        );
+    }
+
+    // 0711: the `postgres` user may pass through to its cluster, nobody may list.
+    std::fs::create_dir_all(&args.state_dir)?;
+    std::fs::set_permissions(
+        &args.state_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )?;
+    let state_dir = args.state_dir.canonicalize()?;
+    let secrets_dir = state_dir.join("secrets");
+    let config_dir = state_dir.join("config");
+    let log_dir = state_dir.join("logs");
+    for dir in [&secrets_dir, &config_dir, &log_dir] {
+        secrets::private_dir(dir)?;
+    }
+
+    let mut created = Vec::new();
+    let mut secret =
+        |file: &str, label: &'static str, generate: fn() -> String| -> anyhow::Result<String> {
+            let (value, new) = secrets::ensure(&secrets_dir.join(file), generate)?;
+            if new {
+                created.push((label, value.clone()));
+            }
+            Ok(value)
+        };
+    let db_password = secret(
+        "dedup-store-db.password",
+        "dedup-store database password",
+        || secrets::hex_token(24),
+    )?;
+    secret("github.secret", "github webhook secret", || {
+        secrets::hex_token(20)
+    })?;
+    secret(
+        "gitlab-signing.secret",
+        "gitlab signing token",
+        rave_service::sign::new_whsec,
+    )?;
+    secret("gitlab-token.secret", "gitlab secret token", || {
+        secrets::hex_token(20)
+    })?;
+    secret(
+        "standard.secret",
+        "standard webhooks secret",
+        rave_service::sign::new_whsec,
+    )?;
+
+    let postgres = LocalPostgres::new(&state_dir, args.pg_port)?;
+    postgres.init()?;
+    postgres.start()?;
+    let result = run_services(
+        &args,
+        &postgres,
+        &bin_dir,
+        &state_dir,
+        &db_password,
+        &created,
+    )
+    .await;
+    if let Err(e) = postgres.stop() {
+        eprintln!("stopping PostgreSQL failed: {e:#}");
+    }
+    result
+}
+
+async fn run_services(
+    args: &UpArgs,
+    postgres: &LocalPostgres,
+    bin_dir: &Path,
+    state_dir: &Path,
+    db_password: &str,
+    created: &[(&'static str, String)],
+) -> anyhow::Result<i32> {
+    postgres.ensure_database("rave_dedup_store", db_password, "rave_events")?;
+    let secrets_dir = state_dir.join("secrets");
+    let render = |template: &str| {
+        template
+            .replace("{{INGEST_PORT}}", &args.ingest_port.to_string())
+            .replace("{{STORE_PORT}}", &args.store_port.to_string())
+            .replace("{{PG_PORT}}", &args.pg_port.to_string())
+            .replace("{{SECRETS_DIR}}", &secrets_dir.display().to_string())
+    };
+    anyhow::ensure!(
+        !secrets_dir.display().to_string().contains('\''),
+        "the state directory's path must not contain a single quote"
+    );
+    let dedup_config = state_dir.join("config/dedup-store.toml");
+    let ingest_config = state_dir.join("config/ingest.toml");
+    std::fs::write(&dedup_config, render(DEDUP_TEMPLATE))?;
+    std::fs::write(&ingest_config, render(INGEST_TEMPLATE))?;
+
+    let store_url = format!("http://127.0.0.1:{}", args.store_port);
+    let ingest_url = format!("http://127.0.0.1:{}", args.ingest_port);
+    let mut services = Vec::new();
+    let outcome = async {
+        services.push(spawn(bin_dir, "dedup-store", &dedup_config, state_dir)?);
+        wait_ready("dedup-store", &store_url, &mut services).await?;
+        services.push(spawn(bin_dir, "ingest", &ingest_config, state_dir)?);
+        wait_ready("ingest", &ingest_url, &mut services).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        stop_all(&mut services).await;
+        return Err(e);
+    }
+
+    let stack = StackFile {
+        ingest_url: ingest_url.clone(),
+        store_url: store_url.clone(),
+        postgres: format!(
+            "postgresql://rave_dedup_store@127.0.0.1:{}/rave_events",
+            args.pg_port
+        ),
+        secrets_dir: secrets_dir.clone(),
+    };
+    std::fs::write(
+        StackFile::path(state_dir),
+        serde_json::to_string_pretty(&stack)?,
+    )?;
+    print_table(&stack, state_dir, created);
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let code = tokio::select! {
+        _ = terminate.recv() => 0,
+        _ = interrupt.recv() => 0,
+        (name, status) = first_exit(&mut services) => {
+            eprintln!("{name} exited unexpectedly ({status}); see {}", state_dir.join("logs").join(format!("{name}.log")).display());
+            1
+        }
+    };
+    println!("stopping ...");
+    stop_all(&mut services).await;
+    let _ = std::fs::remove_file(StackFile::path(state_dir));
+    Ok(code)
+}
+
+fn spawn(
+    bin_dir: &Path,
+    name: &'static str,
+    config: &Path,
+    state_dir: &Path,
+) -> anyhow::Result<Service> {
+    let log: PathBuf = state_dir.join("logs").join(format!("{name}.log"));
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
+    let child = Command::new(bin_dir.join(name))
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(Service { name, child })
+}
+
+async fn wait_ready(name: &str, base_url: &str, services: &mut [Service]) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{base_url}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        for service in services.iter_mut() {
+            if let Some(status) = service.child.try_wait()? {
+                bail!(
+                    "{} exited while starting ({status}); see its log in the state directory's logs/",
+                    service.name
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not become ready within 30 s at {base_url}/readyz");
+        }
+        // Polling a process we just started; there is no event to wait for.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn first_exit(services: &mut [Service]) -> (&'static str, std::process::ExitStatus) {
+    let waits = services.iter_mut().map(|s| {
+        let name = s.name;
+        Box::pin(async move { (name, s.child.wait().await) })
+    });
+    let ((name, status), _, _) = futures_util::future::select_all(waits).await;
+    (name, status.unwrap_or_default())
+}
+
+/// SIGTERM in reverse start order (ingest first), so no request reaches a
+/// stopped store; SIGKILL after 35 s.
+async fn stop_all(services: &mut Vec<Service>) {
+    while let Some(mut service) = services.pop() {
+        if let Some(pid) = service.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(35), service.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = service.child.kill().await;
+        }
+    }
+}
+
+fn print_table(stack: &StackFile, state_dir: &Path, created: &[(&'static str, String)]) {
+    println!();
+    println!("{:<14} {:<40} NOTES", "COMPONENT", "URL");
+    println!(
+        "{:<14} {:<40} POST /hooks/{{github,gitlab,standard}}",
+        "ingest", stack.ingest_url
+    );
+    println!(
+        "{:<14} {:<40} GET /v1/events (loopback only)",
+        "dedup-store", stack.store_url
+    );
+    println!(
+        "{:<14} {:<40} password in secrets/dedup-store-db.password",
+        "PostgreSQL", stack.postgres
+    );
+    println!();
+    println!("secrets (mode 0600): {}", stack.secrets_dir.display());
+    if !created.is_empty() {
+        println!("new development secrets, shown this once:");
+        for (label, value) in created {
+            println!("  {label:<32} {value}");
+        }
+    }
+    println!("logs: {}", state_dir.join("logs").display());
+    println!();
+    println!(
+        "try:  target/release/ravectl send github --state-dir {}",
+        state_dir.display()
+    );
+    println!("RAVE is up; Ctrl-C stops it.");
+}
