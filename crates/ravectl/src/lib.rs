@@ -4,6 +4,8 @@
 //!   directory (default `.rave/`), until Ctrl-C;
 //! - `ravectl send`: a correctly signed webhook to a running stack.
 
+#![allow(clippy::print_stdout, reason = "a CLI's output is its interface")]
+
 pub mod cli;
 pub mod packages;
 pub mod postgres;
