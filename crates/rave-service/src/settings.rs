@@ -70,7 +70,8 @@ pub fn load_with_env<S: ServiceSettings>(
         config::Environment::with_prefix(&env_prefix(S::SERVICE))
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
+            // Values stay strings; typed fields parse them. Parsing here
+            // would turn a secret like "007123" into the number 7123.
             .source(env),
     );
     let settings: S = builder.build()?.try_deserialize()?;
@@ -307,6 +308,12 @@ mod tests {
         let debug = format!("{s:?}");
         assert!(!debug.contains("from-file-token"), "{debug}");
         assert!(debug.contains("REDACTED"));
+    }
+
+    #[test]
+    fn a_numeric_looking_secret_from_the_environment_is_kept_verbatim() {
+        let s: Demo = load_with_env(None, env(&[("RAVE_DEMO_SVC__TOKEN", "007123")])).unwrap();
+        assert_eq!(s.token.expose(), "007123");
     }
 
     #[test]

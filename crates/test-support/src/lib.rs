@@ -3,8 +3,10 @@
 //! - [`pg`]: a real, throwaway PostgreSQL cluster per test process, one fresh
 //!   database per test;
 //! - [`sign`]: webhook signers (sender side);
-//! - [`trace`]: W3C `traceparent` helpers.
+//! - [`trace`]: W3C `traceparent` helpers;
+//! - [`otlp`]: an OTLP/HTTP receiver standing in for a collector.
 
+pub mod otlp;
 pub mod pg;
 pub mod trace;
 
