@@ -36,6 +36,33 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> HttpResp
     })
 }
 
+/// The opaque 500 for an unexpected error, which is logged here, once, with
+/// its whole cause chain.
+pub fn internal_error(error: &(dyn std::error::Error + 'static)) -> HttpResponse {
+    log_unexpected(error);
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
+/// A 503 telling the caller when to retry; the cause is logged, not sent.
+pub fn retry_later(
+    code: &str,
+    message: &str,
+    retry_after_secs: u32,
+    cause: &anyhow::Error,
+) -> HttpResponse {
+    tracing::warn!(code, error.chain = %format!("{cause:#}"), "dependency unavailable");
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    response.headers_mut().insert(
+        actix_web::http::header::RETRY_AFTER,
+        actix_web::http::header::HeaderValue::from(retry_after_secs),
+    );
+    response
+}
+
 /// Logs an unexpected error once, with its whole cause chain.
 pub fn log_unexpected(error: &(dyn std::error::Error + 'static)) {
     let mut chain = error.to_string();
@@ -97,6 +124,32 @@ pub async fn not_found() -> HttpResponse {
 /// Binds the listener a service will serve on (port 0 picks a free port).
 pub fn bind(settings: &ServerSettings) -> std::io::Result<TcpListener> {
     TcpListener::bind((settings.host, settings.port))
+}
+
+/// Serves `routes` on `listener` the way every RAVE service does: request
+/// spans that continue the caller's trace, shared `state`, a JSON 404 for
+/// unknown routes, and a graceful stop on SIGTERM/SIGINT.
+pub fn serve<T: Send + Sync + 'static>(
+    listener: TcpListener,
+    settings: &ServerSettings,
+    state: web::Data<T>,
+    routes: fn(&mut web::ServiceConfig),
+) -> std::io::Result<actix_web::dev::Server> {
+    let mut server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .wrap(TracingLogger::default())
+            .app_data(state.clone())
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?
+    .shutdown_timeout(settings.shutdown_timeout_secs)
+    // Senders give up after ~10 s; a client this slow to send is not one.
+    .client_request_timeout(Duration::from_secs(10));
+    if settings.workers > 0 {
+        server = server.workers(settings.workers);
+    }
+    Ok(server.run())
 }
 
 /// An HTTP client whose requests carry the current trace (`traceparent`).

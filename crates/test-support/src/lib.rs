@@ -4,8 +4,10 @@
 //!   database per test;
 //! - [`sign`]: webhook signers (sender side);
 //! - [`trace`]: W3C `traceparent` helpers;
+//! - [`metrics`]: reading `/metrics` output;
 //! - [`otlp`]: an OTLP/HTTP receiver standing in for a collector.
 
+pub mod metrics;
 pub mod otlp;
 pub mod pg;
 pub mod trace;

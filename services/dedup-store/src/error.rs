@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use rave_service::http::{error_response, log_unexpected};
+use rave_service::http::{error_response, internal_error, retry_later};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
@@ -47,20 +47,9 @@ impl ResponseError for DedupError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::Unexpected(_) => {
-                log_unexpected(self);
-                error_response(self.status_code(), self.code(), "internal error")
-            }
-            Self::Unavailable(cause) => {
-                tracing::warn!(error.chain = %format!("{cause:#}"), "event store unavailable");
-                let mut response =
-                    error_response(self.status_code(), self.code(), &self.to_string());
-                response.headers_mut().insert(
-                    actix_web::http::header::RETRY_AFTER,
-                    actix_web::http::header::HeaderValue::from_static("1"),
-                );
-                response
-            }
+            Self::Unexpected(_) => internal_error(self),
+            // The store recovers in about a second (reconnect or commit retry).
+            Self::Unavailable(cause) => retry_later(self.code(), &self.to_string(), 1, cause),
             _ => error_response(self.status_code(), self.code(), &self.to_string()),
         }
     }

@@ -1,12 +1,9 @@
 //! Building and running the service: `Application::build` → `port` →
 //! `run_until_stopped`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
-use rave_service::http::TracingLogger;
+use actix_web::web;
+use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
@@ -44,22 +41,14 @@ impl Application {
             metrics,
             limits: settings.limits.clone(),
         });
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap(TracingLogger::default())
-                .app_data(state.clone())
-                .configure(routes::configure)
-                .default_service(web::to(rave_service::http::not_found))
-        })
-        .listen(listener)?
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
-        .client_request_timeout(Duration::from_secs(10));
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
         Ok(Self {
             port,
-            server: server.run(),
+            server: rave_service::http::serve(
+                listener,
+                &settings.server,
+                state,
+                routes::configure,
+            )?,
             writers,
         })
     }

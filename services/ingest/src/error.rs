@@ -1,9 +1,8 @@
 //! ingest's one error type, turned into HTTP here and nowhere else.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
-use rave_service::http::{error_response, log_unexpected};
+use rave_service::http::{error_response, internal_error, retry_later};
 
 use crate::verify::VerifyError;
 
@@ -60,22 +59,11 @@ impl ResponseError for IngestError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::Unexpected(_) => {
-                log_unexpected(self);
-                error_response(self.status_code(), self.code(), "internal error")
-            }
+            Self::Unexpected(_) => internal_error(self),
             Self::StoreUnavailable {
                 retry_after_secs,
                 cause,
-            } => {
-                tracing::warn!(error.chain = %format!("{cause:#}"), "event store unavailable");
-                let mut response =
-                    error_response(self.status_code(), self.code(), &self.to_string());
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-                response
-            }
+            } => retry_later(self.code(), &self.to_string(), *retry_after_secs, cause),
             _ => {
                 tracing::info!(code = self.code(), error = %self, "webhook refused");
                 error_response(self.status_code(), self.code(), &self.to_string())

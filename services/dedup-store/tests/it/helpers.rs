@@ -103,19 +103,7 @@ impl TestStore {
     }
 }
 
-/// The value of one sample in Prometheus text, 0 when absent.
-pub fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
+pub use test_support::metrics::sample;
 
 pub async fn error_code(response: reqwest::Response) -> String {
     let body: Value = response.json().await.expect("JSON error body");
