@@ -1,5 +1,8 @@
 //! Plumbing shared by every RAVE service.
 //!
+//! [`batch`] is the group-commit batcher services put in front of their
+//! database writes.
+//!
 //! Each service is a fat library with a thin `main.rs`; this crate holds what
 //! they would otherwise write four times: typed settings ([`settings`]),
 //! logs and traces ([`telemetry`]), the `/metrics` endpoint ([`metrics`]),
@@ -7,6 +10,7 @@
 //! ([`crypto`]), the identifiers that cross service boundaries ([`ids`]),
 //! and sender-side webhook signing for tools and tests ([`sign`]).
 
+pub mod batch;
 pub mod cli;
 pub mod crypto;
 pub mod http;

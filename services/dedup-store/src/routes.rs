@@ -87,7 +87,11 @@ async fn insert_event_inner(
     let event = validate(request, &state.limits)?;
     let span = tracing::Span::current();
     span.record("source", event.source.as_str());
-    let outcome = state.committer.insert(event).await?;
+    let outcome = state
+        .committer
+        .submit(event)
+        .await
+        .map_err(|e| DedupError::Unavailable(anyhow::Error::new(e)))?;
     let (status, task_id, duplicate) = match outcome {
         Stored::New(id) => (actix_web::http::StatusCode::CREATED, id, false),
         Stored::Duplicate(id) => (actix_web::http::StatusCode::OK, id, true),

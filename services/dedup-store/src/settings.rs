@@ -1,8 +1,7 @@
 //! dedup-store's settings. Defaults are below; override with `--config`
 //! and `RAVE_DEDUP_STORE__SECTION__KEY`.
 
-use std::time::Duration;
-
+use rave_service::batch::BatchSettings;
 use rave_service::settings::{
     Secret, ServerSettings, ServiceSettings, SettingsError, TelemetrySettings,
 };
@@ -12,7 +11,8 @@ use serde::Deserialize;
 pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
-    pub group_commit: GroupCommitSettings,
+    /// Group commit of inserts (see docs/adr/0004-group-commit.md).
+    pub group_commit: BatchSettings,
     pub limits: Limits,
     pub telemetry: TelemetrySettings,
 }
@@ -31,20 +31,6 @@ pub struct DatabaseSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct GroupCommitSettings {
-    /// Concurrent transactions; while they commit, new inserts queue up and
-    /// go into the next batch together.
-    pub writers: usize,
-    /// Inserts per transaction at most.
-    pub max_batch: usize,
-    /// How long a writer waits for more inserts before committing a batch
-    /// smaller than `max_batch`. 0 commits whatever is queued at once.
-    pub max_wait_us: u64,
-    /// Inserts queued at most; beyond that callers get 503.
-    pub queue_capacity: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
 pub struct Limits {
     /// Largest `POST /v1/events` request: a 25 MiB webhook body in base64
     /// plus its metadata.
@@ -55,12 +41,6 @@ pub struct Limits {
     pub max_page_size: i64,
 }
 
-impl GroupCommitSettings {
-    pub fn max_wait(&self) -> Duration {
-        Duration::from_micros(self.max_wait_us)
-    }
-}
-
 impl ServiceSettings for Settings {
     const SERVICE: &'static str = "dedup-store";
     const DEFAULTS: &'static str = include_str!("../config/default.toml");
@@ -68,6 +48,7 @@ impl ServiceSettings for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.server.require_loopback("server.host")?;
         self.telemetry.validate("telemetry")?;
+        self.group_commit.validate("group_commit")?;
         let positive = [
             ("database.pool_size", self.database.pool_size),
             ("group_commit.writers", self.group_commit.writers),

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
 use crate::settings::Settings;
-use crate::store::{self, GroupCommitter, Writers};
+use rave_service::batch::Writers;
+
+use crate::store;
 
 pub struct Application {
     port: u16,
@@ -32,7 +34,7 @@ impl Application {
         store::migrate(&pool).await?;
         let metrics = Arc::new(Metrics::new());
         let (committer, writers) =
-            GroupCommitter::start(pool.clone(), &settings.group_commit, metrics.clone());
+            store::start_group_commit(pool.clone(), &settings.group_commit, metrics.clone());
         let listener = rave_service::http::bind(&settings.server)?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {

@@ -6,14 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rave_service::batch::{BatchMetrics, BatchSettings, Batcher, Handler, Writers};
 use rave_service::ids::{EventType, EventUuid, SourceName, TaskId, TraceId};
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
-use crate::error::DedupError;
 use crate::metrics::Metrics;
-use crate::settings::{DatabaseSettings, GroupCommitSettings};
+use crate::settings::DatabaseSettings;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -90,190 +88,55 @@ pub enum Stored {
     Duplicate(TaskId),
 }
 
-struct Job {
-    event: NewEvent,
-    reply: oneshot::Sender<Result<Stored, DedupError>>,
-}
+/// Inserts queue up and commit together ([`rave_service::batch`]).
+pub type GroupCommitter = Batcher<NewEvent, Stored>;
 
-/// Batches concurrent inserts into shared transactions and answers each
-/// caller only after its batch has committed.
-#[derive(Debug, Clone)]
-pub struct GroupCommitter {
-    queue: mpsc::Sender<Job>,
-    metrics: Arc<Metrics>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("event_uuid", &self.event.event_uuid)
-            .finish()
-    }
-}
-
-/// The writer tasks behind a [`GroupCommitter`].
-#[derive(Debug)]
-pub struct Writers {
-    handles: Vec<JoinHandle<()>>,
-    stop: watch::Sender<bool>,
-}
-
-impl Writers {
-    /// Commits what is queued, then stops the writers.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for handle in self.handles {
-            let _ = handle.await;
-        }
-    }
-}
-
-impl GroupCommitter {
-    pub fn start(
-        pool: Pool,
-        settings: &GroupCommitSettings,
-        metrics: Arc<Metrics>,
-    ) -> (Self, Writers) {
-        let (queue, receiver) = mpsc::channel(settings.queue_capacity);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let (stop, stopped) = watch::channel(false);
-        let handles = (0..settings.writers)
-            .map(|_| {
-                let writer = Writer {
-                    pool: pool.clone(),
-                    receiver: receiver.clone(),
-                    metrics: Arc::clone(&metrics),
-                    max_batch: settings.max_batch,
-                    max_wait: settings.max_wait(),
-                };
-                tokio::spawn(writer.run(stopped.clone()))
-            })
-            .collect();
-        (Self { queue, metrics }, Writers { handles, stop })
-    }
-
-    /// Stores `event` unless an event with its source and delivery id exists.
-    pub async fn insert(&self, event: NewEvent) -> Result<Stored, DedupError> {
-        self.metrics.in_flight.inc();
-        // Decrements however this future ends, including when it is dropped.
-        let _in_flight = InFlight(&self.metrics);
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .try_send(Job { event, reply })
-            .map_err(|e| DedupError::Unavailable(anyhow::anyhow!("insert queue: {e}")))?;
-        answer.await.map_err(|_| {
-            DedupError::Unavailable(anyhow::anyhow!("the writer stopped before answering"))
-        })?
-    }
-}
-
-struct InFlight<'a>(&'a Metrics);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.dec();
-    }
-}
-
-struct Writer {
+/// Starts the group-commit writers for event inserts.
+pub fn start_group_commit(
     pool: Pool,
-    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    settings: &BatchSettings,
     metrics: Arc<Metrics>,
-    max_batch: usize,
-    max_wait: Duration,
+) -> (GroupCommitter, Writers) {
+    let observed = BatchMetrics {
+        batch_size: Some(metrics.batch_size.clone()),
+        in_flight: Some(metrics.in_flight.clone()),
+    };
+    let handler: Handler<NewEvent, Stored> = Arc::new(move |events| {
+        let (pool, metrics) = (pool.clone(), metrics.clone());
+        Box::pin(async move { commit(&pool, &events, &metrics).await })
+    });
+    Batcher::start(settings, handler, observed)
 }
 
-impl Writer {
-    async fn run(self, mut stopped: watch::Receiver<bool>) {
-        loop {
-            let stopping = *stopped.borrow_and_update();
-            let batch = if stopping {
-                self.drain().await
-            } else {
-                tokio::select! {
-                    batch = self.next_batch() => batch,
-                    _ = stopped.changed() => continue,
-                }
-            };
-            if batch.is_empty() {
-                if stopping {
-                    return;
-                }
-                continue;
+async fn commit(
+    pool: &Pool,
+    events: &[NewEvent],
+    metrics: &Metrics,
+) -> anyhow::Result<Vec<Stored>> {
+    let started = Instant::now();
+    // A failed transaction changed nothing, so it is safe to run again; the
+    // retry also draws fresh task ids should one have collided.
+    let mut outcome = insert_batch(pool, events).await;
+    if outcome.is_err() {
+        outcome = insert_batch(pool, events).await;
+    }
+    metrics
+        .commit_duration
+        .observe(started.elapsed().as_secs_f64(), None, None);
+    match &outcome {
+        Ok(results) => {
+            for stored in results {
+                match stored {
+                    Stored::New(_) => metrics.inserted.inc(),
+                    Stored::Duplicate(_) => metrics.duplicates.inc(),
+                };
             }
-            self.commit(batch).await;
+        }
+        Err(_) => {
+            metrics.commit_failures.inc();
         }
     }
-
-    /// Waits for one job, then takes whatever else is queued (up to
-    /// `max_batch`, waiting at most `max_wait` for more).
-    async fn next_batch(&self) -> Vec<Job> {
-        let mut receiver = self.receiver.lock().await;
-        let Some(first) = receiver.recv().await else {
-            return Vec::new();
-        };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + self.max_wait;
-        while batch.len() < self.max_batch {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) if self.max_wait.is_zero() => break,
-                Err(_) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    _ => break,
-                },
-            }
-        }
-        batch
-    }
-
-    async fn drain(&self) -> Vec<Job> {
-        let mut receiver = self.receiver.lock().await;
-        let mut batch = Vec::new();
-        while batch.len() < self.max_batch {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        batch
-    }
-
-    async fn commit(&self, batch: Vec<Job>) {
-        let started = Instant::now();
-        self.metrics.batch_size.observe(batch.len() as f64);
-        let (events, replies): (Vec<NewEvent>, Vec<_>) =
-            batch.into_iter().map(|job| (job.event, job.reply)).unzip();
-        // A failed transaction changes nothing, so it is safe to run again;
-        // the retry also draws fresh task ids should one have collided.
-        let mut outcome = insert_batch(&self.pool, &events).await;
-        if outcome.is_err() {
-            outcome = insert_batch(&self.pool, &events).await;
-        }
-        self.metrics
-            .commit_duration
-            .observe(started.elapsed().as_secs_f64(), None, None);
-        match outcome {
-            Ok(results) => {
-                for (reply, stored) in replies.into_iter().zip(results) {
-                    match &stored {
-                        Stored::New(_) => self.metrics.inserted.inc(),
-                        Stored::Duplicate(_) => self.metrics.duplicates.inc(),
-                    };
-                    let _ = reply.send(Ok(stored));
-                }
-            }
-            Err(e) => {
-                self.metrics.commit_failures.inc();
-                let message = format!("{e:#}");
-                for reply in replies {
-                    let _ = reply.send(Err(DedupError::Unavailable(anyhow::anyhow!(
-                        message.clone()
-                    ))));
-                }
-            }
-        }
-    }
+    outcome
 }
 
 type Key<'a> = (&'a str, &'a str);

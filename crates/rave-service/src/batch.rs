@@ -1,0 +1,337 @@
+//! Group commit: many concurrent callers, few transactions.
+//!
+//! Callers [`Batcher::submit`] one item each and wait. `writers` tasks each
+//! take one item, then everything else already queued (up to `max_batch`,
+//! optionally waiting `max_wait_us` for more), hand the batch to the handler
+//! — typically one database transaction — and answer every caller with its
+//! own result once the handler returns. While one writer commits, new items
+//! pile up and form the next batch, so batches grow with load without adding
+//! latency when idle. No application code lives here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use serde::Deserialize;
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Tuning for one batcher.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BatchSettings {
+    /// Concurrent batches (transactions) at most.
+    pub writers: usize,
+    /// Items per batch at most.
+    pub max_batch: usize,
+    /// How long a writer waits for more items before running a batch smaller
+    /// than `max_batch`; 0 runs whatever is queued at once.
+    pub max_wait_us: u64,
+    /// Items queued at most; beyond that `submit` fails at once.
+    pub queue_capacity: usize,
+}
+
+impl BatchSettings {
+    pub fn validate(&self, key: &str) -> Result<(), crate::settings::SettingsError> {
+        for (field, value) in [
+            ("writers", self.writers),
+            ("max_batch", self.max_batch),
+            ("queue_capacity", self.queue_capacity),
+        ] {
+            if value == 0 {
+                return Err(crate::settings::SettingsError::invalid(
+                    format!("{key}.{field}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an item got no result from its batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    #[error("the queue is full ({0} items)")]
+    QueueFull(usize),
+    #[error("the batcher stopped before answering")]
+    Stopped,
+    /// The handler failed; every item of the batch gets the same error.
+    #[error("{0:#}")]
+    Failed(Arc<anyhow::Error>),
+}
+
+/// Runs one batch: one output per item, in order.
+pub type Handler<I, O> =
+    Arc<dyn Fn(Arc<Vec<I>>) -> BoxFuture<'static, anyhow::Result<Vec<O>>> + Send + Sync>;
+
+/// Where a batcher reports how it is doing.
+#[derive(Debug, Clone, Default)]
+pub struct BatchMetrics {
+    /// Items per batch.
+    pub batch_size: Option<Histogram>,
+    /// Items submitted and not yet answered.
+    pub in_flight: Option<Gauge>,
+}
+
+struct Job<I, O> {
+    item: I,
+    reply: oneshot::Sender<Result<O, BatchError>>,
+}
+
+pub struct Batcher<I, O> {
+    queue: mpsc::Sender<Job<I, O>>,
+    capacity: usize,
+    metrics: BatchMetrics,
+}
+
+impl<I, O> Clone for Batcher<I, O> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+            capacity: self.capacity,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<I, O> std::fmt::Debug for Batcher<I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The writer tasks behind a [`Batcher`].
+#[derive(Debug)]
+pub struct Writers {
+    handles: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Writers {
+    /// Runs what is still queued, then stops the writers.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for handle in self.handles {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
+    /// Starts the writers on the current runtime.
+    pub fn start(
+        settings: &BatchSettings,
+        handler: Handler<I, O>,
+        metrics: BatchMetrics,
+    ) -> (Self, Writers) {
+        let (queue, receiver) = mpsc::channel(settings.queue_capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let (stop, stopped) = watch::channel(false);
+        let handles = (0..settings.writers)
+            .map(|_| {
+                let writer = Writer {
+                    receiver: receiver.clone(),
+                    handler: handler.clone(),
+                    metrics: metrics.clone(),
+                    max_batch: settings.max_batch,
+                    max_wait: Duration::from_micros(settings.max_wait_us),
+                };
+                tokio::spawn(writer.run(stopped.clone()))
+            })
+            .collect();
+        let batcher = Self {
+            queue,
+            capacity: settings.queue_capacity,
+            metrics,
+        };
+        (batcher, Writers { handles, stop })
+    }
+
+    /// Queues `item` and waits for its batch's result.
+    pub async fn submit(&self, item: I) -> Result<O, BatchError> {
+        let _in_flight = InFlight::enter(self.metrics.in_flight.as_ref());
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(Job { item, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BatchError::QueueFull(self.capacity),
+                mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
+            })?;
+        answer.await.map_err(|_| BatchError::Stopped)?
+    }
+}
+
+/// Counts an item in flight for as long as it lives, however its future ends.
+struct InFlight<'a>(Option<&'a Gauge>);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: Option<&'a Gauge>) -> Self {
+        if let Some(g) = gauge {
+            g.inc();
+        }
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.0 {
+            g.dec();
+        }
+    }
+}
+
+struct Writer<I, O> {
+    receiver: Arc<Mutex<mpsc::Receiver<Job<I, O>>>>,
+    handler: Handler<I, O>,
+    metrics: BatchMetrics,
+    max_batch: usize,
+    max_wait: Duration,
+}
+
+impl<I: Send + Sync + 'static, O: Send + 'static> Writer<I, O> {
+    async fn run(self, mut stopped: watch::Receiver<bool>) {
+        loop {
+            let stopping = *stopped.borrow_and_update();
+            let batch = if stopping {
+                self.drain().await
+            } else {
+                tokio::select! {
+                    batch = self.next_batch() => batch,
+                    _ = stopped.changed() => continue,
+                }
+            };
+            if batch.is_empty() {
+                if stopping {
+                    return;
+                }
+                continue;
+            }
+            self.run_batch(batch).await;
+        }
+    }
+
+    async fn next_batch(&self) -> Vec<Job<I, O>> {
+        let mut receiver = self.receiver.lock().await;
+        let Some(first) = receiver.recv().await else {
+            return Vec::new();
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        while batch.len() < self.max_batch {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) if self.max_wait.is_zero() => break,
+                Err(_) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    _ => break,
+                },
+            }
+        }
+        batch
+    }
+
+    async fn drain(&self) -> Vec<Job<I, O>> {
+        let mut receiver = self.receiver.lock().await;
+        let mut batch = Vec::new();
+        while batch.len() < self.max_batch {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    async fn run_batch(&self, batch: Vec<Job<I, O>>) {
+        if let Some(h) = &self.metrics.batch_size {
+            h.observe(batch.len() as f64);
+        }
+        let (items, replies): (Vec<I>, Vec<_>) =
+            batch.into_iter().map(|job| (job.item, job.reply)).unzip();
+        let expected = items.len();
+        match (self.handler)(Arc::new(items)).await {
+            Ok(outputs) if outputs.len() == expected => {
+                for (reply, output) in replies.into_iter().zip(outputs) {
+                    let _ = reply.send(Ok(output));
+                }
+            }
+            Ok(outputs) => {
+                let error = Arc::new(anyhow::anyhow!(
+                    "batch handler returned {} results for {expected} items",
+                    outputs.len()
+                ));
+                for reply in replies {
+                    let _ = reply.send(Err(BatchError::Failed(error.clone())));
+                }
+            }
+            Err(e) => {
+                let error = Arc::new(e);
+                for reply in replies {
+                    let _ = reply.send(Err(BatchError::Failed(error.clone())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(writers: usize, max_batch: usize) -> BatchSettings {
+        BatchSettings {
+            writers,
+            max_batch,
+            max_wait_us: 0,
+            queue_capacity: 1000,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_caller_gets_its_own_result_and_queued_items_share_a_batch() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let handler: Handler<u32, u32> = Arc::new(move |items: Arc<Vec<u32>>| {
+            seen.lock().unwrap().push(items.len());
+            Box::pin(async move { Ok(items.iter().map(|i| i * 10).collect()) })
+        });
+        let (batcher, writers) = Batcher::start(&settings(1, 64), handler, BatchMetrics::default());
+        // Submitted together before the single writer runs: one batch.
+        let results = futures_util::future::join_all((0..50).map(|i| batcher.submit(i))).await;
+        let results: Vec<u32> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(results, (0..50).map(|i| i * 10).collect::<Vec<_>>());
+        assert!(
+            sizes.lock().unwrap().iter().any(|&n| n > 1),
+            "{:?}",
+            sizes.lock().unwrap()
+        );
+        assert!(sizes.lock().unwrap().iter().all(|&n| n <= 64));
+        writers.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_each_of_its_callers() {
+        let handler: Handler<u32, u32> =
+            Arc::new(|_| Box::pin(async { Err(anyhow::anyhow!("disk on fire")) }));
+        let (batcher, writers) = Batcher::start(&settings(2, 8), handler, BatchMetrics::default());
+        let err = batcher.submit(1).await.unwrap_err();
+        assert!(err.to_string().contains("disk on fire"));
+        writers.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_a_stopped_batcher_says_so() {
+        let handler: Handler<u32, u32> =
+            Arc::new(|items| Box::pin(async move { Ok(items.to_vec()) }));
+        let mut s = settings(1, 8);
+        s.queue_capacity = 1;
+        let (batcher, writers) = Batcher::start(&s, handler, BatchMetrics::default());
+        writers.shutdown().await;
+        assert!(matches!(batcher.submit(1).await, Err(BatchError::Stopped)));
+    }
+}
