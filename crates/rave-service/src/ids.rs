@@ -159,6 +159,47 @@ string_id!(
     }
 );
 
+fn slug(v: &str, extra: &[u8]) -> Result<(), &'static str> {
+    if v.is_empty() || v.len() > 63 {
+        return Err("must be 1 to 63 characters long");
+    }
+    let first = v.as_bytes()[0];
+    if !first.is_ascii_lowercase() && !first.is_ascii_digit() {
+        return Err("must start with a lower-case letter or a digit");
+    }
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
+    {
+        return Err("may only contain a-z, 0-9 and - _ (kinds also .)");
+    }
+    Ok(())
+}
+
+string_id!(
+    /// An agent's name, from the dispatcher's configuration: 1–63 of
+    /// `a-z 0-9 - _`, starting with a letter or digit.
+    AgentId,
+    "agent name",
+    |v| slug(v, b"-_")
+);
+
+string_id!(
+    /// A kind of task, as routing rules name it (`review`, `ci.triage`):
+    /// 1–63 of `a-z 0-9 - _ .`, starting with a letter or digit.
+    TaskKind,
+    "task kind",
+    |v| slug(v, b"-_.")
+);
+
+string_id!(
+    /// The fencing token of one claim: 32 lower-case hex characters. Every
+    /// heartbeat, completion and failure must present the current one.
+    LeaseToken,
+    "lease token",
+    |v| lower_hex_of_len(v, 32)
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +243,16 @@ mod tests {
         assert!(EventUuid::parse("a\nb").is_err());
         assert!(EventUuid::parse("").is_err());
         assert!(EventUuid::parse("x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn agents_and_kinds_are_slugs_and_lease_tokens_are_hex() {
+        assert!(AgentId::parse("review-bot_1").is_ok());
+        assert!(AgentId::parse("Review").is_err());
+        assert!(TaskKind::parse("ci.triage").is_ok());
+        assert!(AgentId::parse("ci.triage").is_err());
+        assert!(LeaseToken::parse("0123456789abcdef0123456789abcdef").is_ok());
+        assert!(LeaseToken::parse("0123456789abcdef").is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use deadpool_postgres::Pool;
+use rave_pg::Pool;
 use rave_service::ids::{EventType, EventUuid, SourceName, TaskId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -223,7 +223,7 @@ async fn list_events_inner(
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match store::ping(&state.pool).await {
+    match rave_pg::ping(&state.pool).await {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "not ready: PostgreSQL unreachable");

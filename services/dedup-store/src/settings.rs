@@ -1,10 +1,9 @@
 //! dedup-store's settings. Defaults are below; override with `--config`
 //! and `RAVE_DEDUP_STORE__SECTION__KEY`.
 
+pub use rave_pg::DatabaseSettings;
 use rave_service::batch::BatchSettings;
-use rave_service::settings::{
-    Secret, ServerSettings, ServiceSettings, SettingsError, TelemetrySettings,
-};
+use rave_service::settings::{ServerSettings, ServiceSettings, SettingsError, TelemetrySettings};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -15,19 +14,6 @@ pub struct Settings {
     pub group_commit: BatchSettings,
     pub limits: Limits,
     pub telemetry: TelemetrySettings,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct DatabaseSettings {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: Option<Secret>,
-    pub dbname: String,
-    /// Connections in the pool; the group-commit writers hold one each.
-    pub pool_size: usize,
-    /// How long a request waits for a connection, or for a new one to open.
-    pub connect_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,8 +35,8 @@ impl ServiceSettings for Settings {
         self.server.require_loopback("server.host")?;
         self.telemetry.validate("telemetry")?;
         self.group_commit.validate("group_commit")?;
+        self.database.validate("database")?;
         let positive = [
-            ("database.pool_size", self.database.pool_size),
             ("group_commit.writers", self.group_commit.writers),
             ("group_commit.max_batch", self.group_commit.max_batch),
             (

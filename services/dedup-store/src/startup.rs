@@ -30,7 +30,7 @@ impl Application {
     /// Connects to PostgreSQL, applies migrations, starts the group-commit
     /// writers and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool = store::pool(&settings.database)?;
+        let pool = rave_pg::pool(&settings.database, "dedup-store")?;
         store::migrate(&pool).await?;
         let metrics = Arc::new(Metrics::new());
         let (committer, writers) =

@@ -2,16 +2,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rave_pg::Pool;
 use rave_service::batch::{BatchMetrics, BatchSettings, Batcher, Handler, Writers};
 use rave_service::ids::{EventType, EventUuid, SourceName, TaskId, TraceId};
 use time::OffsetDateTime;
 
 use crate::metrics::Metrics;
-use crate::settings::DatabaseSettings;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -20,51 +19,9 @@ mod embedded {
 /// Serialises migrations when several replicas start at once.
 const MIGRATION_LOCK: i64 = 0x7261_7665_6465_6475; // "ravededu"
 
-pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&settings.host)
-        .port(settings.port)
-        .user(&settings.user)
-        .dbname(&settings.dbname)
-        .application_name("dedup-store")
-        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms));
-    if let Some(password) = &settings.password {
-        config.password(password.expose());
-    }
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let timeout = Some(Duration::from_millis(settings.connect_timeout_ms));
-    Ok(Pool::builder(manager)
-        .max_size(settings.pool_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(timeout)
-        .create_timeout(timeout)
-        .build()?)
-}
-
-/// Applies the embedded migrations, one replica at a time.
+/// Applies dedup-store's embedded migrations.
 pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
-    let mut client = pool.get().await.context("connecting to PostgreSQL")?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
-    let result = embedded::migrations::runner()
-        .run_async(&mut **client)
-        .await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await?;
-    let report = result.context("applying migrations")?;
-    for migration in report.applied_migrations() {
-        tracing::info!(migration = %migration, "applied migration");
-    }
-    Ok(())
+    rave_pg::migrate(pool, embedded::migrations::runner(), MIGRATION_LOCK).await
 }
 
 /// An event as received, ready to store.
@@ -318,11 +275,4 @@ pub async fn list_events(
         )
         .await?;
     Ok(rows.iter().map(record).collect())
-}
-
-/// Whether PostgreSQL answers.
-pub async fn ping(pool: &Pool) -> anyhow::Result<()> {
-    let client = pool.get().await?;
-    client.simple_query("SELECT 1").await?;
-    Ok(())
 }

@@ -1,0 +1,237 @@
+//! Every metric task-dispatcher exposes, declared in one place. Labels are
+//! bounded: `kind` comes from routing rules, `state` and `outcome` from
+//! fixed sets, `source` from ingest's configured sources.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use rave_service::metrics::TraceExemplar;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindStateLabels {
+    pub kind: String,
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindOutcomeLabels {
+    pub kind: String,
+    /// succeeded, retried, failed, dead or cancelled.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+pub const STATES: [&str; 6] = [
+    "queued",
+    "leased",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "dead",
+];
+
+type Duration = HistogramWithExemplars<TraceExemplar>;
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub events_received: Counter,
+    pub events_ignored: Family<SourceLabel, Counter>,
+    pub tasks_created: Family<KindLabel, Counter>,
+    pub superseded: Counter,
+    pub tasks: Family<KindStateLabels, Gauge>,
+    pub claims: Family<KindLabel, Counter>,
+    pub completions: Family<KindOutcomeLabels, Counter>,
+    pub lease_losses: Family<KindLabel, Counter>,
+    pub dead_letters: Family<KindLabel, Counter>,
+    pub task_duration: Family<KindLabel, Duration, fn() -> Duration>,
+    pub oldest_queued_age: Gauge<f64, AtomicU64>,
+    pub agents_waiting: Gauge,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub completion_batch_size: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let events_received = Counter::default();
+        r.register(
+            "dispatcher_events_received",
+            "Events handed over by dedup-store's relay (redeliveries included)",
+            events_received.clone(),
+        );
+        let events_ignored = Family::<SourceLabel, Counter>::default();
+        r.register(
+            "dispatcher_events_ignored",
+            "Events no routing rule matched, by source",
+            events_ignored.clone(),
+        );
+        let tasks_created = Family::<KindLabel, Counter>::default();
+        r.register(
+            "dispatcher_tasks_created",
+            "Tasks created, by kind",
+            tasks_created.clone(),
+        );
+        let superseded = Counter::default();
+        r.register(
+            "dispatcher_tasks_superseded",
+            "Older tasks cancelled or asked to stop by a newer task for the same entity",
+            superseded.clone(),
+        );
+        let tasks = Family::<KindStateLabels, Gauge>::default();
+        r.register(
+            "dispatcher_tasks",
+            "Tasks in the database, by kind and state",
+            tasks.clone(),
+        );
+        let claims = Family::<KindLabel, Counter>::default();
+        r.register(
+            "dispatcher_claims",
+            "Tasks leased to agents (each attempt counts)",
+            claims.clone(),
+        );
+        let completions = Family::<KindOutcomeLabels, Counter>::default();
+        r.register(
+            "dispatcher_completions",
+            "Attempts reported by agents, by outcome",
+            completions.clone(),
+        );
+        let lease_losses = Family::<KindLabel, Counter>::default();
+        r.register(
+            "dispatcher_lease_losses",
+            "Leases that expired without a heartbeat, completion or failure",
+            lease_losses.clone(),
+        );
+        let dead_letters = Family::<KindLabel, Counter>::default();
+        r.register(
+            "dispatcher_dead_letters",
+            "Tasks that used up their attempts",
+            dead_letters.clone(),
+        );
+        let task_duration: Family<KindLabel, Duration, fn() -> Duration> =
+            Family::new_with_constructor(|| {
+                HistogramWithExemplars::new(exponential_buckets(0.1, 2.0, 16))
+            });
+        r.register(
+            "task_duration_seconds",
+            "Time from claim to completion or failure, by kind (exemplar: the webhook's trace)",
+            task_duration.clone(),
+        );
+        let oldest_queued_age = Gauge::<f64, AtomicU64>::default();
+        r.register(
+            "dispatcher_oldest_queued_task_age_seconds",
+            "How long the oldest due task has waited to be claimed",
+            oldest_queued_age.clone(),
+        );
+        let agents_waiting = Gauge::default();
+        r.register(
+            "dispatcher_agents_waiting",
+            "Claims waiting for work (long polls in progress)",
+            agents_waiting.clone(),
+        );
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "dispatcher_requests_rejected",
+            "Requests refused, by error code",
+            rejected.clone(),
+        );
+        let completion_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        r.register(
+            "dispatcher_completion_batch_size",
+            "Completions committed together in one transaction",
+            completion_batch_size.clone(),
+        );
+        Self {
+            registry: r,
+            events_received,
+            events_ignored,
+            tasks_created,
+            superseded,
+            tasks,
+            claims,
+            completions,
+            lease_losses,
+            dead_letters,
+            task_duration,
+            oldest_queued_age,
+            agents_waiting,
+            rejected,
+            completion_batch_size,
+        }
+    }
+
+    /// Creates each kind's series at 0, so they exist before the first task.
+    pub fn initialise_kinds<'a>(&self, kinds: impl IntoIterator<Item = &'a str>) {
+        for kind in kinds {
+            let label = KindLabel {
+                kind: kind.to_owned(),
+            };
+            let _ = self.tasks_created.get_or_create_owned(&label);
+            let _ = self.claims.get_or_create_owned(&label);
+            let _ = self.lease_losses.get_or_create_owned(&label);
+            let _ = self.dead_letters.get_or_create_owned(&label);
+            let _ = self.task_duration.get_or_create_owned(&label);
+            for state in STATES {
+                let _ = self.tasks.get_or_create_owned(&KindStateLabels {
+                    kind: kind.to_owned(),
+                    state,
+                });
+            }
+            for outcome in ["succeeded", "retried", "failed", "dead", "cancelled"] {
+                let _ = self.completions.get_or_create_owned(&KindOutcomeLabels {
+                    kind: kind.to_owned(),
+                    outcome,
+                });
+            }
+        }
+    }
+
+    /// Sets the task gauges from fresh counts; states with no tasks read 0.
+    pub fn set_task_counts(
+        &self,
+        kinds: &[String],
+        counts: &[(String, String, i64)],
+        oldest_secs: f64,
+    ) {
+        for kind in kinds {
+            for state in STATES {
+                let n = counts
+                    .iter()
+                    .find(|(k, s, _)| k == kind && s == state)
+                    .map_or(0, |(_, _, n)| *n);
+                self.tasks
+                    .get_or_create(&KindStateLabels {
+                        kind: kind.clone(),
+                        state,
+                    })
+                    .set(n);
+            }
+        }
+        self.oldest_queued_age.set(oldest_secs);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,209 @@
+//! task-dispatcher's settings. Defaults live in `config/default.toml`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use rave_pg::DatabaseSettings;
+use rave_service::batch::BatchSettings;
+use rave_service::settings::{ServerSettings, ServiceSettings, SettingsError, TelemetrySettings};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub claim: ClaimSettings,
+    pub retry: RetrySettings,
+    pub maintenance: MaintenanceSettings,
+    pub completions: BatchSettings,
+    pub limits: Limits,
+    pub telemetry: TelemetrySettings,
+    #[serde(default)]
+    pub agents: Vec<AgentSettings>,
+    pub agents_file: Option<PathBuf>,
+    #[serde(default)]
+    pub operator_tokens_sha256: Vec<String>,
+    #[serde(default)]
+    pub relay_tokens_sha256: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<RouteSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClaimSettings {
+    pub long_poll_secs: u64,
+    pub long_poll_max_secs: u64,
+    pub max_tasks: i64,
+    pub lease_secs: u64,
+    pub poll_interval_ms: u64,
+}
+
+impl ClaimSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetrySettings {
+    pub base_secs: f64,
+    pub max_secs: f64,
+    pub jitter: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MaintenanceSettings {
+    pub lease_check_interval_ms: u64,
+    pub lease_check_batch: i64,
+    pub retention_hours: u64,
+    pub prune_interval_secs: u64,
+    pub prune_batch: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_page_size: i64,
+    pub max_result_bytes: usize,
+}
+
+/// An agent allowed to claim tasks of `kinds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    pub name: String,
+    /// SHA-256 of the agent's bearer token, lower-case hex.
+    pub token_sha256: String,
+    pub kinds: Vec<String>,
+}
+
+/// `agents_file`'s shape.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentsFile {
+    #[serde(default)]
+    pub agents: Vec<AgentSettings>,
+}
+
+/// What to do with another task for the same entity.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Tasks run independently.
+    #[default]
+    Queue,
+    /// One leased task per entity at a time, in creation order.
+    Serialize,
+    /// A newer task cancels older queued ones and asks leased ones to stop.
+    Supersede,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queue => "queue",
+            Self::Serialize => "serialize",
+            Self::Supersede => "supersede",
+        }
+    }
+}
+
+/// A JSON-pointer condition on the event body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    pub pointer: String,
+    /// The value must equal this (any JSON value).
+    pub equals: Option<serde_json::Value>,
+    /// The value must equal one of these.
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// The pointer must (true) or must not (false) resolve.
+    pub exists: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    pub source: Option<String>,
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub when: Vec<Condition>,
+    pub kind: String,
+    #[serde(default = "default_priority")]
+    pub priority: i16,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i32,
+    #[serde(default)]
+    pub entity_key: Vec<String>,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+fn default_priority() -> i16 {
+    5
+}
+
+fn default_max_attempts() -> i32 {
+    5
+}
+
+impl ServiceSettings for Settings {
+    const SERVICE: &'static str = "task-dispatcher";
+    const DEFAULTS: &'static str = include_str!("../config/default.toml");
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.telemetry.validate("telemetry")?;
+        self.completions.validate("completions")?;
+        self.database.validate("database")?;
+        let c = &self.claim;
+        if c.lease_secs == 0
+            || c.max_tasks < 1
+            || c.poll_interval_ms == 0
+            || c.long_poll_max_secs < c.long_poll_secs
+        {
+            return Err(SettingsError::invalid(
+                "claim",
+                "lease_secs, max_tasks and poll_interval_ms must be positive; long_poll_max_secs >= long_poll_secs",
+            ));
+        }
+        let r = &self.retry;
+        if !(r.base_secs > 0.0 && r.max_secs >= r.base_secs && (0.0..1.0).contains(&r.jitter)) {
+            return Err(SettingsError::invalid(
+                "retry",
+                "need 0 < base_secs <= max_secs and 0 <= jitter < 1",
+            ));
+        }
+        let m = &self.maintenance;
+        if m.lease_check_interval_ms == 0
+            || m.lease_check_batch < 1
+            || m.prune_interval_secs == 0
+            || m.prune_batch < 1
+        {
+            return Err(SettingsError::invalid(
+                "maintenance",
+                "intervals and batch sizes must be positive",
+            ));
+        }
+        if self.limits.max_page_size < 1 || self.limits.max_request_bytes == 0 {
+            return Err(SettingsError::invalid(
+                "limits",
+                "max_page_size and max_request_bytes must be positive",
+            ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            crate::routing::Rule::from_settings(route)
+                .map_err(|e| SettingsError::invalid(format!("routes[{i}]"), e))?;
+        }
+        crate::auth::Agents::from_settings(self)?;
+        for (key, digests) in [
+            ("operator_tokens_sha256", &self.operator_tokens_sha256),
+            ("relay_tokens_sha256", &self.relay_tokens_sha256),
+        ] {
+            for digest in digests {
+                crate::auth::parse_digest(digest).map_err(|e| SettingsError::invalid(key, e))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! Building and running the service: `Application::build` → `port` →
+//! `run_until_stopped`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::web;
+use rave_service::batch::{BatchMetrics, Batcher, Handler, Writers};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::{Agents, TokenSet};
+use crate::clock::{Clock, SystemClock};
+use crate::maintenance::Maintenance;
+use crate::metrics::Metrics;
+use crate::routes::{self, AppState, Completer};
+use crate::routing::Router;
+use crate::settings::Settings;
+use crate::store::{self, Completion};
+use crate::waker::{self, Waker};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    writers: Writers,
+    maintenance: Maintenance,
+    background: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// The service as deployed: system clock, background loops running.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Arc::new(SystemClock), true).await
+    }
+
+    /// With an injected clock; `background: false` leaves lease expiry,
+    /// pruning and due-task polling to the caller (tests drive them step by
+    /// step through [`Application::maintenance`]).
+    pub async fn build_with(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        background: bool,
+    ) -> anyhow::Result<Self> {
+        let router = Router::from_settings(&settings.routes).map_err(anyhow::Error::msg)?;
+        let agents = Agents::from_settings(&settings)?;
+        if agents.is_empty() {
+            tracing::warn!("no agents configured: every claim will get 401");
+        }
+        let pool = rave_pg::pool(&settings.database, "task-dispatcher")?;
+        store::migrate(&pool).await?;
+        let metrics = Arc::new(Metrics::new());
+        let kinds: Vec<String> = router.kinds().iter().map(ToString::to_string).collect();
+        metrics.initialise_kinds(kinds.iter().map(String::as_str));
+        let waker = Arc::new(Waker::default());
+        let (stop, stopped) = watch::channel(false);
+
+        let completer_pool = pool.clone();
+        let handler: Handler<Completion, Result<store::Finished, store::Refusal>> =
+            Arc::new(move |items| {
+                let pool = completer_pool.clone();
+                Box::pin(async move { store::complete_batch(&pool, &items).await })
+            });
+        let (completer, writers): (Completer, Writers) = Batcher::start(
+            &settings.completions,
+            handler,
+            BatchMetrics {
+                batch_size: Some(metrics.completion_batch_size.clone()),
+                in_flight: None,
+            },
+        );
+
+        let maintenance = Maintenance {
+            pool: pool.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            waker: waker.clone(),
+            settings: settings.maintenance.clone(),
+        };
+        let mut tasks = vec![tokio::spawn(waker::listen(
+            settings.database.clone(),
+            waker.clone(),
+            stopped.clone(),
+        ))];
+        if background {
+            tasks.push(tokio::spawn(maintenance.clone().run(stopped.clone())));
+            tasks.push(tokio::spawn(waker::poll(
+                pool.clone(),
+                clock.clone(),
+                waker.clone(),
+                Duration::from_millis(settings.claim.poll_interval_ms),
+                stopped.clone(),
+            )));
+        }
+
+        let listener = rave_service::http::bind(&settings.server)?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            pool,
+            clock,
+            metrics,
+            waker,
+            completer,
+            router,
+            agents,
+            operators: TokenSet::from_hex(&settings.operator_tokens_sha256)
+                .map_err(anyhow::Error::msg)?,
+            relays: TokenSet::from_hex(&settings.relay_tokens_sha256)
+                .map_err(anyhow::Error::msg)?,
+            claim: settings.claim.clone(),
+            retry: settings.retry.clone(),
+            limits: settings.limits.clone(),
+            kinds,
+        });
+        Ok(Self {
+            port,
+            server: rave_service::http::serve(
+                listener,
+                &settings.server,
+                state,
+                routes::configure,
+            )?,
+            writers,
+            maintenance,
+            background: tasks,
+            stop,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Lease expiry and pruning, one step at a time.
+    pub fn maintenance(&self) -> Maintenance {
+        self.maintenance.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT, lets in-flight requests finish, commits
+    /// queued completions, then stops the background loops.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await?;
+        self.writers.shutdown().await;
+        let _ = self.stop.send(true);
+        for task in self.background {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}

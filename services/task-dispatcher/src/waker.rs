@@ -1,0 +1,151 @@
+//! Waking waiting claims without each of them polling the database.
+//!
+//! A claim that finds nothing subscribes to the [`Waker`] and sleeps. It is
+//! woken (a) at once by a hand-off on this replica, (b) by `NOTIFY
+//! rave_tasks` from any replica, received on this replica's single LISTEN
+//! connection, and (c) by one poll loop that asks "is any task due?" once per
+//! interval while anyone waits — retries falling due and missed
+//! notifications. Notifications are hints; the claim statement decides.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use rave_pg::{DatabaseSettings, Pool};
+use tokio::sync::watch;
+use tokio_postgres::AsyncMessage;
+
+use crate::clock::Clock;
+use crate::store::{self, WAKE_CHANNEL};
+
+#[derive(Debug)]
+pub struct Waker {
+    version: watch::Sender<u64>,
+    waiting: AtomicUsize,
+}
+
+impl Default for Waker {
+    fn default() -> Self {
+        Self {
+            version: watch::channel(0).0,
+            waiting: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Subscribe *before* looking for work, so no wake-up is missed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Counts a waiting claim for as long as the guard lives.
+    pub fn waiting_guard(&self) -> WaitingGuard<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        WaitingGuard(self)
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+pub struct WaitingGuard<'a>(&'a Waker);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Holds one LISTEN connection, reconnecting with backoff, until `stop`.
+pub async fn listen(
+    database: DatabaseSettings,
+    waker: Arc<Waker>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            result = listen_once(&database, &waker) => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %format!("{e:#}"), "LISTEN connection lost; waiting claims fall back to polling");
+                }
+            }
+            _ = stopped(&mut stop) => return,
+        }
+        // Anything notified while disconnected is found by the next claim.
+        waker.wake();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopped(&mut stop) => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn listen_once(database: &DatabaseSettings, waker: &Waker) -> anyhow::Result<()> {
+    let (client, mut connection) = database
+        .config("task-dispatcher-listen")
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    let (notified, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => {
+                    let _ = notified.send(());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::Error::new(e)),
+            }
+        }
+        Ok(())
+    });
+    client
+        .batch_execute(&format!("LISTEN {WAKE_CHANNEL}"))
+        .await?;
+    tracing::info!("listening for task notifications");
+    while notifications.recv().await.is_some() {
+        waker.wake();
+    }
+    driver.await?
+}
+
+/// While claims wait, asks once per `interval` whether any task is due.
+pub async fn poll(
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    waker: Arc<Waker>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopped(&mut stop) => return,
+        }
+        if waker.waiting() == 0 {
+            continue;
+        }
+        match store::any_due(&pool, clock.now()).await {
+            Ok(true) => waker.wake(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "checking for due tasks failed"),
+        }
+    }
+}

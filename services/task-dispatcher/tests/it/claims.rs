@@ -1,0 +1,192 @@
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::helpers::{agent_token, event, sample, spawn_dispatcher};
+
+#[tokio::test]
+async fn a_claim_returns_the_payload_a_fresh_lease_and_the_webhooks_trace() {
+    let d = spawn_dispatcher().await;
+    let e = event("github", "push", json!({"ref": "refs/heads/main"}));
+    d.handoff(std::slice::from_ref(&e)).await;
+    let tasks = d.claim_now("agent-1", 5).await;
+    assert_eq!(tasks.len(), 1);
+    let t = &tasks[0];
+    assert_eq!(t["task_id"], e["task_id"]);
+    assert_eq!(t["kind"], "build");
+    assert_eq!(t["attempt"], 1);
+    assert_eq!(t["lease_token"].as_str().unwrap().len(), 32);
+    assert_eq!(t["event"]["payload"]["ref"], "refs/heads/main");
+    assert_eq!(t["event"]["event_type"], "push");
+    let traceparent = t["traceparent"].as_str().unwrap();
+    assert!(
+        traceparent.starts_with(&format!("00-{}-", e["trace_id"].as_str().unwrap())),
+        "{traceparent}"
+    );
+    assert!(
+        d.claim_now("agent-2", 5).await.is_empty(),
+        "a leased task is not claimed again"
+    );
+}
+
+#[tokio::test]
+async fn claims_are_ordered_by_priority_then_run_at() {
+    let d = spawn_dispatcher().await;
+    let normal = event("github", "push", json!({}));
+    let urgent = event("github", "urgent", json!({}));
+    d.handoff(&[normal.clone(), urgent.clone()]).await;
+    let tasks = d.claim_now("agent-1", 2).await;
+    let ids: Vec<&Value> = tasks.iter().map(|t| &t["task_id"]).collect();
+    assert_eq!(ids, [&urgent["task_id"], &normal["task_id"]]);
+}
+
+#[tokio::test]
+async fn agents_only_get_their_kinds_and_need_a_known_token() {
+    let d = spawn_dispatcher().await;
+    d.handoff(&[event(
+        "gitlab",
+        "Merge Request Hook",
+        json!({"project": {"id": 1}, "object_attributes": {"iid": 1}}),
+    )])
+    .await;
+    assert!(
+        d.claim_now("builder", 10).await.is_empty(),
+        "builder handles build only"
+    );
+    let (status, body) = d
+        .claim("builder", json!({"kinds": ["review"], "wait_secs": 0}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (status, body) = d.claim("nobody", json!({"wait_secs": 0})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = d
+        .claim("agent-1", json!({"max_tasks": 0, "wait_secs": 0}))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = d.claim("agent-1", json!({"wait_secs": 3600})).await;
+    assert_eq!(status, 400);
+    assert_eq!(d.claim_now("agent-1", 10).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_waiting_claim_is_woken_by_new_work_without_polling() {
+    let d = spawn_dispatcher().await;
+    let waiting = {
+        let http = d.http.clone();
+        let url = format!("{}/v1/agents/claim", d.url);
+        tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .bearer_auth(agent_token("agent-3"))
+                .json(&json!({"wait_secs": 20}))
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    // Wait for the condition, not for time: the claim is parked.
+    while sample(&d.metrics().await, "dispatcher_agents_waiting") < 1.0 {
+        tokio::task::yield_now().await;
+    }
+    let id = d.push_task().await;
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["tasks"][0]["task_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn twenty_concurrent_agents_complete_two_thousand_tasks_each_exactly_once() {
+    let d = spawn_dispatcher().await;
+    for _ in 0..10 {
+        let batch: Vec<Value> = (0..200)
+            .map(|i| event("github", "push", json!({"n": i})))
+            .collect();
+        d.handoff(&batch).await;
+    }
+    let claimed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut agents = JoinSet::new();
+    for i in 0..20 {
+        let (http, url, claimed) = (d.http.clone(), d.url.clone(), claimed.clone());
+        agents.spawn(async move {
+            let name = format!("agent-{i}");
+            loop {
+                let response = http
+                    .post(format!("{url}/v1/agents/claim"))
+                    .bearer_auth(agent_token(&name))
+                    .json(&json!({"max_tasks": 10, "wait_secs": 0}))
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == 204 {
+                    return;
+                }
+                let body: Value = response.json().await.unwrap();
+                for task in body["tasks"].as_array().unwrap() {
+                    let id = task["task_id"].as_str().unwrap().to_owned();
+                    claimed.lock().unwrap().push(id.clone());
+                    let done = http
+                        .post(format!("{url}/v1/tasks/{id}/complete"))
+                        .bearer_auth(agent_token(&name))
+                        .json(&json!({"lease_token": task["lease_token"], "result": {"by": name}}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(done.status(), 200);
+                }
+            }
+        });
+    }
+    while let Some(result) = agents.join_next().await {
+        result.unwrap();
+    }
+    let claimed = claimed.lock().unwrap().clone();
+    let distinct: HashSet<&String> = claimed.iter().collect();
+    assert_eq!(claimed.len(), 2000, "every task claimed once, none twice");
+    assert_eq!(distinct.len(), 2000);
+
+    let db = d.db.connect().await.unwrap();
+    let row = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FROM tasks",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2000, 2000));
+    let attempts: i64 = db
+        .query_one(
+            "SELECT count(*) FROM task_attempts WHERE outcome = 'succeeded'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        attempts, 2000,
+        "one attempt per task: no task had two leases"
+    );
+    let metrics = d.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "dispatcher_completions_total{kind=\"build\",outcome=\"succeeded\"}"
+        ),
+        2000.0
+    );
+    assert_eq!(
+        sample(&metrics, "dispatcher_completion_batch_size_sum"),
+        2000.0
+    );
+}

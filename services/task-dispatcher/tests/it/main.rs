@@ -1,0 +1,9 @@
+//! task-dispatcher against a real PostgreSQL, with a manual clock: leases
+//! expire and retries fall due when a test advances time, not when it sleeps.
+
+mod claims;
+mod handoff;
+mod helpers;
+mod leases;
+mod policies;
+mod retries;
