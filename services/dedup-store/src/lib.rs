@@ -2,10 +2,12 @@
 //!
 //! `POST /v1/events` answers only after the event's transaction has
 //! committed; concurrent inserts share one transaction ([`store::GroupCommitter`]).
-//! Each new event gets a `task_id` and an outbox row in that same transaction.
+//! Each new event gets a `task_id` and an outbox row in that same transaction;
+//! the [`relay`] delivers outbox rows to task-dispatcher.
 
 pub mod error;
 pub mod metrics;
+pub mod relay;
 pub mod routes;
 pub mod settings;
 pub mod startup;

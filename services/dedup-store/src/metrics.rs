@@ -26,6 +26,8 @@ pub struct Metrics {
     pub pool_in_use: Gauge,
     pub pool_max: Gauge,
     pub in_flight: Gauge,
+    pub relayed: Counter,
+    pub relay_failures: Counter,
 }
 
 impl Metrics {
@@ -85,6 +87,18 @@ impl Metrics {
             "Inserts waiting for their group commit (queued or committing)",
             in_flight.clone(),
         );
+        let relayed = Counter::default();
+        registry.register(
+            "dedup_events_relayed",
+            "Events delivered to task-dispatcher and removed from the outbox",
+            relayed.clone(),
+        );
+        let relay_failures = Counter::default();
+        registry.register(
+            "dedup_relay_failures",
+            "Relay batches that failed (kept in the outbox and retried)",
+            relay_failures.clone(),
+        );
         Self {
             registry,
             inserted,
@@ -96,6 +110,8 @@ impl Metrics {
             pool_in_use,
             pool_max,
             in_flight,
+            relayed,
+            relay_failures,
         }
     }
 }

@@ -3,7 +3,9 @@
 
 pub use rave_pg::DatabaseSettings;
 use rave_service::batch::BatchSettings;
-use rave_service::settings::{ServerSettings, ServiceSettings, SettingsError, TelemetrySettings};
+use rave_service::settings::{
+    Secret, ServerSettings, ServiceSettings, SettingsError, TelemetrySettings,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -13,7 +15,26 @@ pub struct Settings {
     /// Group commit of inserts (see docs/adr/0004-group-commit.md).
     pub group_commit: BatchSettings,
     pub limits: Limits,
+    pub relay: RelaySettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// Delivering stored events to task-dispatcher (see `relay.rs`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RelaySettings {
+    /// task-dispatcher's base URL; unset: events wait in the outbox.
+    pub dispatcher_url: Option<String>,
+    /// The bearer token task-dispatcher knows as a relay token.
+    pub token: Option<Secret>,
+    /// Events per batch at most.
+    pub batch_size: i64,
+    /// Body bytes per batch at most (one larger event still goes alone).
+    pub max_batch_bytes: usize,
+    /// How often to look for undelivered events when not woken.
+    pub interval_ms: u64,
+    /// Longest wait between retries while the dispatcher fails.
+    pub max_backoff_ms: u64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +57,23 @@ impl ServiceSettings for Settings {
         self.telemetry.validate("telemetry")?;
         self.group_commit.validate("group_commit")?;
         self.database.validate("database")?;
+        let relay = &self.relay;
+        if relay.dispatcher_url.is_some() != relay.token.is_some() {
+            return Err(SettingsError::invalid(
+                "relay.token",
+                "dispatcher_url and token go together",
+            ));
+        }
+        if relay.batch_size < 1
+            || relay.max_batch_bytes == 0
+            || relay.interval_ms == 0
+            || relay.timeout_ms == 0
+        {
+            return Err(SettingsError::invalid(
+                "relay",
+                "batch_size, max_batch_bytes, interval_ms and timeout_ms must be positive",
+            ));
+        }
         let positive = [
             ("group_commit.writers", self.group_commit.writers),
             ("group_commit.max_batch", self.group_commit.max_batch),

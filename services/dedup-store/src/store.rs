@@ -48,19 +48,27 @@ pub enum Stored {
 /// Inserts queue up and commit together ([`rave_service::batch`]).
 pub type GroupCommitter = Batcher<NewEvent, Stored>;
 
-/// Starts the group-commit writers for event inserts.
+/// Starts the group-commit writers for event inserts. `committed` is
+/// notified after every batch that stored a new event (it wakes the relay).
 pub fn start_group_commit(
     pool: Pool,
     settings: &BatchSettings,
     metrics: Arc<Metrics>,
+    committed: Arc<tokio::sync::Notify>,
 ) -> (GroupCommitter, Writers) {
     let observed = BatchMetrics {
         batch_size: Some(metrics.batch_size.clone()),
         in_flight: Some(metrics.in_flight.clone()),
     };
     let handler: Handler<NewEvent, Stored> = Arc::new(move |events| {
-        let (pool, metrics) = (pool.clone(), metrics.clone());
-        Box::pin(async move { commit(&pool, &events, &metrics).await })
+        let (pool, metrics, committed) = (pool.clone(), metrics.clone(), committed.clone());
+        Box::pin(async move {
+            let results = commit(&pool, &events, &metrics).await?;
+            if results.iter().any(|r| matches!(r, Stored::New(_))) {
+                committed.notify_one();
+            }
+            Ok(results)
+        })
     });
     Batcher::start(settings, handler, observed)
 }

@@ -40,7 +40,8 @@ pub async fn spawn_store() -> TestStore {
 
 pub async fn spawn_with(db: TestDatabase, settings: Settings) -> TestStore {
     rave_service::telemetry::init_for_tests();
-    let app = Application::build(settings)
+    // The relay does not run by itself: tests step it.
+    let app = Application::build_with(settings, false)
         .await
         .expect("dedup-store builds");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -4,4 +4,5 @@ mod helpers;
 mod insert;
 mod operator_api;
 mod outage;
+mod relay;
 mod shutdown;

@@ -1,0 +1,202 @@
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use dedup_store::metrics::Metrics;
+use dedup_store::relay::Relay;
+use rave_service::settings::Secret;
+use task_dispatcher::auth::token_digest;
+use test_support::pg::{PgCluster, TestDatabase};
+
+use crate::helpers::{event, sample, settings_for, spawn_with};
+
+const RELAY_TOKEN: &str = "relay-test-token";
+
+/// A task-dispatcher on its own database that routes every event to a task.
+async fn spawn_dispatcher(db: &TestDatabase) -> (String, actix_web::dev::ServerHandle) {
+    let mut settings: task_dispatcher::Settings =
+        rave_service::settings::load_with_env(None, Some(HashMap::new())).unwrap();
+    settings.server.port = 0;
+    settings.server.workers = 1;
+    settings.database.host = db.host.clone();
+    settings.database.port = db.port;
+    settings.database.user = db.user.clone();
+    settings.database.dbname = db.name.clone();
+    settings.routes = toml::from_str::<toml::Table>("kind = \"webhook\"")
+        .map(|t| vec![t.try_into().unwrap()])
+        .unwrap();
+    settings.relay_tokens_sha256 = vec![hex::encode(token_digest(RELAY_TOKEN))];
+    let app = task_dispatcher::Application::build_with(
+        settings,
+        Arc::new(task_dispatcher::clock::SystemClock),
+        false,
+    )
+    .await
+    .unwrap();
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    (url, handle)
+}
+
+async fn count(db: &TestDatabase, sql: &str) -> i64 {
+    db.connect()
+        .await
+        .unwrap()
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The store (relay not running by itself) pointed at `dispatcher_url`.
+async fn spawn_store_relaying_to(
+    dispatcher_url: &str,
+    batch_size: i64,
+) -> (crate::helpers::TestStore, Relay) {
+    let db = PgCluster::shared().create_database().await.unwrap();
+    let mut settings = settings_for(&db).await;
+    settings.relay.dispatcher_url = Some(dispatcher_url.to_owned());
+    settings.relay.token = Some(Secret::new(RELAY_TOKEN));
+    settings.relay.batch_size = batch_size;
+    let relay_settings = settings.relay.clone();
+    let store = spawn_with(db, settings).await;
+    let pool = rave_pg::pool(
+        &crate::helpers::settings_for(&store.db).await.database,
+        "relay-test",
+    )
+    .unwrap();
+    let relay = Relay::new(pool, &relay_settings, Arc::new(Metrics::new()))
+        .unwrap()
+        .unwrap();
+    (store, relay)
+}
+
+async fn drain(relay: &Relay) -> usize {
+    let mut total = 0;
+    loop {
+        match relay.relay_once().await.unwrap() {
+            0 => return total,
+            n => total += n,
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_stored_event_becomes_exactly_one_task_through_the_relay() {
+    let dispatcher_db = PgCluster::shared().create_database().await.unwrap();
+    let (dispatcher, _) = spawn_dispatcher(&dispatcher_db).await;
+    let (store, relay) = spawn_store_relaying_to(&dispatcher, 100).await;
+    let mut task_ids = HashSet::new();
+    for i in 0..250 {
+        let answer: serde_json::Value = store
+            .post_event(&event("github", &format!("e-{i}"), b"{}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        task_ids.insert(answer["task_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(drain(&relay).await, 250, "three batches of at most 100");
+    assert_eq!(count(&store.db, "SELECT count(*) FROM outbox").await, 0);
+
+    let db = dispatcher_db.connect().await.unwrap();
+    let stored: HashSet<String> = db
+        .query("SELECT task_id FROM tasks", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, task_ids, "each event's task carries its task_id");
+}
+
+#[tokio::test]
+async fn a_batch_redelivered_after_a_lost_acknowledgement_creates_nothing_twice() {
+    let dispatcher_db = PgCluster::shared().create_database().await.unwrap();
+    let (dispatcher, _) = spawn_dispatcher(&dispatcher_db).await;
+    let (store, relay) = spawn_store_relaying_to(&dispatcher, 100).await;
+    for i in 0..10 {
+        store
+            .post_event(&event("github", &format!("e-{i}"), b"{}"))
+            .await;
+    }
+    assert_eq!(drain(&relay).await, 10);
+    // The relay died after the dispatcher's 2xx but before its delete
+    // committed: the rows come back.
+    let db = store.db.connect_as_superuser().await.unwrap();
+    db.batch_execute("INSERT INTO outbox (event_id, task_id) SELECT id, task_id FROM events")
+        .await
+        .unwrap();
+    assert_eq!(drain(&relay).await, 10, "redelivered");
+    assert_eq!(
+        count(&dispatcher_db, "SELECT count(*) FROM tasks").await,
+        10
+    );
+    assert_eq!(
+        count(&dispatcher_db, "SELECT count(DISTINCT task_id) FROM tasks").await,
+        10
+    );
+}
+
+#[tokio::test]
+async fn while_the_dispatcher_is_down_events_wait_in_the_outbox_and_arrive_once_it_is_back() {
+    let dispatcher_db = PgCluster::shared().create_database().await.unwrap();
+    let (dispatcher, handle) = spawn_dispatcher(&dispatcher_db).await;
+    handle.stop(false).await;
+    let (store, relay) = spawn_store_relaying_to(&dispatcher, 100).await;
+    for i in 0..5 {
+        store
+            .post_event(&event("gitlab", &format!("e-{i}"), b"{}"))
+            .await;
+    }
+    assert!(relay.relay_once().await.is_err(), "nobody answers");
+    assert_eq!(
+        count(&store.db, "SELECT count(*) FROM outbox").await,
+        5,
+        "nothing lost, nothing marked sent"
+    );
+
+    // The dispatcher restarts (on a new port) over the same database.
+    let (restarted, _) = spawn_dispatcher(&dispatcher_db).await;
+    let (_, relay_again) = {
+        let mut settings = settings_for(&store.db).await;
+        settings.relay.dispatcher_url = Some(restarted);
+        settings.relay.token = Some(Secret::new(RELAY_TOKEN));
+        let pool = rave_pg::pool(&settings.database, "relay-test").unwrap();
+        (
+            (),
+            Relay::new(pool, &settings.relay, Arc::new(Metrics::new()))
+                .unwrap()
+                .unwrap(),
+        )
+    };
+    assert_eq!(drain(&relay_again).await, 5);
+    assert_eq!(count(&dispatcher_db, "SELECT count(*) FROM tasks").await, 5);
+    assert_eq!(count(&store.db, "SELECT count(*) FROM outbox").await, 0);
+}
+
+#[tokio::test]
+async fn a_relay_with_the_wrong_token_is_refused_and_keeps_its_events() {
+    let dispatcher_db = PgCluster::shared().create_database().await.unwrap();
+    let (dispatcher, _) = spawn_dispatcher(&dispatcher_db).await;
+    let db = PgCluster::shared().create_database().await.unwrap();
+    let mut settings = settings_for(&db).await;
+    settings.relay.dispatcher_url = Some(dispatcher);
+    settings.relay.token = Some(Secret::new("not-the-relay-token"));
+    let store = spawn_with(db, settings.clone()).await;
+    store.post_event(&event("github", "x", b"{}")).await;
+    let relay = Relay::new(
+        rave_pg::pool(&settings.database, "t").unwrap(),
+        &settings.relay,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap()
+    .unwrap();
+    let err = relay.relay_once().await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    assert_eq!(count(&store.db, "SELECT count(*) FROM outbox").await, 1);
+    assert_eq!(
+        sample(&store.metrics_text().await, "dedup_events_relayed_total"),
+        0.0
+    );
+}
