@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 /// `[database]` in a service's settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub host: String,
     pub port: u16,

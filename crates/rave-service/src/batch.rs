@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 /// Tuning for one batcher.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BatchSettings {
     /// Concurrent batches (transactions) at most.
     pub writers: usize,

@@ -131,6 +131,7 @@ impl<'de> Deserialize<'de> for Secret {
 
 /// Where a service listens.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub host: IpAddr,
     /// 0 picks a free port (tests).
@@ -171,6 +172,7 @@ impl ServerSettings {
 
 /// Logs and traces.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     /// An `EnvFilter` directive, e.g. `info,ingest=debug`. `RUST_LOG` wins when set.
     pub log_filter: String,

@@ -13,6 +13,60 @@ pub enum Command {
     Up(UpArgs),
     /// Send a correctly signed webhook to a running local stack.
     Send(SendArgs),
+    /// Run the reference agent: claim tasks, run a command per task, report.
+    Agent(AgentArgs),
+    /// Manage agents.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentsCommand {
+    /// Create an agent and print its token once.
+    Create(AgentsCreateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentsCreateArgs {
+    pub name: String,
+    /// Task kinds the agent handles, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub kinds: Vec<String>,
+    /// With a local stack here, the agent is added to its config.
+    #[arg(long, default_value = ".rave")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// task-dispatcher's URL (default: the local stack's).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// File holding the agent's bearer token (default: the local stack's dev agent).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    #[arg(long, default_value = ".rave")]
+    pub state_dir: PathBuf,
+    /// Only these kinds (default: all the agent handles).
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// Shell command run per task, the task JSON on stdin. Exit 0 completes
+    /// the task (stdout is its result), 65 fails it for good, anything else
+    /// fails it for a retry. Without a command the job is simulated.
+    #[arg(long)]
+    pub command: Option<String>,
+    /// How long a simulated job takes.
+    #[arg(long, default_value_t = 100)]
+    pub simulate_ms: u64,
+    /// Long-poll wait per claim.
+    #[arg(long, default_value_t = 25)]
+    pub wait_secs: u64,
+    /// Stop after this many tasks.
+    #[arg(long)]
+    pub max_tasks: Option<u64>,
+    /// Stop as soon as a claim finds no work.
+    #[arg(long)]
+    pub exit_when_idle: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -27,6 +81,8 @@ pub struct UpArgs {
     pub ingest_port: u16,
     #[arg(long, default_value_t = 3010)]
     pub store_port: u16,
+    #[arg(long, default_value_t = 3020)]
+    pub dispatcher_port: u16,
     #[arg(long, default_value_t = 5433)]
     pub pg_port: u16,
     /// Do not install missing Debian packages, even as root.

@@ -2,10 +2,14 @@
 //!
 //! - `ravectl up`: the whole stack on one machine, in a private state
 //!   directory (default `.rave/`), until Ctrl-C;
-//! - `ravectl send`: a correctly signed webhook to a running stack.
+//! - `ravectl send`: a correctly signed webhook to a running stack;
+//! - `ravectl agent`: the reference agent;
+//! - `ravectl agents create`: a new agent and its token.
 
 #![allow(clippy::print_stdout, reason = "a CLI's output is its interface")]
 
+pub mod agent;
+pub mod agents;
 pub mod cli;
 pub mod packages;
 pub mod postgres;

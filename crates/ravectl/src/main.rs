@@ -1,5 +1,5 @@
 use clap::Parser as _;
-use ravectl::cli::{Cli, Command};
+use ravectl::cli::{AgentsCommand, Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
@@ -12,6 +12,8 @@ fn main() {
                 match cli.command {
                     Command::Up(args) => ravectl::up::run(args).await,
                     Command::Send(args) => ravectl::send::run(args).await,
+                    Command::Agent(args) => ravectl::agent::run(args).await,
+                    Command::Agents(AgentsCommand::Create(args)) => ravectl::agents::run(args),
                 }
             })
         });

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub struct StackFile {
     pub ingest_url: String,
     pub store_url: String,
+    pub dispatcher_url: String,
     pub postgres: String,
     pub secrets_dir: PathBuf,
 }

@@ -16,6 +16,7 @@ use crate::stack::StackFile;
 
 const DEDUP_TEMPLATE: &str = include_str!("../templates/dedup-store.toml");
 const INGEST_TEMPLATE: &str = include_str!("../templates/ingest.toml");
+const DISPATCHER_TEMPLATE: &str = include_str!("../templates/task-dispatcher.toml");
 
 struct Service {
     name: &'static str,
@@ -27,6 +28,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     for (name, flag, port) in [
         ("ingest", "--ingest-port", args.ingest_port),
         ("dedup-store", "--store-port", args.store_port),
+        ("task-dispatcher", "--dispatcher-port", args.dispatcher_port),
         ("PostgreSQL", "--pg-port", args.pg_port),
     ] {
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
@@ -40,7 +42,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
             .context("ravectl has no parent directory")?
             .to_path_buf(),
     };
-    for bin in ["ingest", "dedup-store"] {
+    for bin in ["ingest", "dedup-store", "task-dispatcher"] {
         anyhow::ensure!(
             bin_dir.join(bin).exists(),
             "{} not found; build first: cargo build --release --workspace --bins",
@@ -92,19 +94,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
         "standard webhooks secret",
         rave_service::sign::new_whsec,
     )?;
+    let tasks_db_password = secret(
+        "task-dispatcher-db.password",
+        "task-dispatcher database password",
+        || secrets::hex_token(24),
+    )?;
+    secret(
+        "relay.token",
+        "relay token (dedup-store to dispatcher)",
+        || secrets::hex_token(24),
+    )?;
+    secret("operator.token", "operator token (GET /v1/tasks)", || {
+        secrets::hex_token(24)
+    })?;
+    secret("agent-dev.token", "agent `dev` token", || {
+        format!("rave_agent_{}", secrets::hex_token(24))
+    })?;
 
     let postgres = LocalPostgres::new(&state_dir, args.pg_port)?;
     postgres.init()?;
     postgres.start()?;
-    let result = run_services(
-        &args,
-        &postgres,
-        &bin_dir,
-        &state_dir,
-        &db_password,
-        &created,
-    )
-    .await;
+    let passwords = [db_password, tasks_db_password];
+    let result = run_services(&args, &postgres, &bin_dir, &state_dir, &passwords, &created).await;
     if let Err(e) = postgres.stop() {
         eprintln!("stopping PostgreSQL failed: {e:#}");
     }
@@ -116,31 +127,62 @@ async fn run_services(
     postgres: &LocalPostgres,
     bin_dir: &Path,
     state_dir: &Path,
-    db_password: &str,
+    passwords: &[String; 2],
     created: &[(&'static str, String)],
 ) -> anyhow::Result<i32> {
-    postgres.ensure_database("rave_dedup_store", db_password, "rave_events")?;
+    postgres.ensure_database("rave_dedup_store", &passwords[0], "rave_events")?;
+    postgres.ensure_database("rave_task_dispatcher", &passwords[1], "rave_tasks")?;
     let secrets_dir = state_dir.join("secrets");
+    let config_dir = state_dir.join("config");
+    let digest = |file: &str| -> anyhow::Result<String> {
+        let token = std::fs::read_to_string(secrets_dir.join(file))?;
+        let d = ring::digest::digest(&ring::digest::SHA256, token.trim_end().as_bytes());
+        Ok(hex::encode(d.as_ref()))
+    };
+    let (operator_digest, relay_digest) = (digest("operator.token")?, digest("relay.token")?);
     let render = |template: &str| {
         template
             .replace("{{INGEST_PORT}}", &args.ingest_port.to_string())
             .replace("{{STORE_PORT}}", &args.store_port.to_string())
+            .replace("{{DISPATCHER_PORT}}", &args.dispatcher_port.to_string())
             .replace("{{PG_PORT}}", &args.pg_port.to_string())
             .replace("{{SECRETS_DIR}}", &secrets_dir.display().to_string())
+            .replace("{{CONFIG_DIR}}", &config_dir.display().to_string())
+            .replace("{{OPERATOR_DIGEST}}", &operator_digest)
+            .replace("{{RELAY_DIGEST}}", &relay_digest)
     };
+    let agents_file = config_dir.join("agents.toml");
+    if !agents_file.exists() {
+        let dev_token = std::fs::read_to_string(secrets_dir.join("agent-dev.token"))?;
+        let entry = crate::agents::entry("dev", dev_token.trim_end(), &["webhook".to_owned()]);
+        std::fs::write(
+            &agents_file,
+            format!("# Agents of the local stack; `ravectl agents create` adds more.\n{entry}"),
+        )?;
+    }
     anyhow::ensure!(
         !secrets_dir.display().to_string().contains('\''),
         "the state directory's path must not contain a single quote"
     );
     let dedup_config = state_dir.join("config/dedup-store.toml");
     let ingest_config = state_dir.join("config/ingest.toml");
+    let dispatcher_config = state_dir.join("config/task-dispatcher.toml");
     std::fs::write(&dedup_config, render(DEDUP_TEMPLATE))?;
     std::fs::write(&ingest_config, render(INGEST_TEMPLATE))?;
+    std::fs::write(&dispatcher_config, render(DISPATCHER_TEMPLATE))?;
 
     let store_url = format!("http://127.0.0.1:{}", args.store_port);
     let ingest_url = format!("http://127.0.0.1:{}", args.ingest_port);
+    let dispatcher_url = format!("http://127.0.0.1:{}", args.dispatcher_port);
     let mut services = Vec::new();
     let outcome = async {
+        services.push(spawn(
+            bin_dir,
+            "task-dispatcher",
+            &dispatcher_config,
+            state_dir,
+        )?);
+        wait_ready("task-dispatcher", &dispatcher_url, &mut services).await?;
         services.push(spawn(bin_dir, "dedup-store", &dedup_config, state_dir)?);
         wait_ready("dedup-store", &store_url, &mut services).await?;
         services.push(spawn(bin_dir, "ingest", &ingest_config, state_dir)?);
@@ -156,6 +198,7 @@ async fn run_services(
     let stack = StackFile {
         ingest_url: ingest_url.clone(),
         store_url: store_url.clone(),
+        dispatcher_url: dispatcher_url.clone(),
         postgres: format!(
             "postgresql://rave_dedup_store@127.0.0.1:{}/rave_events",
             args.pg_port
@@ -262,33 +305,45 @@ async fn stop_all(services: &mut Vec<Service>) {
 }
 
 fn print_table(stack: &StackFile, state_dir: &Path, created: &[(&'static str, String)]) {
+    let rows = [
+        (
+            "ingest",
+            stack.ingest_url.as_str(),
+            "POST /hooks/{github,gitlab,standard}",
+        ),
+        (
+            "dedup-store",
+            stack.store_url.as_str(),
+            "GET /v1/events (loopback only)",
+        ),
+        (
+            "dispatcher",
+            stack.dispatcher_url.as_str(),
+            "agents: POST /v1/agents/claim; operators: GET /v1/tasks",
+        ),
+        (
+            "PostgreSQL",
+            stack.postgres.as_str(),
+            "passwords in secrets/*-db.password",
+        ),
+    ];
     println!();
-    println!("{:<14} {:<40} NOTES", "COMPONENT", "URL");
-    println!(
-        "{:<14} {:<40} POST /hooks/{{github,gitlab,standard}}",
-        "ingest", stack.ingest_url
-    );
-    println!(
-        "{:<14} {:<40} GET /v1/events (loopback only)",
-        "dedup-store", stack.store_url
-    );
-    println!(
-        "{:<14} {:<40} password in secrets/dedup-store-db.password",
-        "PostgreSQL", stack.postgres
-    );
+    println!("{:<12} {:<56} NOTES", "COMPONENT", "URL");
+    for (name, url, notes) in rows {
+        println!("{name:<12} {url:<56} {notes}");
+    }
     println!();
     println!("secrets (mode 0600): {}", stack.secrets_dir.display());
     if !created.is_empty() {
         println!("new development secrets, shown this once:");
         for (label, value) in created {
-            println!("  {label:<32} {value}");
+            println!("  {label:<40} {value}");
         }
     }
     println!("logs: {}", state_dir.join("logs").display());
     println!();
-    println!(
-        "try:  target/release/ravectl send github --state-dir {}",
-        state_dir.display()
-    );
+    let dir = state_dir.display();
+    println!("try:  target/release/ravectl send github --state-dir {dir}");
+    println!("      target/release/ravectl agent --state-dir {dir}");
     println!("RAVE is up; Ctrl-C stops it.");
 }

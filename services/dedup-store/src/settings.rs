@@ -9,6 +9,7 @@ use rave_service::settings::{
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
@@ -21,6 +22,7 @@ pub struct Settings {
 
 /// Delivering stored events to task-dispatcher (see `relay.rs`).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RelaySettings {
     /// task-dispatcher's base URL; unset: events wait in the outbox.
     pub dispatcher_url: Option<String>,
@@ -38,6 +40,7 @@ pub struct RelaySettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest `POST /v1/events` request: a 25 MiB webhook body in base64
     /// plus its metadata.

@@ -9,6 +9,7 @@ use rave_service::settings::{
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
     pub store: StoreSettings,
@@ -20,6 +21,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// dedup-store's base URL (loopback).
     pub url: String,
@@ -34,12 +36,14 @@ impl StoreSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_headers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VerificationSettings {
     pub timestamp_tolerance_secs: u64,
 }

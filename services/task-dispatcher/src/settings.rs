@@ -9,6 +9,7 @@ use rave_service::settings::{ServerSettings, ServiceSettings, SettingsError, Tel
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
@@ -30,6 +31,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClaimSettings {
     pub long_poll_secs: u64,
     pub long_poll_max_secs: u64,
@@ -45,6 +47,7 @@ impl ClaimSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetrySettings {
     pub base_secs: f64,
     pub max_secs: f64,
@@ -52,6 +55,7 @@ pub struct RetrySettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MaintenanceSettings {
     pub lease_check_interval_ms: u64,
     pub lease_check_batch: i64,
@@ -61,6 +65,7 @@ pub struct MaintenanceSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_request_bytes: usize,
     pub max_page_size: i64,
@@ -79,6 +84,7 @@ pub struct AgentSettings {
 
 /// `agents_file`'s shape.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentsFile {
     #[serde(default)]
     pub agents: Vec<AgentSettings>,

@@ -20,7 +20,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts `ravectl up` and waits for its "RAVE is up" line.
-fn up(state_dir: &Path, ports: [u16; 3]) -> Child {
+fn up(state_dir: &Path, ports: [u16; 4]) -> Child {
     let mut child = ravectl()
         .arg("up")
         .arg("--state-dir")
@@ -28,6 +28,7 @@ fn up(state_dir: &Path, ports: [u16; 3]) -> Child {
         .args(["--ingest-port", &ports[0].to_string()])
         .args(["--store-port", &ports[1].to_string()])
         .args(["--pg-port", &ports[2].to_string()])
+        .args(["--dispatcher-port", &ports[3].to_string()])
         .arg("--no-install")
         .stdout(Stdio::piped())
         .spawn()
@@ -61,10 +62,11 @@ fn send(state_dir: &Path, source: &str, delivery: &str) -> Output {
 }
 
 #[tokio::test]
-async fn up_stores_each_kind_of_signed_webhook_once_and_stops_cleanly_on_sigterm() {
+async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_completes_and_stops_cleanly()
+ {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [free_port(), free_port(), free_port(), free_port()];
     let mut stack = up(&state, ports);
 
     for source in ["github", "gitlab", "gitlab-token", "standard"] {

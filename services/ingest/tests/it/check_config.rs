@@ -67,3 +67,19 @@ fn a_source_can_be_configured_entirely_from_the_environment_with_a_secret_file()
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn check_config_refuses_an_unknown_key_instead_of_ignoring_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ingest.toml");
+    // A top-level key written after a table header lands inside that table.
+    std::fs::write(
+        &path,
+        "[telemetry]\nlog_format = \"json\"\nmax_body_bytes = 10\n",
+    )
+    .unwrap();
+    let out = ingest().arg("--config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max_body_bytes"), "{stderr}");
+}

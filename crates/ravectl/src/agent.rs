@@ -1,0 +1,256 @@
+//! `ravectl agent`: the reference agent. It claims tasks (long poll), runs
+//! a command per task (the task JSON on stdin) or a simulated job,
+//! heartbeats at a third of the lease, and completes or fails the task. It
+//! stops a job whose task was cancelled or superseded, and abandons one whose
+//! lease was lost (another agent owns it now).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::cli::AgentArgs;
+use crate::stack::StackFile;
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Client {
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+}
+
+/// How a job ended.
+enum Outcome {
+    Done(Value),
+    Failed {
+        error: String,
+        retryable: bool,
+    },
+    /// The dispatcher asked us to stop.
+    Stopped(String),
+    /// Our lease is gone: report nothing.
+    LeaseLost,
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
+    let (url, token) = match (&args.url, &args.token_file) {
+        (Some(url), Some(file)) => (url.clone(), read_token(file)?),
+        _ => {
+            let stack = StackFile::read(&args.state_dir)?;
+            let file = args
+                .token_file
+                .clone()
+                .unwrap_or_else(|| stack.secrets_dir.join("agent-dev.token"));
+            (
+                args.url.clone().unwrap_or(stack.dispatcher_url),
+                read_token(&file)?,
+            )
+        }
+    };
+    let client = Client {
+        // Longer than the longest long poll.
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(args.wait_secs + 30))
+            .build()?,
+        url: url.trim_end_matches('/').to_owned(),
+        token,
+    };
+    let mut done = 0u64;
+    let mut failures = Duration::from_millis(200);
+    loop {
+        let mut claim = json!({ "max_tasks": 1, "wait_secs": args.wait_secs });
+        if !args.kinds.is_empty() {
+            claim["kinds"] = json!(args.kinds);
+        }
+        let (status, body) = match client.post("/v1/agents/claim", &claim).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                eprintln!("claim failed: {e:#}; retrying in {failures:?}");
+                tokio::time::sleep(failures).await;
+                failures = (failures * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        failures = Duration::from_millis(200);
+        match status {
+            200 => {}
+            204 if args.exit_when_idle => return Ok(0),
+            204 => continue,
+            401 | 403 => anyhow::bail!("the dispatcher refused this agent ({status}): {body}"),
+            _ => {
+                eprintln!("claim answered {status}: {body}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        for task in body["tasks"].as_array().cloned().unwrap_or_default() {
+            work_on(&client, &args, &task).await?;
+            done += 1;
+        }
+        if args.max_tasks.is_some_and(|max| done >= max) {
+            return Ok(0);
+        }
+    }
+}
+
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading the agent token from {}", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Result<()> {
+    let id = task["task_id"]
+        .as_str()
+        .context("a task without task_id")?
+        .to_owned();
+    let lease_token = task["lease_token"].clone();
+    let expires = task["lease_expires_at"]
+        .as_str()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .context("a task without lease_expires_at")?;
+    let lease = (expires - OffsetDateTime::now_utc()).max(time::Duration::seconds(3));
+    let beat_every = Duration::from_secs_f64(lease.as_seconds_f64() / 3.0);
+    println!(
+        "claimed {id} ({}, attempt {})",
+        task["kind"], task["attempt"]
+    );
+
+    let job = run_job(args, task);
+    tokio::pin!(job);
+    let mut ticker = tokio::time::interval(beat_every);
+    ticker.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut job => break outcome,
+            _ = ticker.tick() => {
+                let (status, beat) = client
+                    .post(&format!("/v1/tasks/{id}/heartbeat"), &json!({ "lease_token": lease_token }))
+                    .await?;
+                match status {
+                    200 if beat["cancel_requested"] == true => {
+                        break Outcome::Stopped(beat["cancel_reason"].as_str().unwrap_or("cancelled").to_owned());
+                    }
+                    200 => {}
+                    409 | 404 => break Outcome::LeaseLost,
+                    _ => eprintln!("heartbeat for {id} answered {status}: {beat}"),
+                }
+            }
+        }
+    };
+    // Dropping the job future kills its command (kill_on_drop).
+    let (path, body) = match outcome {
+        Outcome::Done(result) => (
+            "complete",
+            json!({ "lease_token": lease_token, "result": result }),
+        ),
+        Outcome::Failed { error, retryable } => (
+            "fail",
+            json!({ "lease_token": lease_token, "error": error, "retryable": retryable }),
+        ),
+        Outcome::Stopped(reason) => (
+            "fail",
+            json!({ "lease_token": lease_token, "error": format!("stopped: {reason}"), "retryable": false }),
+        ),
+        Outcome::LeaseLost => {
+            println!("lost the lease on {id}; abandoning it");
+            return Ok(());
+        }
+    };
+    // The final report is retried until the dispatcher answers; repeats are safe.
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match client.post(&format!("/v1/tasks/{id}/{path}"), &body).await {
+            Ok((200, answer)) => {
+                println!("{path} {id}: {answer}");
+                return Ok(());
+            }
+            Ok((409 | 404, answer)) => {
+                println!("{path} {id} refused: {answer}");
+                return Ok(());
+            }
+            Ok((status, answer)) => eprintln!("{path} {id} answered {status}: {answer}"),
+            Err(e) => eprintln!("{path} {id} failed: {e:#}"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn run_job(args: &AgentArgs, task: &Value) -> Outcome {
+    let Some(command) = &args.command else {
+        tokio::time::sleep(Duration::from_millis(args.simulate_ms)).await;
+        return Outcome::Done(json!({ "simulated": true, "ms": args.simulate_ms }));
+    };
+    let spawned = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .env("RAVE_TASK_ID", task["task_id"].as_str().unwrap_or_default())
+        .env("RAVE_TASK_KIND", task["kind"].as_str().unwrap_or_default())
+        .env(
+            "TRACEPARENT",
+            task["traceparent"].as_str().unwrap_or_default(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            return Outcome::Failed {
+                error: format!("cannot start the command: {e}"),
+                retryable: false,
+            };
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(task.to_string().as_bytes()).await;
+    }
+    let output = match child.wait_with_output().await {
+        Ok(output) => output,
+        Err(e) => {
+            return Outcome::Failed {
+                error: format!("the command failed: {e}"),
+                retryable: true,
+            };
+        }
+    };
+    let tail = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let mut start = text.len().saturating_sub(4096);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text[start..].to_owned()
+    };
+    if output.status.success() {
+        let stdout = tail(&output.stdout);
+        Outcome::Done(serde_json::from_str(&stdout).unwrap_or(Value::String(stdout)))
+    } else {
+        // Exit status 65 (EX_DATAERR): the task itself is bad; do not retry.
+        Outcome::Failed {
+            error: format!("exit status {}: {}", output.status, tail(&output.stderr)),
+            retryable: output.status.code() != Some(65),
+        }
+    }
+}
