@@ -116,6 +116,22 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// `GET /readyz`: 200 when `check` succeeded, else 503 naming what is not
+/// reachable (the cause is logged, not sent).
+pub fn readiness(check: anyhow::Result<()>, dependency: &str) -> HttpResponse {
+    match check {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+        Err(e) => {
+            tracing::warn!(dependency, error = %format!("{e:#}"), "not ready");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                &format!("{dependency} is unreachable"),
+            )
+        }
+    }
+}
+
 /// The answer for routes that do not exist.
 pub async fn not_found() -> HttpResponse {
     error_response(StatusCode::NOT_FOUND, "not_found", "no such route")

@@ -48,6 +48,19 @@ impl TestDatabase {
         )
     }
 
+    /// `[database]` settings for a service using this database as its owner.
+    pub fn settings(&self) -> rave_pg::DatabaseSettings {
+        rave_pg::DatabaseSettings {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            password: None,
+            dbname: self.name.clone(),
+            pool_size: 16,
+            connect_timeout_ms: 2000,
+        }
+    }
+
     /// A fresh connection as the owner (its driver runs on the current runtime).
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
         connect(&self.connection_string()).await

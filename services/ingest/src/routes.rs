@@ -179,15 +179,7 @@ async fn receive(
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.store.ready().await {
-        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
-    } else {
-        rave_service::http::error_response(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "dedup-store is not ready",
-        )
-    }
+    rave_service::http::readiness(state.store.ready().await, "dedup-store")
 }
 
 async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -117,7 +117,9 @@ impl StoreClient {
     }
 
     /// Whether dedup-store says it is ready.
-    pub async fn ready(&self) -> bool {
-        matches!(self.http.get(&self.ready_url).send().await, Ok(r) if r.status().is_success())
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        let status = self.http.get(&self.ready_url).send().await?.status();
+        anyhow::ensure!(status.is_success(), "dedup-store /readyz answered {status}");
+        Ok(())
     }
 }

@@ -591,14 +591,7 @@ async fn accept_events_inner(req: &HttpRequest, payload: web::Payload, state: &A
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match rave_pg::ping(&state.pool).await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
-        Err(_) => rave_service::http::error_response(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "PostgreSQL is unreachable",
-        ),
-    }
+    rave_service::http::readiness(rave_pg::ping(&state.pool).await, "PostgreSQL")
 }
 
 async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -21,11 +21,7 @@ pub async fn settings_for(db: &TestDatabase) -> Settings {
         rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load");
     settings.server.port = 0;
     settings.server.workers = 1;
-    settings.database.host = db.host.clone();
-    settings.database.port = db.port;
-    settings.database.user = db.user.clone();
-    settings.database.dbname = db.name.clone();
-    settings.database.connect_timeout_ms = 2000;
+    settings.database = db.settings();
     settings
 }
 

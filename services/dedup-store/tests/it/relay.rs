@@ -17,10 +17,7 @@ async fn spawn_dispatcher(db: &TestDatabase) -> (String, actix_web::dev::ServerH
         rave_service::settings::load_with_env(None, Some(HashMap::new())).unwrap();
     settings.server.port = 0;
     settings.server.workers = 1;
-    settings.database.host = db.host.clone();
-    settings.database.port = db.port;
-    settings.database.user = db.user.clone();
-    settings.database.dbname = db.name.clone();
+    settings.database = db.settings();
     settings.routes = toml::from_str::<toml::Table>("kind = \"webhook\"")
         .map(|t| vec![t.try_into().unwrap()])
         .unwrap();

@@ -61,10 +61,7 @@ pub async fn spawn_store(db: &TestDatabase) -> String {
         rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load");
     settings.server.port = 0;
     settings.server.workers = 1;
-    settings.database.host = db.host.clone();
-    settings.database.port = db.port;
-    settings.database.user = db.user.clone();
-    settings.database.dbname = db.name.clone();
+    settings.database = db.settings();
     let app = dedup_store::Application::build(settings)
         .await
         .expect("dedup-store builds");

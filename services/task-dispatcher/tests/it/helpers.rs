@@ -75,10 +75,7 @@ pub async fn spawn_dispatcher() -> TestDispatcher {
     settings.routes = toml::from_str::<Routes>(ROUTES).unwrap().routes;
     settings.server.port = 0;
     settings.server.workers = 2;
-    settings.database.host = db.host.clone();
-    settings.database.port = db.port;
-    settings.database.user = db.user.clone();
-    settings.database.dbname = db.name.clone();
+    settings.database = db.settings();
     settings.claim.lease_secs = LEASE_SECS;
     settings.retry.base_secs = 10.0;
     settings.retry.max_secs = 100.0;
