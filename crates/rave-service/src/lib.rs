@@ -10,6 +10,7 @@
 //! ([`crypto`]), the identifiers that cross service boundaries ([`ids`]),
 //! and sender-side webhook signing for tools and tests ([`sign`]).
 
+pub mod auth;
 pub mod batch;
 pub mod cli;
 pub mod crypto;

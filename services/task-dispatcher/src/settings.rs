@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use rave_pg::DatabaseSettings;
+pub use rave_service::auth::{AgentSettings, AgentsFile};
 use rave_service::batch::BatchSettings;
 use rave_service::settings::{ServerSettings, ServiceSettings, SettingsError, TelemetrySettings};
 use serde::Deserialize;
@@ -70,24 +71,6 @@ pub struct Limits {
     pub max_request_bytes: usize,
     pub max_page_size: i64,
     pub max_result_bytes: usize,
-}
-
-/// An agent allowed to claim tasks of `kinds`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentSettings {
-    pub name: String,
-    /// SHA-256 of the agent's bearer token, lower-case hex.
-    pub token_sha256: String,
-    pub kinds: Vec<String>,
-}
-
-/// `agents_file`'s shape.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentsFile {
-    #[serde(default)]
-    pub agents: Vec<AgentSettings>,
 }
 
 /// What to do with another task for the same entity.
@@ -201,7 +184,7 @@ impl ServiceSettings for Settings {
             crate::routing::Rule::from_settings(route)
                 .map_err(|e| SettingsError::invalid(format!("routes[{i}]"), e))?;
         }
-        crate::auth::Agents::from_settings(self)?;
+        crate::auth::agents(self)?;
         for (key, digests) in [
             ("operator_tokens_sha256", &self.operator_tokens_sha256),
             ("relay_tokens_sha256", &self.relay_tokens_sha256),

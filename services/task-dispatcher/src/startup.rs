@@ -10,7 +10,7 @@ use rave_service::batch::{BatchMetrics, Batcher, Handler, Writers};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth::{Agents, TokenSet};
+use crate::auth::TokenSet;
 use crate::clock::{Clock, SystemClock};
 use crate::maintenance::Maintenance;
 use crate::metrics::Metrics;
@@ -52,7 +52,7 @@ impl Application {
         background: bool,
     ) -> anyhow::Result<Self> {
         let router = Router::from_settings(&settings.routes).map_err(anyhow::Error::msg)?;
-        let agents = Agents::from_settings(&settings)?;
+        let agents = crate::auth::agents(&settings)?;
         if agents.is_empty() {
             tracing::warn!("no agents configured: every claim will get 401");
         }
