@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod batch;
 pub mod cli;
+pub mod clock;
 pub mod crypto;
 pub mod http;
 pub mod ids;

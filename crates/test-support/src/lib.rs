@@ -5,11 +5,15 @@
 //! - [`sign`]: webhook signers (sender side);
 //! - [`trace`]: W3C `traceparent` helpers;
 //! - [`metrics`]: reading `/metrics` output;
+//! - [`pushgateway`]: a real Prometheus Pushgateway (and [`process`], the
+//!   supervision it runs under);
 //! - [`otlp`]: an OTLP/HTTP receiver standing in for a collector.
 
 pub mod metrics;
 pub mod otlp;
 pub mod pg;
+pub mod process;
+pub mod pushgateway;
 pub mod trace;
 
 /// Webhook signers, as senders compute them.

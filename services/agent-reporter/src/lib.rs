@@ -1,0 +1,18 @@
+//! agent-reporter: agents' job reports, aggregated per (agent, task kind) in
+//! PostgreSQL and pushed to the Prometheus Pushgateway, one group per agent.
+//!
+//! Reports are validated at the edge ([`report`]); aggregates live in the
+//! database ([`store`]) so an outage or a restart loses nothing; [`push`]
+//! renders and pushes groups, and deletes those of silent agents.
+
+pub mod error;
+pub mod metrics;
+pub mod push;
+pub mod report;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod store;
+
+pub use settings::Settings;
+pub use startup::Application;

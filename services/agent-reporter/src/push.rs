@@ -1,0 +1,312 @@
+//! Pushing each agent's group to the Pushgateway, and deleting the groups of
+//! agents gone silent (the Pushgateway never forgets a series by itself).
+//!
+//! A group is `job=<job>/agent=<agent>`: bounded, never a task id. The body
+//! is Prometheus text 0.0.4 (the Pushgateway refuses OpenMetrics), and a PUT
+//! replaces the whole group, so every push carries all of the agent's series.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE;
+use rave_pg::Pool;
+use rave_service::clock::Clock;
+use tokio::sync::{Notify, watch};
+
+use crate::metrics::Metrics;
+use crate::settings::PushgatewaySettings;
+use crate::store::{self, SeriesRow};
+
+pub fn valid_label_value(v: &str) -> bool {
+    !v.is_empty() && !v.chars().any(char::is_control)
+}
+
+/// `/<name>/<value>`, or `/<name>@base64/<value>` when the value has a `/`
+/// or is empty (the Pushgateway's encoding for such values).
+fn path_segment(name: &str, value: &str) -> String {
+    if value.is_empty() || value.contains('/') {
+        format!("/{name}@base64/{}", URL_SAFE.encode(value))
+    } else {
+        format!("/{name}/{value}")
+    }
+}
+
+pub fn group_url(base: &str, job: &str, agent: &str) -> String {
+    format!(
+        "{}/metrics{}{}",
+        base.trim_end_matches('/'),
+        path_segment("job", job),
+        path_segment("agent", agent)
+    )
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(name: &str) -> (&str, &'static str, &'static str) {
+    const HISTOGRAM: &str = "agent_job_duration_seconds";
+    if name.starts_with(HISTOGRAM) {
+        return (
+            HISTOGRAM,
+            "histogram",
+            "Duration of the agent's jobs, by task kind",
+        );
+    }
+    match name {
+        "agent_jobs_total" => (
+            name,
+            "counter",
+            "Jobs the agent finished, by task kind and status",
+        ),
+        "agent_tokens_total" => (
+            name,
+            "counter",
+            "Model tokens the agent's jobs used, by type",
+        ),
+        "agent_cost_total" => (
+            name,
+            "counter",
+            "Cost of the agent's jobs, in the deployment's currency unit",
+        ),
+        _ => (name, "counter", "A custom counter reported by the agent"),
+    }
+}
+
+/// Renders one agent's series as Prometheus text 0.0.4 with HELP and TYPE.
+pub fn render(series: &[SeriesRow]) -> String {
+    let mut by_family: BTreeMap<&str, Vec<&SeriesRow>> = BTreeMap::new();
+    for row in series {
+        by_family.entry(family(&row.1).0).or_default().push(row);
+    }
+    let mut out = String::new();
+    for (name, rows) in by_family {
+        let (_, kind, help) = family(name);
+        let _ = writeln!(out, "# HELP {name} {help}.");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (task_kind, sample, labels, value) in rows {
+            let mut pairs = vec![format!("kind=\"{}\"", escape(task_kind))];
+            pairs.extend(labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))));
+            let _ = writeln!(out, "{sample}{{{}}} {value}", pairs.join(","));
+        }
+    }
+    out
+}
+
+/// What one push step did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PushSummary {
+    pub pushed: usize,
+    pub failed: usize,
+    pub deleted: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    pub(crate) pool: Pool,
+    pub(crate) http: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) settings: PushgatewaySettings,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Pusher {
+    pub fn new(
+        pool: Pool,
+        settings: &PushgatewaySettings,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(url) = settings.url.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            pool,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_millis(settings.timeout_ms))
+                .build()?,
+            url,
+            settings: settings.clone(),
+            metrics,
+            clock,
+        }))
+    }
+
+    /// Pushes every group that changed (or is due for a refresh), then
+    /// deletes the groups of agents silent longer than the TTL.
+    pub async fn push_once(&self) -> anyhow::Result<PushSummary> {
+        let now = self.clock.now();
+        let mut summary = PushSummary::default();
+        let interval = Duration::from_secs(self.settings.interval_secs);
+        for (agent, version) in store::due_groups(&self.pool, now, interval).await? {
+            let body = render(&store::group_series(&self.pool, &agent).await?);
+            match self.put(&agent, body).await {
+                Ok(()) => {
+                    store::mark_pushed(&self.pool, &agent, version, now).await?;
+                    self.metrics.pushes.inc();
+                    summary.pushed += 1;
+                }
+                Err(e) => {
+                    self.metrics.push_failures.inc();
+                    store::mark_push_failed(&self.pool, &agent, &e).await?;
+                    summary.failed += 1;
+                }
+            }
+        }
+        let before = now - self.settings.group_ttl();
+        for agent in store::silent_groups(&self.pool, before).await? {
+            let response = self
+                .http
+                .delete(group_url(&self.url, &self.settings.job, &agent))
+                .send()
+                .await;
+            match response {
+                Ok(r) if r.status().is_success() => {
+                    if store::forget_group(&self.pool, &agent, before).await? {
+                        self.metrics.groups_deleted.inc();
+                        summary.deleted += 1;
+                        tracing::info!(
+                            agent,
+                            "deleted the group of a silent agent from the Pushgateway"
+                        );
+                    }
+                }
+                Ok(r) => {
+                    tracing::warn!(agent, status = %r.status(), "deleting a silent agent's group failed")
+                }
+                Err(e) => {
+                    tracing::warn!(agent, error = %e, "deleting a silent agent's group failed")
+                }
+            }
+        }
+        let retention = Duration::from_secs(3600 * 72);
+        store::prune_reports(&self.pool, now - retention).await?;
+        Ok(summary)
+    }
+
+    async fn put(&self, agent: &str, body: String) -> Result<(), String> {
+        let response = self
+            .http
+            .put(group_url(&self.url, &self.settings.job, agent))
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("pushing to the Pushgateway failed: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            // Typically a metric whose type clashes with another group's:
+            // the Pushgateway names it in the body.
+            self.metrics.push_rejected.inc();
+            tracing::error!(agent, pushgateway = %text.trim(), "the Pushgateway rejected the push");
+        }
+        Err(format!(
+            "the Pushgateway answered {status}: {}",
+            text.trim()
+        ))
+    }
+
+    /// Pushes `debounce_ms` after reports arrive and every `interval_secs`;
+    /// after a failure, retries with backoff. Until `stop`.
+    pub async fn run(self, reported: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+        let interval = Duration::from_secs(self.settings.interval_secs);
+        let debounce = Duration::from_millis(self.settings.debounce_ms);
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let woken = tokio::select! {
+                _ = reported.notified() => true,
+                _ = tokio::time::sleep(interval) => false,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if woken {
+                // Let a burst of reports collect into one push.
+                tokio::time::sleep(debounce).await;
+            }
+            loop {
+                match self.push_once().await {
+                    Ok(s) if s.failed == 0 => {
+                        backoff = Duration::from_millis(500);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "push step failed"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(interval);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_urls_use_base64_where_a_value_needs_it() {
+        assert_eq!(
+            group_url("http://pg:9091/", "rave_agents", "bot"),
+            "http://pg:9091/metrics/job/rave_agents/agent/bot"
+        );
+        assert_eq!(
+            group_url("http://pg:9091", "a/b", "bot"),
+            format!(
+                "http://pg:9091/metrics/job@base64/{}/agent/bot",
+                URL_SAFE.encode("a/b")
+            )
+        );
+    }
+
+    #[test]
+    fn rendering_groups_families_with_help_type_and_escaped_labels() {
+        let rows: Vec<SeriesRow> = vec![
+            (
+                "review".into(),
+                "agent_jobs_total".into(),
+                [("status".to_owned(), "succeeded".to_owned())].into(),
+                2.0,
+            ),
+            (
+                "review".into(),
+                "agent_job_duration_seconds_bucket".into(),
+                [("le".to_owned(), "+Inf".to_owned())].into(),
+                2.0,
+            ),
+            (
+                "review".into(),
+                "agent_job_duration_seconds_sum".into(),
+                BTreeMap::new(),
+                3.5,
+            ),
+            (
+                "review".into(),
+                "agent_custom_files_total".into(),
+                [("lang".to_owned(), "a\"b".to_owned())].into(),
+                1.0,
+            ),
+        ];
+        let text = render(&rows);
+        assert!(text.contains("# TYPE agent_job_duration_seconds histogram\n"));
+        assert!(
+            text.contains("agent_job_duration_seconds_bucket{kind=\"review\",le=\"+Inf\"} 2\n")
+        );
+        assert!(text.contains("# TYPE agent_jobs_total counter\n"));
+        assert!(text.contains("agent_jobs_total{kind=\"review\",status=\"succeeded\"} 2\n"));
+        assert!(text.contains("agent_custom_files_total{kind=\"review\",lang=\"a\\\"b\"} 1\n"));
+        assert!(!text.contains("task_id"));
+    }
+}

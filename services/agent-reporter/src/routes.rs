@@ -1,0 +1,116 @@
+//! `POST /v1/reports` and the usual health and metrics routes.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use rave_pg::Pool;
+use rave_service::auth::{Agents, bearer};
+use rave_service::clock::Clock;
+use tokio::sync::Notify;
+
+use crate::error::ReportError;
+use crate::metrics::{Metrics, OutcomeLabel, ReasonLabel};
+use crate::report::Report;
+use crate::settings::Limits;
+use crate::store::{self, Recorded};
+
+#[derive(Debug)]
+pub struct AppState {
+    pub pool: Pool,
+    pub agents: Agents,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the pusher.
+    pub reported: Arc<Notify>,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/reports", web::post().to(report))
+        .route("/healthz", web::get().to(rave_service::http::healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn report(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ReportError> {
+    let result = report_inner(&req, payload, &state).await;
+    if let Err(e) = &result {
+        state
+            .metrics
+            .rejected
+            .get_or_create(&ReasonLabel { reason: e.code() })
+            .inc();
+    }
+    result
+}
+
+async fn report_inner(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ReportError> {
+    // The agent is whoever holds the token; a report cannot name another.
+    let agent = bearer(req)
+        .and_then(|t| state.agents.authenticate(t))
+        .ok_or(ReportError::Unauthorized)?;
+    let body = rave_service::http::read_body(req, payload, state.limits.max_report_bytes)
+        .await
+        .map_err(|e| match e {
+            rave_service::http::BodyError::TooLarge { limit } => {
+                ReportError::BodyTooLarge { limit }
+            }
+            rave_service::http::BodyError::Read(m) => ReportError::InvalidJson(m),
+        })?;
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        return Err(ReportError::InvalidJson(e.to_string()));
+    }
+    let report = Report::parse(&body).map_err(ReportError::InvalidReport)?;
+    report
+        .validate(&state.limits)
+        .map_err(ReportError::InvalidReport)?;
+    rave_service::telemetry::record_task_id(&report.task_id);
+    let recorded = store::record(
+        &state.pool,
+        &agent.id,
+        &report,
+        state.clock.now(),
+        state.limits.max_series_per_agent,
+    )
+    .await
+    .map_err(ReportError::Unavailable)?;
+    let (status, outcome) = match recorded {
+        Recorded::New => (actix_web::http::StatusCode::ACCEPTED, "accepted"),
+        Recorded::Duplicate => (actix_web::http::StatusCode::OK, "duplicate"),
+        Recorded::TooManySeries => {
+            return Err(ReportError::TooManySeries(
+                state.limits.max_series_per_agent,
+            ));
+        }
+    };
+    state
+        .metrics
+        .reports
+        .get_or_create(&OutcomeLabel { outcome })
+        .inc();
+    if recorded == Recorded::New {
+        state.reported.notify_one();
+    }
+    tracing::info!(agent = %agent.id, task_id = %report.task_id, status = report.status.as_str(), outcome, "job report");
+    Ok(HttpResponse::build(status).json(serde_json::json!({ "status": outcome })))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    rave_service::http::readiness(rave_pg::ping(&state.pool).await, "PostgreSQL")
+}
+
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Ok((groups, reports)) = store::backlog(&state.pool).await {
+        state.metrics.unpushed_groups.set(groups);
+        state.metrics.buffered_reports.set(reports);
+    }
+    rave_service::metrics::render(&req, &state.metrics.registry)
+}

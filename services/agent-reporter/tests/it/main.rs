@@ -1,0 +1,5 @@
+//! agent-reporter on a real PostgreSQL, pushing to a real Pushgateway.
+
+mod helpers;
+mod pushing;
+mod reports;

@@ -1,0 +1,127 @@
+use serde_json::{Value, json};
+
+use crate::helpers::{report, sample, spawn_reporter};
+
+#[tokio::test]
+async fn a_report_is_accepted_once_and_its_retry_is_recognised() {
+    let r = spawn_reporter(None).await;
+    let body = report("succeeded", 12.5);
+    assert_eq!(
+        r.post("agent-1", &body).await,
+        (202, json!({"status": "accepted"}))
+    );
+    assert_eq!(
+        r.post("agent-1", &body).await,
+        (200, json!({"status": "duplicate"}))
+    );
+    let db = r.db.connect().await.unwrap();
+    let jobs: f64 = db
+        .query_one(
+            "SELECT value FROM series WHERE agent = 'agent-1' AND name = 'agent_jobs_total'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 1.0, "a retried report is not counted twice");
+    let metrics = r.metrics().await;
+    assert_eq!(
+        sample(&metrics, "reporter_reports_total{outcome=\"accepted\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&metrics, "reporter_reports_total{outcome=\"duplicate\"}"),
+        1.0
+    );
+    assert_eq!(sample(&metrics, "reporter_buffered_reports"), 1.0);
+}
+
+#[tokio::test]
+async fn bad_reports_are_refused_with_their_status_and_the_path_of_the_bad_field() {
+    let r = spawn_reporter(None).await;
+    let with = |patch: Value| {
+        let mut body = report("succeeded", 1.0);
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let many: Vec<Value> = (0..17)
+        .map(|i| json!({"name": format!("m{i}"), "value": 1}))
+        .collect();
+    let cases: Vec<(&str, String, u16, &str, &str)> = vec![
+        ("not JSON", "{not json".into(), 400, "invalid_json", ""),
+        ("no task_id", json!({"kind": "review", "status": "succeeded", "started_at": "2026-11-27T10:00:00Z", "duration_seconds": 1}).to_string(), 422, "invalid_report", "task_id"),
+        ("bad task_id", with(json!({"task_id": "xyz"})).to_string(), 422, "invalid_report", "task_id"),
+        ("bad kind", with(json!({"kind": "Review!"})).to_string(), 422, "invalid_report", "kind"),
+        ("bad status", with(json!({"status": "exploded"})).to_string(), 422, "invalid_report", "status"),
+        ("bad time", with(json!({"started_at": "yesterday"})).to_string(), 422, "invalid_report", "started_at"),
+        ("negative duration", with(json!({"duration_seconds": -1})).to_string(), 422, "invalid_report", "duration_seconds"),
+        ("negative cost", with(json!({"cost": -0.5})).to_string(), 422, "invalid_report", "cost"),
+        ("negative tokens", with(json!({"tokens_input": -3})).to_string(), 422, "invalid_report", "tokens_input"),
+        ("bad metric name", with(json!({"metrics": [{"name": "ok", "value": 1}, {"name": "Bad-Name", "value": 1}]})).to_string(), 422, "invalid_report", "metrics[1].name"),
+        ("reserved label", with(json!({"metrics": [{"name": "files", "value": 1, "labels": {"job": "x"}}]})).to_string(), 422, "invalid_report", "metrics[0].labels.job"),
+        ("long label value", with(json!({"metrics": [{"name": "files", "value": 1, "labels": {"lang": "x".repeat(65)}}]})).to_string(), 422, "invalid_report", "metrics[0].labels.lang"),
+        ("negative metric", with(json!({"metrics": [{"name": "files", "value": -1}]})).to_string(), 422, "invalid_report", "metrics[0].value"),
+        ("too many metrics", with(json!({"metrics": many})).to_string(), 422, "invalid_report", "metrics"),
+        ("naming an agent", with(json!({"agent": "agent-2"})).to_string(), 422, "invalid_report", "agent"),
+        ("too large", format!("{{\"pad\": \"{}\"}}", "x".repeat(70_000)), 413, "body_too_large", ""),
+    ];
+    for (what, body, status, code, path) in cases {
+        let (got, answer) = r.post_raw("agent-1", body).await;
+        assert_eq!(got, status, "{what}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{what}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(path) || message.contains(path),
+            "{what}: {message:?} should name {path:?}"
+        );
+    }
+    let (got, answer) = r
+        .post_raw("nobody", report("succeeded", 1.0).to_string())
+        .await;
+    assert_eq!(
+        (got, answer["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+
+    let db = r.db.connect().await.unwrap();
+    let series: i64 = db
+        .query_one("SELECT count(*) FROM series", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(series, 0, "nothing refused was recorded");
+    let metrics = r.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "reporter_reports_rejected_total{reason=\"invalid_report\"}"
+        ),
+        14.0
+    );
+}
+
+#[tokio::test]
+async fn custom_labels_cannot_grow_an_agents_series_without_bound() {
+    let r = spawn_reporter(None).await; // at most 60 series per agent
+    let mut last = (0, Value::Null);
+    for i in 0..60 {
+        let mut body = report("succeeded", 1.0);
+        body["metrics"] =
+            json!([{"name": "files", "value": 1, "labels": {"repo": format!("r{i}")}}]);
+        last = r.post("agent-1", &body).await;
+        if last.0 != 202 {
+            break;
+        }
+    }
+    assert_eq!(
+        (last.0, last.1["error"]["code"].as_str()),
+        (422, Some("too_many_series"))
+    );
+    let (status, _) = r.post("agent-1", &report("succeeded", 2.0)).await;
+    assert_eq!(
+        status, 202,
+        "reports within the existing series still count"
+    );
+}
