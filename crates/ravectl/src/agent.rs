@@ -20,6 +20,8 @@ struct Client {
     http: reqwest::Client,
     url: String,
     token: String,
+    /// agent-reporter's base URL, when job reports are wanted.
+    reporter: Option<String>,
 }
 
 impl Client {
@@ -51,17 +53,19 @@ enum Outcome {
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
-    let (url, token) = match (&args.url, &args.token_file) {
-        (Some(url), Some(file)) => (url.clone(), read_token(file)?),
+    let (url, token, reporter) = match (&args.url, &args.token_file) {
+        (Some(url), Some(file)) => (url.clone(), read_token(file)?, args.reporter_url.clone()),
         _ => {
             let stack = StackFile::read(&args.state_dir)?;
             let file = args
                 .token_file
                 .clone()
                 .unwrap_or_else(|| stack.secrets_dir.join("agent-dev.token"));
+            let reporter = args.reporter_url.clone().or(stack.reporter_url);
             (
                 args.url.clone().unwrap_or(stack.dispatcher_url),
                 read_token(&file)?,
+                reporter,
             )
         }
     };
@@ -72,6 +76,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
             .build()?,
         url: url.trim_end_matches('/').to_owned(),
         token,
+        reporter: reporter.map(|r| r.trim_end_matches('/').to_owned()),
     };
     let mut done = 0u64;
     let mut failures = Duration::from_millis(200);
@@ -135,6 +140,8 @@ async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Res
         task["kind"], task["attempt"]
     );
 
+    let started_at = OffsetDateTime::now_utc();
+    let clock = std::time::Instant::now();
     let job = run_job(args, task);
     tokio::pin!(job);
     let mut ticker = tokio::time::interval(beat_every);
@@ -158,6 +165,8 @@ async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Res
         }
     };
     // Dropping the job future kills its command (kill_on_drop).
+    let duration = clock.elapsed().as_secs_f64();
+    let report = job_report(task, &outcome, started_at, duration);
     let (path, body) = match outcome {
         Outcome::Done(result) => (
             "complete",
@@ -182,6 +191,9 @@ async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Res
         match client.post(&format!("/v1/tasks/{id}/{path}"), &body).await {
             Ok((200, answer)) => {
                 println!("{path} {id}: {answer}");
+                if let Some(report) = report {
+                    send_report(client, &report).await;
+                }
                 return Ok(());
             }
             Ok((409 | 404, answer)) => {
@@ -194,6 +206,72 @@ async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Res
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(30));
     }
+}
+
+/// The job report for agent-reporter; none for an abandoned lease. A
+/// command's JSON output may carry `tokens_input`, `tokens_output`, `cost`
+/// and `metrics` ([{name, value, labels}]).
+fn job_report(
+    task: &Value,
+    outcome: &Outcome,
+    started_at: OffsetDateTime,
+    duration: f64,
+) -> Option<Value> {
+    let (status, output) = match outcome {
+        Outcome::Done(result) => ("succeeded", Some(result)),
+        Outcome::Failed { .. } => ("failed", None),
+        Outcome::Stopped(_) => ("cancelled", None),
+        Outcome::LeaseLost => return None,
+    };
+    let mut report = json!({
+        "task_id": task["task_id"],
+        "kind": task["kind"],
+        "status": status,
+        "started_at": started_at.format(&Rfc3339).ok()?,
+        "duration_seconds": duration,
+    });
+    if let Some(Value::Object(out)) = output {
+        for field in ["tokens_input", "tokens_output", "cost", "metrics"] {
+            if let Some(v) = out.get(field) {
+                report[field] = v.clone();
+            }
+        }
+    }
+    Some(report)
+}
+
+/// Reports are idempotent (agent, task, start), so a few retries are safe;
+/// a reporter that stays down costs the metrics of this job, not the job.
+async fn send_report(client: &Client, report: &Value) {
+    let Some(reporter) = &client.reporter else {
+        return;
+    };
+    let mut wait = Duration::from_millis(200);
+    for _ in 0..5 {
+        let sent = client
+            .http
+            .post(format!("{reporter}/v1/reports"))
+            .bearer_auth(&client.token)
+            .json(report)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) if r.status().is_client_error() => {
+                eprintln!(
+                    "the reporter refused the job report ({}): {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                );
+                return;
+            }
+            Ok(r) => eprintln!("the reporter answered {}", r.status()),
+            Err(e) => eprintln!("reporting failed: {e}"),
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    eprintln!("gave up reporting task {}", report["task_id"]);
 }
 
 async fn run_job(args: &AgentArgs, task: &Value) -> Outcome {

@@ -45,6 +45,9 @@ pub struct AgentArgs {
     /// File holding the agent's bearer token (default: the local stack's dev agent).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// agent-reporter's URL for job reports (default: the local stack's, if any).
+    #[arg(long)]
+    pub reporter_url: Option<String>,
     #[arg(long, default_value = ".rave")]
     pub state_dir: PathBuf,
     /// Only these kinds (default: all the agent handles).
@@ -83,6 +86,10 @@ pub struct UpArgs {
     pub store_port: u16,
     #[arg(long, default_value_t = 3020)]
     pub dispatcher_port: u16,
+    #[arg(long, default_value_t = 3030)]
+    pub reporter_port: u16,
+    #[arg(long, default_value_t = 9091)]
+    pub pushgateway_port: u16,
     #[arg(long, default_value_t = 5433)]
     pub pg_port: u16,
     /// Do not install missing Debian packages, even as root.

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 /// What this stage of RAVE runs locally.
-pub const REQUIRED: &[&str] = &["postgresql"];
+pub const REQUIRED: &[&str] = &["postgresql", "prometheus-pushgateway"];
 
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")

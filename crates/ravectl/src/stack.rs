@@ -9,6 +9,10 @@ pub struct StackFile {
     pub ingest_url: String,
     pub store_url: String,
     pub dispatcher_url: String,
+    #[serde(default)]
+    pub reporter_url: Option<String>,
+    #[serde(default)]
+    pub pushgateway_url: Option<String>,
     pub postgres: String,
     pub secrets_dir: PathBuf,
 }

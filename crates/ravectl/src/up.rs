@@ -17,6 +17,9 @@ use crate::stack::StackFile;
 const DEDUP_TEMPLATE: &str = include_str!("../templates/dedup-store.toml");
 const INGEST_TEMPLATE: &str = include_str!("../templates/ingest.toml");
 const DISPATCHER_TEMPLATE: &str = include_str!("../templates/task-dispatcher.toml");
+const REPORTER_TEMPLATE: &str = include_str!("../templates/agent-reporter.toml");
+/// Debian's Pushgateway.
+const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
 
 struct Service {
     name: &'static str,
@@ -29,6 +32,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
         ("ingest", "--ingest-port", args.ingest_port),
         ("dedup-store", "--store-port", args.store_port),
         ("task-dispatcher", "--dispatcher-port", args.dispatcher_port),
+        ("agent-reporter", "--reporter-port", args.reporter_port),
+        ("Pushgateway", "--pushgateway-port", args.pushgateway_port),
         ("PostgreSQL", "--pg-port", args.pg_port),
     ] {
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
@@ -42,7 +47,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
             .context("ravectl has no parent directory")?
             .to_path_buf(),
     };
-    for bin in ["ingest", "dedup-store", "task-dispatcher"] {
+    for bin in ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"] {
         anyhow::ensure!(
             bin_dir.join(bin).exists(),
             "{} not found; build first: cargo build --release --workspace --bins",
@@ -114,7 +119,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     let postgres = LocalPostgres::new(&state_dir, args.pg_port)?;
     postgres.init()?;
     postgres.start()?;
-    let passwords = [db_password, tasks_db_password];
+    let reports_db_password = secret(
+        "agent-reporter-db.password",
+        "agent-reporter database password",
+        || secrets::hex_token(24),
+    )?;
+    let passwords = [db_password, tasks_db_password, reports_db_password];
     let result = run_services(&args, &postgres, &bin_dir, &state_dir, &passwords, &created).await;
     if let Err(e) = postgres.stop() {
         eprintln!("stopping PostgreSQL failed: {e:#}");
@@ -127,11 +137,12 @@ async fn run_services(
     postgres: &LocalPostgres,
     bin_dir: &Path,
     state_dir: &Path,
-    passwords: &[String; 2],
+    passwords: &[String; 3],
     created: &[(&'static str, String)],
 ) -> anyhow::Result<i32> {
     postgres.ensure_database("rave_dedup_store", &passwords[0], "rave_events")?;
     postgres.ensure_database("rave_task_dispatcher", &passwords[1], "rave_tasks")?;
+    postgres.ensure_database("rave_agent_reporter", &passwords[2], "rave_reports")?;
     let secrets_dir = state_dir.join("secrets");
     let config_dir = state_dir.join("config");
     let digest = |file: &str| -> anyhow::Result<String> {
@@ -145,6 +156,8 @@ async fn run_services(
             .replace("{{INGEST_PORT}}", &args.ingest_port.to_string())
             .replace("{{STORE_PORT}}", &args.store_port.to_string())
             .replace("{{DISPATCHER_PORT}}", &args.dispatcher_port.to_string())
+            .replace("{{PUSHGATEWAY_PORT}}", &args.pushgateway_port.to_string())
+            .replace("{{REPORTER_PORT}}", &args.reporter_port.to_string())
             .replace("{{PG_PORT}}", &args.pg_port.to_string())
             .replace("{{SECRETS_DIR}}", &secrets_dir.display().to_string())
             .replace("{{CONFIG_DIR}}", &config_dir.display().to_string())
@@ -170,23 +183,45 @@ async fn run_services(
     std::fs::write(&dedup_config, render(DEDUP_TEMPLATE))?;
     std::fs::write(&ingest_config, render(INGEST_TEMPLATE))?;
     std::fs::write(&dispatcher_config, render(DISPATCHER_TEMPLATE))?;
+    let reporter_config = state_dir.join("config/agent-reporter.toml");
+    std::fs::write(&reporter_config, render(REPORTER_TEMPLATE))?;
 
     let store_url = format!("http://127.0.0.1:{}", args.store_port);
     let ingest_url = format!("http://127.0.0.1:{}", args.ingest_port);
     let dispatcher_url = format!("http://127.0.0.1:{}", args.dispatcher_port);
+    let reporter_url = format!("http://127.0.0.1:{}", args.reporter_port);
+    let pushgateway_url = format!("http://127.0.0.1:{}", args.pushgateway_port);
+    let pushgateway_args: Vec<std::ffi::OsString> = vec![
+        format!("--web.listen-address=127.0.0.1:{}", args.pushgateway_port).into(),
+        format!(
+            "--persistence.file={}",
+            state_dir.join("pushgateway.db").display()
+        )
+        .into(),
+    ];
     let mut services = Vec::new();
     let outcome = async {
         services.push(spawn(
-            bin_dir,
-            "task-dispatcher",
-            &dispatcher_config,
+            Path::new(PUSHGATEWAY),
+            "pushgateway",
+            &pushgateway_args,
             state_dir,
         )?);
-        wait_ready("task-dispatcher", &dispatcher_url, &mut services).await?;
-        services.push(spawn(bin_dir, "dedup-store", &dedup_config, state_dir)?);
-        wait_ready("dedup-store", &store_url, &mut services).await?;
-        services.push(spawn(bin_dir, "ingest", &ingest_config, state_dir)?);
-        wait_ready("ingest", &ingest_url, &mut services).await?;
+        wait_ready(
+            "pushgateway",
+            &format!("{pushgateway_url}/-/ready"),
+            &mut services,
+        )
+        .await?;
+        for (name, config, url) in [
+            ("task-dispatcher", &dispatcher_config, &dispatcher_url),
+            ("agent-reporter", &reporter_config, &reporter_url),
+            ("dedup-store", &dedup_config, &store_url),
+            ("ingest", &ingest_config, &ingest_url),
+        ] {
+            services.push(spawn_service(bin_dir, name, config, state_dir)?);
+            wait_ready(name, &format!("{url}/readyz"), &mut services).await?;
+        }
         anyhow::Ok(())
     }
     .await;
@@ -199,6 +234,8 @@ async fn run_services(
         ingest_url: ingest_url.clone(),
         store_url: store_url.clone(),
         dispatcher_url: dispatcher_url.clone(),
+        reporter_url: Some(reporter_url.clone()),
+        pushgateway_url: Some(pushgateway_url.clone()),
         postgres: format!(
             "postgresql://rave_dedup_store@127.0.0.1:{}/rave_events",
             args.pg_port
@@ -227,10 +264,11 @@ async fn run_services(
     Ok(code)
 }
 
+/// Starts `program args...` with its output in `logs/<name>.log`.
 fn spawn(
-    bin_dir: &Path,
+    program: &Path,
     name: &'static str,
-    config: &Path,
+    args: &[std::ffi::OsString],
     state_dir: &Path,
 ) -> anyhow::Result<Service> {
     let log: PathBuf = state_dir.join("logs").join(format!("{name}.log"));
@@ -238,25 +276,40 @@ fn spawn(
         .create(true)
         .append(true)
         .open(&log)?;
-    let child = Command::new(bin_dir.join(name))
-        .arg("--config")
-        .arg(config)
+    let child = Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {name}"))?;
+        .with_context(|| format!("starting {name} ({})", program.display()))?;
     Ok(Service { name, child })
 }
 
-async fn wait_ready(name: &str, base_url: &str, services: &mut [Service]) -> anyhow::Result<()> {
+/// Starts one of RAVE's services with its config file.
+fn spawn_service(
+    bin_dir: &Path,
+    name: &'static str,
+    config: &Path,
+    state_dir: &Path,
+) -> anyhow::Result<Service> {
+    spawn(
+        &bin_dir.join(name),
+        name,
+        &["--config".into(), config.into()],
+        state_dir,
+    )
+}
+
+/// Polls `ready_url` until it answers 2xx.
+async fn wait_ready(name: &str, ready_url: &str, services: &mut [Service]) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = client.get(format!("{base_url}/readyz")).send().await
+        if let Ok(r) = client.get(ready_url).send().await
             && r.status().is_success()
         {
             return Ok(());
@@ -270,7 +323,7 @@ async fn wait_ready(name: &str, base_url: &str, services: &mut [Service]) -> any
             }
         }
         if Instant::now() > deadline {
-            bail!("{name} did not become ready within 30 s at {base_url}/readyz");
+            bail!("{name} did not become ready within 30 s at {ready_url}");
         }
         // Polling a process we just started; there is no event to wait for.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -320,6 +373,16 @@ fn print_table(stack: &StackFile, state_dir: &Path, created: &[(&'static str, St
             "dispatcher",
             stack.dispatcher_url.as_str(),
             "agents: POST /v1/agents/claim; operators: GET /v1/tasks",
+        ),
+        (
+            "reporter",
+            stack.reporter_url.as_deref().unwrap_or_default(),
+            "agents: POST /v1/reports",
+        ),
+        (
+            "Pushgateway",
+            stack.pushgateway_url.as_deref().unwrap_or_default(),
+            "agent_jobs_total & co, one group per agent",
         ),
         (
             "PostgreSQL",
