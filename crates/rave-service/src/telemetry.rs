@@ -127,3 +127,39 @@ pub fn init_for_tests() {
 pub fn record_task_id(task_id: &crate::ids::TaskId) {
     tracing::Span::current().set_attribute("task_id", task_id.to_string());
 }
+
+/// The W3C `traceparent` of `span`, if it belongs to a trace.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// The `traceparent` of the current span.
+pub fn current_traceparent() -> Option<String> {
+    traceparent_of(&tracing::Span::current())
+}
+
+/// Makes `span` a child of the remote span `traceparent` (W3C), so work
+/// done later, elsewhere (a task claimed minutes after its webhook), joins
+/// the webhook's trace.
+pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(context);
+}
+
+/// Whether `value` is a well-formed W3C `traceparent` (version 00).
+pub fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+}

@@ -26,13 +26,25 @@ struct Client {
 
 impl Client {
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let response = self
+        self.post_traced(path, body, None).await
+    }
+
+    /// A call made as part of a job carries the job's trace context.
+    async fn post_traced(
+        &self,
+        path: &str,
+        body: &Value,
+        traceparent: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
             .http
             .post(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await?;
+            .json(body);
+        if let Some(tp) = traceparent {
+            request = request.header("traceparent", tp);
+        }
+        let response = request.send().await?;
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
         Ok((status, body))
@@ -135,6 +147,19 @@ async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Res
         .context("a task without lease_expires_at")?;
     let lease = (expires - OffsetDateTime::now_utc()).max(time::Duration::seconds(3));
     let beat_every = Duration::from_secs_f64(lease.as_seconds_f64() / 3.0);
+    // The job's span continues the task's trace (webhook → store → task →
+    // claim); its context goes with every call made for this job.
+    let span = tracing::info_span!("agent.job", otel.name = "agent.job", task_id = %id, kind = %task["kind"]);
+    let task_traceparent = task["traceparent"].as_str();
+    if let Some(parent) = task_traceparent {
+        rave_service::telemetry::set_remote_parent(&span, parent);
+    }
+    if let Ok(task_id) = rave_service::ids::TaskId::parse(id.clone()) {
+        span.in_scope(|| rave_service::telemetry::record_task_id(&task_id));
+    }
+    let traceparent =
+        rave_service::telemetry::traceparent_of(&span).or(task_traceparent.map(str::to_owned));
+    let traceparent = traceparent.as_deref();
     println!(
         "claimed {id} ({}, attempt {})",
         task["kind"], task["attempt"]
@@ -151,7 +176,7 @@ async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Res
             outcome = &mut job => break outcome,
             _ = ticker.tick() => {
                 let (status, beat) = client
-                    .post(&format!("/v1/tasks/{id}/heartbeat"), &json!({ "lease_token": lease_token }))
+                    .post_traced(&format!("/v1/tasks/{id}/heartbeat"), &json!({ "lease_token": lease_token }), traceparent)
                     .await?;
                 match status {
                     200 if beat["cancel_requested"] == true => {
@@ -188,11 +213,14 @@ async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Res
     // The final report is retried until the dispatcher answers; repeats are safe.
     let mut wait = Duration::from_millis(200);
     loop {
-        match client.post(&format!("/v1/tasks/{id}/{path}"), &body).await {
+        match client
+            .post_traced(&format!("/v1/tasks/{id}/{path}"), &body, traceparent)
+            .await
+        {
             Ok((200, answer)) => {
                 println!("{path} {id}: {answer}");
                 if let Some(report) = report {
-                    send_report(client, &report).await;
+                    send_report(client, &report, traceparent).await;
                 }
                 return Ok(());
             }
@@ -242,19 +270,21 @@ fn job_report(
 
 /// Reports are idempotent (agent, task, start), so a few retries are safe;
 /// a reporter that stays down costs the metrics of this job, not the job.
-async fn send_report(client: &Client, report: &Value) {
+async fn send_report(client: &Client, report: &Value, traceparent: Option<&str>) {
     let Some(reporter) = &client.reporter else {
         return;
     };
     let mut wait = Duration::from_millis(200);
     for _ in 0..5 {
-        let sent = client
+        let mut request = client
             .http
             .post(format!("{reporter}/v1/reports"))
             .bearer_auth(&client.token)
-            .json(report)
-            .send()
-            .await;
+            .json(report);
+        if let Some(tp) = traceparent {
+            request = request.header("traceparent", tp);
+        }
+        let sent = request.send().await;
         match sent {
             Ok(r) if r.status().is_success() => return,
             Ok(r) if r.status().is_client_error() => {

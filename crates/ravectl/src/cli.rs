@@ -70,6 +70,9 @@ pub struct AgentArgs {
     /// Stop as soon as a claim finds no work.
     #[arg(long)]
     pub exit_when_idle: bool,
+    /// Export the jobs' spans over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -30,6 +30,7 @@ struct RelayedEvent {
     #[serde(with = "time::serde::rfc3339")]
     received_at: OffsetDateTime,
     trace_id: Option<String>,
+    traceparent: Option<String>,
     headers: serde_json::Value,
     body_base64: String,
 }
@@ -92,7 +93,8 @@ impl Relay {
         }
         let rows = tx
             .query(
-                "SELECT e.task_id, e.source, e.event_uuid, e.event_type, e.received_at, e.trace_id, e.headers, e.body
+                "SELECT e.task_id, e.source, e.event_uuid, e.event_type, e.received_at, e.trace_id, e.headers, e.body,
+                        e.traceparent
                  FROM outbox o JOIN events e ON e.id = o.event_id WHERE o.id = ANY($1) ORDER BY o.id",
                 &[&ids],
             )
@@ -106,6 +108,7 @@ impl Relay {
                 event_type: r.get(3),
                 received_at: r.get(4),
                 trace_id: r.get(5),
+                traceparent: r.get(8),
                 headers: r.get(6),
                 body_base64: BASE64.encode(r.get::<_, &[u8]>(7)),
             })

@@ -96,6 +96,7 @@ async fn insert_event_inner(
         Stored::New(id) => (actix_web::http::StatusCode::CREATED, id, false),
         Stored::Duplicate(id) => (actix_web::http::StatusCode::OK, id, true),
     };
+    rave_service::telemetry::record_task_id(&task_id);
     tracing::info!(task_id = %task_id, duplicate, "event stored");
     Ok(HttpResponse::build(status).json(InsertResponse { task_id, duplicate }))
 }
@@ -132,6 +133,7 @@ fn validate(request: InsertRequest, limits: &Limits) -> Result<NewEvent, DedupEr
         event_uuid: request.event_uuid,
         event_type: request.event_type,
         trace_id: rave_service::telemetry::current_trace_id(),
+        traceparent: rave_service::telemetry::current_traceparent(),
         received_at: request.received_at,
         headers: request.headers,
         body,

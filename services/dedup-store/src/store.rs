@@ -31,6 +31,8 @@ pub struct NewEvent {
     pub event_uuid: EventUuid,
     pub event_type: EventType,
     pub trace_id: Option<TraceId>,
+    /// The storing request's span context, for the task's span to hang off.
+    pub traceparent: Option<String>,
     pub received_at: OffsetDateTime,
     pub headers: serde_json::Map<String, serde_json::Value>,
     pub body: Vec<u8>,
@@ -141,6 +143,10 @@ async fn insert_batch(pool: &Pool, events: &[NewEvent]) -> anyhow::Result<Vec<St
         .iter()
         .map(|&i| events[i].trace_id.as_ref().map(ToString::to_string))
         .collect();
+    let traceparents: Vec<Option<String>> = leaders
+        .iter()
+        .map(|&i| events[i].traceparent.clone())
+        .collect();
     let received: Vec<OffsetDateTime> = leaders.iter().map(|&i| events[i].received_at).collect();
     let headers: Vec<serde_json::Value> = leaders
         .iter()
@@ -152,13 +158,13 @@ async fn insert_batch(pool: &Pool, events: &[NewEvent]) -> anyhow::Result<Vec<St
         .query(
             "WITH input AS (
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                      $6::timestamptz[], $7::jsonb[], $8::bytea[])
+                                      $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[])
                      WITH ORDINALITY AS t(source, event_uuid, event_type, task_id, trace_id,
-                                          received_at, headers, body, n)
+                                          received_at, headers, body, traceparent, n)
              ), ins AS (
                  INSERT INTO events (source, event_uuid, event_type, task_id, trace_id,
-                                     received_at, headers, body)
-                 SELECT source, event_uuid, event_type, task_id, trace_id, received_at, headers, body
+                                     received_at, headers, body, traceparent)
+                 SELECT source, event_uuid, event_type, task_id, trace_id, received_at, headers, body, traceparent
                  FROM input ORDER BY n
                  ON CONFLICT (source, event_uuid) DO NOTHING
                  RETURNING id, source, event_uuid, task_id
@@ -166,7 +172,7 @@ async fn insert_batch(pool: &Pool, events: &[NewEvent]) -> anyhow::Result<Vec<St
                  INSERT INTO outbox (event_id, task_id) SELECT id, task_id FROM ins
              )
              SELECT source, event_uuid, task_id FROM ins",
-            &[&sources, &uuids, &types, &ids, &traces, &received, &headers, &bodies],
+            &[&sources, &uuids, &types, &ids, &traces, &received, &headers, &bodies, &traceparents],
         )
         .await?;
 

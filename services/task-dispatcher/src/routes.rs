@@ -175,7 +175,8 @@ async fn claim_inner(req: &HttpRequest, payload: web::Payload, state: &AppState)
         .await
         .map_err(unavailable)?;
         if !tasks.is_empty() {
-            for task in &tasks {
+            let mut tasks = tasks;
+            for task in &mut tasks {
                 state
                     .metrics
                     .claims
@@ -184,6 +185,20 @@ async fn claim_inner(req: &HttpRequest, payload: web::Payload, state: &AppState)
                     })
                     .inc();
                 tracing::info!(task_id = %task.task_id, agent = %agent.id, attempt = task.attempt, "task claimed");
+                // The claim joins the task's trace; the agent continues from it.
+                if let Some(parent) = task.traceparent.clone() {
+                    let span = tracing::info_span!(
+                        "task.claim",
+                        otel.name = "task.claim",
+                        task_id = %task.task_id,
+                        agent = %agent.id,
+                        attempt = task.attempt
+                    );
+                    rave_service::telemetry::set_remote_parent(&span, &parent);
+                    span.in_scope(|| rave_service::telemetry::record_task_id(&task.task_id));
+                    task.traceparent =
+                        rave_service::telemetry::traceparent_of(&span).or(Some(parent));
+                }
             }
             return Ok(HttpResponse::Ok().json(serde_json::json!({ "tasks": tasks })));
         }
@@ -227,6 +242,7 @@ async fn heartbeat(req: HttpRequest, payload: web::Payload, state: web::Data<App
 async fn heartbeat_inner(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Reply {
     let agent = agent(req, state)?;
     let id = task_id(req)?;
+    rave_service::telemetry::record_task_id(&id);
     let body: LeaseRequest = json_body(req, payload, 64 * 1024).await?;
     let beat = store::heartbeat(
         &state.pool,
@@ -256,6 +272,7 @@ async fn complete(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
 async fn complete_inner(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Reply {
     let agent = agent(req, state)?;
     let id = task_id(req)?;
+    rave_service::telemetry::record_task_id(&id);
     let body: CompleteRequest = json_body(req, payload, state.limits.max_result_bytes).await?;
     let finished = state
         .completer
@@ -318,6 +335,7 @@ async fn fail(req: HttpRequest, payload: web::Payload, state: web::Data<AppState
 async fn fail_inner(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Reply {
     let agent = agent(req, state)?;
     let id = task_id(req)?;
+    rave_service::telemetry::record_task_id(&id);
     let body: FailRequest = json_body(req, payload, state.limits.max_result_bytes).await?;
     if body.error.len() > 16 * 1024 {
         return Err(DispatchError::InvalidRequest(
@@ -508,6 +526,8 @@ pub struct RelayedEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
     pub trace_id: Option<TraceId>,
+    /// The span that stored the event (W3C), if known.
+    pub traceparent: Option<String>,
     #[serde(default)]
     pub headers: serde_json::Map<String, serde_json::Value>,
     pub body_base64: String,
@@ -539,23 +559,46 @@ async fn accept_events_inner(req: &HttpRequest, payload: web::Payload, state: &A
         let body = base64::engine::general_purpose::STANDARD
             .decode(e.body_base64.as_bytes())
             .map_err(|err| DispatchError::InvalidRequest(format!("events[].body_base64: {err}")))?;
+        if let Some(tp) = &e.traceparent
+            && !rave_service::telemetry::is_traceparent(tp)
+        {
+            return Err(DispatchError::InvalidRequest(format!(
+                "events[].traceparent: {tp:?} is not W3C"
+            )));
+        }
         let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-        let event = IncomingEvent {
+        let mut event = IncomingEvent {
             task_id: e.task_id,
             source: e.source,
             event_uuid: e.event_uuid,
             event_type: e.event_type,
             received_at: e.received_at,
             trace_id: e.trace_id,
+            traceparent: None,
             headers: e.headers,
             body,
         };
-        match state.router.route(
+        let route = state.router.route(
             event.source.as_str(),
             event.event_type.as_str(),
             parsed.as_ref(),
-        ) {
-            Some(r) => routed.push((event, r)),
+        );
+        match route {
+            Some(r) => {
+                // The task's own span, a child of the span that stored the event.
+                if let Some(parent) = &e.traceparent {
+                    let span = tracing::info_span!(
+                        "task.create",
+                        otel.name = "task.create",
+                        task_id = %event.task_id,
+                        kind = %r.kind
+                    );
+                    rave_service::telemetry::set_remote_parent(&span, parent);
+                    span.in_scope(|| rave_service::telemetry::record_task_id(&event.task_id));
+                    event.traceparent = rave_service::telemetry::traceparent_of(&span);
+                }
+                routed.push((event, r));
+            }
             None => ignored.push(event),
         }
     }

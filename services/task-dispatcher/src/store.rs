@@ -39,15 +39,20 @@ pub struct IncomingEvent {
     pub event_type: EventType,
     pub received_at: OffsetDateTime,
     pub trace_id: Option<TraceId>,
+    /// The span the task hangs off in the webhook's trace (see `routes`).
+    pub traceparent: Option<String>,
     pub headers: serde_json::Map<String, serde_json::Value>,
     pub body: Vec<u8>,
 }
 
 impl IncomingEvent {
-    /// The `traceparent` agents continue: the event's trace, a new span.
-    pub fn traceparent(&self) -> Option<String> {
-        let span = hex::encode(rave_service::crypto::random_bytes::<8>());
-        self.trace_id.as_ref().map(|t| format!("00-{t}-{span}-01"))
+    /// The `traceparent` stored with the task: its creation span's, or for an
+    /// event stored without one, a new span in the event's trace.
+    pub fn task_traceparent(&self) -> Option<String> {
+        self.traceparent.clone().or_else(|| {
+            let span = hex::encode(rave_service::crypto::random_bytes::<8>());
+            self.trace_id.as_ref().map(|t| format!("00-{t}-{span}-01"))
+        })
     }
 }
 
@@ -92,7 +97,7 @@ pub async fn accept_events(
         let entities: Vec<Option<String>> =
             routed.iter().map(|(_, r)| r.entity_key.clone()).collect();
         let traceparents: Vec<Option<String>> =
-            routed.iter().map(|(e, _)| e.traceparent()).collect();
+            routed.iter().map(|(e, _)| e.task_traceparent()).collect();
         let received: Vec<OffsetDateTime> = routed.iter().map(|(e, _)| e.received_at).collect();
         let rows = tx
             .query(
