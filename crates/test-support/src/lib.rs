@@ -7,12 +7,14 @@
 //! - [`metrics`]: reading `/metrics` output;
 //! - [`pushgateway`]: a real Prometheus Pushgateway (and [`process`], the
 //!   supervision it runs under);
+//! - [`prometheus`]: a real Prometheus with exemplar storage;
 //! - [`otlp`]: an OTLP/HTTP receiver standing in for a collector.
 
 pub mod metrics;
 pub mod otlp;
 pub mod pg;
 pub mod process;
+pub mod prometheus;
 pub mod pushgateway;
 pub mod trace;
 

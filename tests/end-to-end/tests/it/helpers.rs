@@ -1,0 +1,108 @@
+//! Shared set-up: the services of one pipeline in this process, and the
+//! process-wide telemetry exporting to an OTLP receiver.
+
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use prost::Message as _;
+pub use rave_service::auth::{AgentSettings, token_digest};
+use rave_service::settings::TelemetrySettings;
+use test_support::otlp::OtlpReceiver;
+use test_support::sign;
+
+pub const AGENT_TOKEN: &str = "token-of-e2e-agent";
+pub const RELAY_TOKEN: &str = "relay-token-e2e";
+pub const GITHUB_SECRET: &str = "e2e-github-secret";
+
+pub fn defaults<S: rave_service::settings::ServiceSettings>() -> S {
+    rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load")
+}
+
+pub fn agent() -> AgentSettings {
+    AgentSettings {
+        name: "e2e".into(),
+        token_sha256: hex::encode(token_digest(AGENT_TOKEN)),
+        kinds: vec!["webhook".into()],
+    }
+}
+
+pub async fn serve<F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static>(
+    port: u16,
+    run: F,
+) -> String {
+    tokio::spawn(run);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A span as exported: name, trace id, and its `task_id` attribute.
+#[derive(Debug)]
+pub struct Span {
+    pub name: String,
+    pub trace_id: String,
+    pub task_id: Option<String>,
+}
+
+pub fn spans(receiver: &OtlpReceiver) -> Vec<Span> {
+    let mut out = Vec::new();
+    for export in receiver.exports() {
+        let request =
+            ExportTraceServiceRequest::decode(export.body.as_slice()).expect("OTLP protobuf");
+        for resource in request.resource_spans {
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    let task_id = span
+                        .attributes
+                        .iter()
+                        .find(|a| a.key == "task_id")
+                        .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                            AnyValue::StringValue(s) => Some(s.clone()),
+                            _ => None,
+                        });
+                    out.push(Span {
+                        name: span.name,
+                        trace_id: hex::encode(span.trace_id),
+                        task_id,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Telemetry is process-wide: installed once, exporting to one receiver.
+pub fn telemetry() -> &'static (OtlpReceiver, rave_service::telemetry::TelemetryGuard) {
+    static ONCE: std::sync::OnceLock<(OtlpReceiver, rave_service::telemetry::TelemetryGuard)> =
+        std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let receiver = OtlpReceiver::start().unwrap();
+        let guard = rave_service::telemetry::init(
+            "rave-e2e",
+            &TelemetrySettings {
+                otlp_endpoint: Some(receiver.endpoint.clone()),
+                log_filter: "error".into(),
+                ..TelemetrySettings::default()
+            },
+        )
+        .unwrap();
+        (receiver, guard)
+    })
+}
+
+/// A github source whose secret is [`GITHUB_SECRET`].
+pub fn github_source() -> ingest::settings::SourceSettings {
+    toml::from_str(&format!("kind = \"github\"\nsecret = \"{GITHUB_SECRET}\"")).unwrap()
+}
+
+/// A correctly signed GitHub delivery in the trace `trace_id`.
+pub fn github_webhook(ingest_url: &str, delivery: &str, trace_id: &str) -> reqwest::RequestBuilder {
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    reqwest::Client::new()
+        .post(format!("{ingest_url}/hooks/github"))
+        .header("traceparent", test_support::trace::traceparent(trace_id))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", sign::github(GITHUB_SECRET, body))
+        .body(body.to_vec())
+}

@@ -1,0 +1,111 @@
+//! One webhook's whole life in one process, exported to an OTLP receiver:
+//! every span of it shares one trace id and carries the task's `task_id`.
+
+use std::collections::BTreeSet;
+
+use rave_service::settings::Secret;
+use test_support::pg::PgCluster;
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
+    let (receiver, telemetry) = telemetry();
+    let cluster = PgCluster::shared();
+
+    let mut dispatcher: task_dispatcher::Settings = defaults();
+    dispatcher.server.port = 0;
+    dispatcher.database = cluster.create_database().await.unwrap().settings();
+    dispatcher.routes = vec![toml::from_str("kind = \"webhook\"").unwrap()];
+    dispatcher.agents = vec![agent()];
+    dispatcher.relay_tokens_sha256 = vec![hex::encode(token_digest(RELAY_TOKEN))];
+    let app = task_dispatcher::Application::build(dispatcher)
+        .await
+        .unwrap();
+    let dispatcher_url = serve(app.port(), app.run_until_stopped()).await;
+
+    let mut reporter: agent_reporter::Settings = defaults();
+    reporter.server.port = 0;
+    reporter.database = cluster.create_database().await.unwrap().settings();
+    reporter.agents = vec![agent()];
+    let app = agent_reporter::Application::build(reporter).await.unwrap();
+    let reporter_url = serve(app.port(), app.run_until_stopped()).await;
+
+    let mut store: dedup_store::Settings = defaults();
+    store.server.port = 0;
+    store.database = cluster.create_database().await.unwrap().settings();
+    store.relay.dispatcher_url = Some(dispatcher_url.clone());
+    store.relay.token = Some(Secret::new(RELAY_TOKEN));
+    let app = dedup_store::Application::build(store).await.unwrap();
+    let store_url = serve(app.port(), app.run_until_stopped()).await;
+
+    let mut ingest: ingest::Settings = defaults();
+    ingest.server.port = 0;
+    ingest.store.url = store_url;
+    ingest.sources.insert("github".into(), github_source());
+    let app = ingest::Application::build(ingest).await.unwrap();
+    let ingest_url = serve(app.port(), app.run_until_stopped()).await;
+
+    // The reference agent, in this process, waits for the task.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, AGENT_TOKEN).unwrap();
+    let agent = tokio::spawn(ravectl::agent::run(ravectl::cli::AgentArgs {
+        url: Some(dispatcher_url),
+        token_file: Some(token_file),
+        reporter_url: Some(reporter_url),
+        state_dir: dir.path().to_owned(),
+        kinds: Vec::new(),
+        command: None,
+        simulate_ms: 10,
+        wait_secs: 20,
+        max_tasks: Some(1),
+        exit_when_idle: false,
+        otlp_endpoint: None,
+    }));
+
+    let trace_id = test_support::trace::random_trace_id();
+    let receipt: serde_json::Value = github_webhook(&ingest_url, "e2e-delivery", &trace_id)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task_id = receipt["task_id"].as_str().expect("a task id").to_owned();
+    assert_eq!(
+        agent.await.unwrap().unwrap(),
+        0,
+        "the agent completed its task and reported it"
+    );
+
+    tokio::task::spawn_blocking(move || telemetry.force_flush())
+        .await
+        .unwrap();
+    let spans = spans(&receiver);
+    let of_task: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.task_id.as_deref() == Some(task_id.as_str()))
+        .collect();
+    let names: BTreeSet<&str> = of_task.iter().map(|s| s.name.as_str()).collect();
+    for expected in [
+        "POST /hooks/{source}",
+        "POST /v1/events",
+        "task.create",
+        "task.claim",
+        "agent.job",
+        "POST /v1/tasks/{task_id}/complete",
+        "POST /v1/reports",
+    ] {
+        assert!(
+            names.contains(expected),
+            "no span {expected:?} with task_id {task_id}; spans with it: {names:?}"
+        );
+    }
+    let traces: BTreeSet<&str> = of_task.iter().map(|s| s.trace_id.as_str()).collect();
+    assert_eq!(
+        traces,
+        BTreeSet::from([trace_id.as_str()]),
+        "one trace, the sender's: {of_task:#?}"
+    );
+}
