@@ -82,7 +82,7 @@ async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
     tokio::task::spawn_blocking(move || telemetry.force_flush())
         .await
         .unwrap();
-    let spans = spans(&receiver);
+    let spans = spans(receiver);
     let of_task: Vec<&Span> = spans
         .iter()
         .filter(|s| s.task_id.as_deref() == Some(task_id.as_str()))
