@@ -190,3 +190,29 @@ async fn twenty_concurrent_agents_complete_two_thousand_tasks_each_exactly_once(
         2000.0
     );
 }
+
+#[tokio::test]
+async fn task_duration_carries_the_webhooks_trace_id_as_an_exemplar() {
+    let d = spawn_dispatcher().await;
+    let e = event("github", "push", json!({}));
+    d.handoff(std::slice::from_ref(&e)).await;
+    let task = d.claim_now("agent-1", 1).await.remove(0);
+    d.advance(3);
+    d.lease_call("agent-1", &task, "complete", json!({})).await;
+    let open = d
+        .http
+        .get(format!("{}/metrics", d.url))
+        .header("accept", "application/openmetrics-text;version=1.0.0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exemplar = format!("# {{trace_id=\"{}\"}}", e["trace_id"].as_str().unwrap());
+    assert!(
+        open.lines()
+            .any(|l| l.starts_with("task_duration_seconds_bucket") && l.contains(&exemplar)),
+        "no exemplar {exemplar} in:\n{open}"
+    );
+}
