@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod served;
 pub mod settings;
 pub mod sign;
 pub mod telemetry;

@@ -227,7 +227,7 @@ impl Pusher {
             let woken = tokio::select! {
                 _ = reported.notified() => true,
                 _ = tokio::time::sleep(interval) => false,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = rave_service::served::stopping(&mut stop) => return,
             };
             if woken {
                 // Let a burst of reports collect into one push.
@@ -244,7 +244,7 @@ impl Pusher {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = rave_service::served::stopping(&mut stop) => return,
                 }
                 backoff = (backoff * 2).min(interval);
             }

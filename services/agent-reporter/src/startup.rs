@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::ServerHandle;
 use actix_web::web;
 use rave_service::auth::Agents;
 use rave_service::clock::{Clock, SystemClock};
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use rave_service::served::Served;
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::push::Pusher;
@@ -16,20 +16,10 @@ use crate::routes::{self, AppState};
 use crate::settings::Settings;
 use crate::store;
 
+#[derive(Debug)]
 pub struct Application {
-    port: u16,
-    server: Server,
+    served: Served,
     pusher: Option<Pusher>,
-    pusher_task: Option<JoinHandle<()>>,
-    stop: watch::Sender<bool>,
-}
-
-impl std::fmt::Debug for Application {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Application {
@@ -58,41 +48,28 @@ impl Application {
         if pusher.is_none() {
             tracing::warn!("pushgateway.url is not set: reports are aggregated but not pushed");
         }
-        let (stop, stopped) = watch::channel(false);
-        let pusher_task = pusher
-            .clone()
-            .filter(|_| background)
-            .map(|p| tokio::spawn(p.run(reported.clone(), stopped)));
         let listener = rave_service::http::bind(&settings.server)?;
-        let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             pool,
             agents,
             metrics,
             limits: settings.limits.clone(),
             clock,
-            reported,
+            reported: reported.clone(),
         });
-        Ok(Self {
-            port,
-            server: rave_service::http::serve(
-                listener,
-                &settings.server,
-                state,
-                routes::configure,
-            )?,
-            pusher,
-            pusher_task,
-            stop,
-        })
+        let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
+        if let Some(p) = pusher.clone().filter(|_| background) {
+            served.spawn(move |stop| p.run(reported, stop));
+        }
+        Ok(Self { served, pusher })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.served.port()
     }
 
     pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+        self.served.handle()
     }
 
     pub fn pusher(&self) -> Option<Pusher> {
@@ -101,11 +78,7 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT; then pushes once more and stops.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await?;
-        let _ = self.stop.send(true);
-        if let Some(task) = self.pusher_task {
-            let _ = task.await;
-        }
+        self.served.until_stopped().await?.stop_background().await;
         if let Some(pusher) = self.pusher
             && let Err(e) = pusher.push_once().await
         {

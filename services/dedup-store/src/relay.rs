@@ -156,7 +156,7 @@ impl Relay {
             tokio::select! {
                 _ = wake.notified(), if pause == interval => {}
                 _ = tokio::time::sleep(pause) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = rave_service::served::stopping(&mut stop) => return,
             }
         }
     }

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::ServerHandle;
 use actix_web::web;
 use rave_service::batch::Writers;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use rave_service::served::Served;
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::relay::Relay;
@@ -15,21 +15,11 @@ use crate::routes::{self, AppState};
 use crate::settings::Settings;
 use crate::store;
 
+#[derive(Debug)]
 pub struct Application {
-    port: u16,
-    server: Server,
+    served: Served,
     writers: Writers,
     relay: Option<Relay>,
-    relay_task: Option<JoinHandle<()>>,
-    stop: watch::Sender<bool>,
-}
-
-impl std::fmt::Debug for Application {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Application {
@@ -56,41 +46,31 @@ impl Application {
         if relay.is_none() {
             tracing::warn!("relay.dispatcher_url is not set: stored events wait in the outbox");
         }
-        let (stop, stopped) = watch::channel(false);
-        let relay_task = relay
-            .clone()
-            .filter(|_| background)
-            .map(|relay| tokio::spawn(relay.run(committed, stopped)));
-        let listener = rave_service::http::bind(&settings.server)?;
-        let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             pool,
             committer,
             metrics,
             limits: settings.limits.clone(),
         });
+        let listener = rave_service::http::bind(&settings.server)?;
+        let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
+        if let Some(relay) = relay.clone().filter(|_| background) {
+            served.spawn(|stop| relay.run(committed, stop));
+        }
         Ok(Self {
-            port,
-            server: rave_service::http::serve(
-                listener,
-                &settings.server,
-                state,
-                routes::configure,
-            )?,
+            served,
             writers,
             relay,
-            relay_task,
-            stop,
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.served.port()
     }
 
     /// A handle to stop the server gracefully (tests; SIGTERM does the same).
     pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+        self.served.handle()
     }
 
     /// The outbox relay, when a dispatcher is configured.
@@ -99,14 +79,11 @@ impl Application {
     }
 
     /// Serves until SIGTERM/SIGINT (or [`ServerHandle::stop`]), lets in-flight
-    /// requests finish, then stops the writers and the relay.
+    /// requests finish, commits what the writers hold, then stops the relay.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await?;
+        let stopped = self.served.until_stopped().await?;
         self.writers.shutdown().await;
-        let _ = self.stop.send(true);
-        if let Some(task) = self.relay_task {
-            let _ = task.await;
-        }
+        stopped.stop_background().await;
         Ok(())
     }
 }

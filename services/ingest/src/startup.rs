@@ -1,8 +1,9 @@
 //! Building and running the service: `Application::build` → `port` →
 //! `run_until_stopped`.
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::ServerHandle;
 use actix_web::web;
+use rave_service::served::Served;
 
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
@@ -10,17 +11,9 @@ use crate::settings::Settings;
 use crate::sources::Sources;
 use crate::store_client::StoreClient;
 
+#[derive(Debug)]
 pub struct Application {
-    port: u16,
-    server: Server,
-}
-
-impl std::fmt::Debug for Application {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
+    served: Served,
 }
 
 impl Application {
@@ -36,8 +29,6 @@ impl Application {
             settings.store.timeout(),
             settings.store.retry_after_secs,
         )?;
-        let listener = rave_service::http::bind(&settings.server)?;
-        let port = listener.local_addr()?.port();
         let metrics = Metrics::new();
         metrics.initialise_sources(sources.names());
         let state = web::Data::new(AppState {
@@ -46,28 +37,23 @@ impl Application {
             metrics,
             limits: settings.limits.clone(),
         });
+        let listener = rave_service::http::bind(&settings.server)?;
         Ok(Self {
-            port,
-            server: rave_service::http::serve(
-                listener,
-                &settings.server,
-                state,
-                routes::configure,
-            )?,
+            served: Served::new(listener, &settings.server, state, routes::configure)?,
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.served.port()
     }
 
     pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+        self.served.handle()
     }
 
     /// Serves until SIGTERM/SIGINT, letting in-flight requests finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await?;
+        self.served.until_stopped().await?.stop_background().await;
         Ok(())
     }
 }

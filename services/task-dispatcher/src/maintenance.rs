@@ -85,7 +85,7 @@ impl Maintenance {
                         }
                     }
                 }
-                _ = crate::waker::stopped(&mut stop) => return,
+                _ = rave_service::served::stopping(&mut stop) => return,
             }
         }
     }

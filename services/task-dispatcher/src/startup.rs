@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::ServerHandle;
 use actix_web::web;
 use rave_service::batch::{BatchMetrics, Batcher, Handler, Writers};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use rave_service::served::Served;
 
 use crate::auth::TokenSet;
 use crate::clock::{Clock, SystemClock};
@@ -20,21 +19,11 @@ use crate::settings::Settings;
 use crate::store::{self, Completion};
 use crate::waker::{self, Waker};
 
+#[derive(Debug)]
 pub struct Application {
-    port: u16,
-    server: Server,
+    served: Served,
     writers: Writers,
     maintenance: Maintenance,
-    background: Vec<JoinHandle<()>>,
-    stop: watch::Sender<bool>,
-}
-
-impl std::fmt::Debug for Application {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Application {
@@ -62,7 +51,6 @@ impl Application {
         let kinds: Vec<String> = router.kinds().iter().map(ToString::to_string).collect();
         metrics.initialise_kinds(kinds.iter().map(String::as_str));
         let waker = Arc::new(Waker::default());
-        let (stop, stopped) = watch::channel(false);
 
         let completer_pool = pool.clone();
         let handler: Handler<Completion, Result<store::Finished, store::Refusal>> =
@@ -86,29 +74,12 @@ impl Application {
             waker: waker.clone(),
             settings: settings.maintenance.clone(),
         };
-        let mut tasks = vec![tokio::spawn(waker::listen(
-            settings.database.clone(),
-            waker.clone(),
-            stopped.clone(),
-        ))];
-        if background {
-            tasks.push(tokio::spawn(maintenance.clone().run(stopped.clone())));
-            tasks.push(tokio::spawn(waker::poll(
-                pool.clone(),
-                clock.clone(),
-                waker.clone(),
-                Duration::from_millis(settings.claim.poll_interval_ms),
-                stopped.clone(),
-            )));
-        }
-
         let listener = rave_service::http::bind(&settings.server)?;
-        let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
-            pool,
-            clock,
+            pool: pool.clone(),
+            clock: clock.clone(),
             metrics,
-            waker,
+            waker: waker.clone(),
             completer,
             router,
             agents,
@@ -121,27 +92,28 @@ impl Application {
             limits: settings.limits.clone(),
             kinds,
         });
+        let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
+        let (database, listen_waker) = (settings.database.clone(), waker.clone());
+        served.spawn(move |stop| waker::listen(database, listen_waker, stop));
+        if background {
+            let steps = maintenance.clone();
+            served.spawn(move |stop| steps.run(stop));
+            let interval = Duration::from_millis(settings.claim.poll_interval_ms);
+            served.spawn(move |stop| waker::poll(pool, clock, waker, interval, stop));
+        }
         Ok(Self {
-            port,
-            server: rave_service::http::serve(
-                listener,
-                &settings.server,
-                state,
-                routes::configure,
-            )?,
+            served,
             writers,
             maintenance,
-            background: tasks,
-            stop,
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.served.port()
     }
 
     pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+        self.served.handle()
     }
 
     /// Lease expiry and pruning, one step at a time.
@@ -152,12 +124,9 @@ impl Application {
     /// Serves until SIGTERM/SIGINT, lets in-flight requests finish, commits
     /// queued completions, then stops the background loops.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await?;
+        let stopped = self.served.until_stopped().await?;
         self.writers.shutdown().await;
-        let _ = self.stop.send(true);
-        for task in self.background {
-            let _ = task.await;
-        }
+        stopped.stop_background().await;
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use rave_pg::{DatabaseSettings, Pool};
+use rave_service::served::stopping;
 use tokio::sync::watch;
 use tokio_postgres::AsyncMessage;
 
@@ -64,11 +65,6 @@ impl Drop for WaitingGuard<'_> {
     }
 }
 
-/// Resolves once `stop` turns true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 /// Holds one LISTEN connection, reconnecting with backoff, until `stop`.
 pub async fn listen(
     database: DatabaseSettings,
@@ -83,13 +79,13 @@ pub async fn listen(
                     tracing::warn!(error = %format!("{e:#}"), "LISTEN connection lost; waiting claims fall back to polling");
                 }
             }
-            _ = stopped(&mut stop) => return,
+            _ = stopping(&mut stop) => return,
         }
         // Anything notified while disconnected is found by the next claim.
         waker.wake();
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stopped(&mut stop) => return,
+            _ = stopping(&mut stop) => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
@@ -137,7 +133,7 @@ pub async fn poll(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stopped(&mut stop) => return,
+            _ = stopping(&mut stop) => return,
         }
         if waker.waiting() == 0 {
             continue;
