@@ -93,6 +93,16 @@ pub struct UpArgs {
     pub reporter_port: u16,
     #[arg(long, default_value_t = 9091)]
     pub pushgateway_port: u16,
+    /// nginx's HTTPS port, the stack's only public door.
+    #[arg(long, default_value_t = 3002)]
+    pub nginx_port: u16,
+    /// Address nginx listens on: loopback by default; 0.0.0.0 to accept
+    /// webhooks from other machines.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub nginx_address: String,
+    /// nginx's stub_status, on loopback, for the nginx exporter.
+    #[arg(long, default_value_t = 3003)]
+    pub nginx_status_port: u16,
     #[arg(long, default_value_t = 5433)]
     pub pg_port: u16,
     /// Do not install missing Debian packages, even as root.

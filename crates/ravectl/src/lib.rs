@@ -16,4 +16,5 @@ pub mod postgres;
 pub mod secrets;
 pub mod send;
 pub mod stack;
+pub mod tls;
 pub mod up;

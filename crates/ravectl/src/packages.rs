@@ -3,7 +3,13 @@
 use std::process::Command;
 
 /// What this stage of RAVE runs locally.
-pub const REQUIRED: &[&str] = &["postgresql", "prometheus-pushgateway"];
+pub const REQUIRED: &[&str] = &[
+    "postgresql",
+    "prometheus-pushgateway",
+    "nginx",
+    "openssl",
+    "curl",
+];
 
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")

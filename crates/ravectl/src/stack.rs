@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StackFile {
+    /// nginx, HTTPS: where senders and agents come in.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The public URL's self-signed certificate (`curl --cacert`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
     pub ingest_url: String,
     pub store_url: String,
     pub dispatcher_url: String,

@@ -18,6 +18,8 @@ const DEDUP_TEMPLATE: &str = include_str!("../templates/dedup-store.toml");
 const INGEST_TEMPLATE: &str = include_str!("../templates/ingest.toml");
 const DISPATCHER_TEMPLATE: &str = include_str!("../templates/task-dispatcher.toml");
 const REPORTER_TEMPLATE: &str = include_str!("../templates/agent-reporter.toml");
+const NGINX_TEMPLATE: &str = include_str!("../templates/nginx.conf");
+const NGINX: &str = "/usr/sbin/nginx";
 /// Debian's Pushgateway.
 const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
 
@@ -34,6 +36,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
         ("task-dispatcher", "--dispatcher-port", args.dispatcher_port),
         ("agent-reporter", "--reporter-port", args.reporter_port),
         ("Pushgateway", "--pushgateway-port", args.pushgateway_port),
+        ("nginx", "--nginx-port", args.nginx_port),
+        (
+            "nginx stub_status",
+            "--nginx-status-port",
+            args.nginx_status_port,
+        ),
         ("PostgreSQL", "--pg-port", args.pg_port),
     ] {
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
@@ -145,6 +153,8 @@ async fn run_services(
     postgres.ensure_database("rave_agent_reporter", &passwords[2], "rave_reports")?;
     let secrets_dir = state_dir.join("secrets");
     let config_dir = state_dir.join("config");
+    std::fs::create_dir_all(state_dir.join("nginx"))?;
+    let (tls_cert, tls_key) = crate::tls::ensure_certificate(&secrets_dir)?;
     let digest = |file: &str| -> anyhow::Result<String> {
         let token = std::fs::read_to_string(secrets_dir.join(file))?;
         let d = ring::digest::digest(&ring::digest::SHA256, token.trim_end().as_bytes());
@@ -158,6 +168,18 @@ async fn run_services(
             .replace("{{DISPATCHER_PORT}}", &args.dispatcher_port.to_string())
             .replace("{{PUSHGATEWAY_PORT}}", &args.pushgateway_port.to_string())
             .replace("{{REPORTER_PORT}}", &args.reporter_port.to_string())
+            .replace(
+                "{{NGINX_LISTEN}}",
+                &format!("{}:{}", args.nginx_address, args.nginx_port),
+            )
+            .replace("{{NGINX_STATUS_PORT}}", &args.nginx_status_port.to_string())
+            .replace(
+                "{{NGINX_DIR}}",
+                &state_dir.join("nginx").display().to_string(),
+            )
+            .replace("{{LOG_DIR}}", &state_dir.join("logs").display().to_string())
+            .replace("{{TLS_CERT}}", &tls_cert.display().to_string())
+            .replace("{{TLS_KEY}}", &tls_key.display().to_string())
             .replace("{{PG_PORT}}", &args.pg_port.to_string())
             .replace("{{SECRETS_DIR}}", &secrets_dir.display().to_string())
             .replace("{{CONFIG_DIR}}", &config_dir.display().to_string())
@@ -185,6 +207,22 @@ async fn run_services(
     std::fs::write(&dispatcher_config, render(DISPATCHER_TEMPLATE))?;
     let reporter_config = state_dir.join("config/agent-reporter.toml");
     std::fs::write(&reporter_config, render(REPORTER_TEMPLATE))?;
+    let nginx_config = state_dir.join("config/nginx.conf");
+    std::fs::write(&nginx_config, render(NGINX_TEMPLATE))?;
+    let tested = std::process::Command::new(NGINX)
+        .arg("-t")
+        .arg("-c")
+        .arg(&nginx_config)
+        .arg("-e")
+        .arg(state_dir.join("logs/nginx-error.log"))
+        .output()
+        .context("running nginx -t")?;
+    anyhow::ensure!(
+        tested.status.success(),
+        "nginx -t refused {}: {}",
+        nginx_config.display(),
+        String::from_utf8_lossy(&tested.stderr)
+    );
 
     let store_url = format!("http://127.0.0.1:{}", args.store_port);
     let ingest_url = format!("http://127.0.0.1:{}", args.ingest_port);
@@ -222,6 +260,15 @@ async fn run_services(
             services.push(spawn_service(bin_dir, name, config, state_dir)?);
             wait_ready(name, &format!("{url}/readyz"), &mut services).await?;
         }
+        let nginx_args: Vec<std::ffi::OsString> = vec![
+            "-c".into(),
+            nginx_config.clone().into(),
+            "-e".into(),
+            state_dir.join("logs/nginx-error.log").into(),
+        ];
+        services.push(spawn(Path::new(NGINX), "nginx", &nginx_args, state_dir)?);
+        let status_url = format!("http://127.0.0.1:{}/stub_status", args.nginx_status_port);
+        wait_ready("nginx", &status_url, &mut services).await?;
         anyhow::Ok(())
     }
     .await;
@@ -230,7 +277,14 @@ async fn run_services(
         return Err(e);
     }
 
+    let public_host = if args.nginx_address == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        &args.nginx_address
+    };
     let stack = StackFile {
+        public_url: Some(format!("https://{public_host}:{}", args.nginx_port)),
+        tls_cert: Some(tls_cert.clone()),
         ingest_url: ingest_url.clone(),
         store_url: store_url.clone(),
         dispatcher_url: dispatcher_url.clone(),
@@ -359,6 +413,11 @@ async fn stop_all(services: &mut Vec<Service>) {
 
 fn print_table(stack: &StackFile, state_dir: &Path, created: &[(&'static str, String)]) {
     let rows = [
+        (
+            "nginx",
+            stack.public_url.as_deref().unwrap_or_default(),
+            "HTTPS, the only public door: /hooks/, agents' API, /v1/reports",
+        ),
         (
             "ingest",
             stack.ingest_url.as_str(),

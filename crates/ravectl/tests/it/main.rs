@@ -20,7 +20,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts `ravectl up` and waits for its "RAVE is up" line.
-fn up(state_dir: &Path, ports: [u16; 6]) -> Child {
+fn up(state_dir: &Path, ports: [u16; 8]) -> Child {
     let mut child = ravectl()
         .arg("up")
         .arg("--state-dir")
@@ -31,6 +31,8 @@ fn up(state_dir: &Path, ports: [u16; 6]) -> Child {
         .args(["--dispatcher-port", &ports[3].to_string()])
         .args(["--reporter-port", &ports[4].to_string()])
         .args(["--pushgateway-port", &ports[5].to_string()])
+        .args(["--nginx-port", &ports[6].to_string()])
+        .args(["--nginx-status-port", &ports[7].to_string()])
         .arg("--no-install")
         .stdout(Stdio::piped())
         .spawn()
@@ -68,14 +70,7 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
  {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let ports = [
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    ];
+    let ports = [0; 8].map(|_| free_port());
     let mut stack = up(&state, ports);
 
     for source in ["github", "gitlab", "gitlab-token", "standard"] {
