@@ -18,6 +18,41 @@ pub enum Command {
     /// Manage agents.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Check a running stack end to end, through nginx.
+    Verify(VerifyArgs),
+    /// Each component of the local stack: pid, port, health, memory.
+    Status(StateArgs),
+    /// Stop the local stack.
+    Down(StateArgs),
+    /// Print a component's log (without one: list the logs).
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    #[arg(long, default_value = ".rave")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    pub component: Option<String>,
+    #[arg(long, short = 'n', default_value_t = 50)]
+    pub lines: usize,
+    #[arg(long, default_value = ".rave")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[arg(long, default_value = ".rave")]
+    pub state_dir: PathBuf,
+    /// The public URL to check (default: the local stack's nginx).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Resident memory each RAVE service must stay under.
+    #[arg(long, default_value_t = 256)]
+    pub memory_limit_mb: u64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -103,6 +138,17 @@ pub struct UpArgs {
     /// nginx's stub_status, on loopback, for the nginx exporter.
     #[arg(long, default_value_t = 3003)]
     pub nginx_status_port: u16,
+    #[arg(long, default_value_t = 9090)]
+    pub prometheus_port: u16,
+    #[arg(long, default_value_t = 9100)]
+    pub node_exporter_port: u16,
+    #[arg(long, default_value_t = 9113)]
+    pub nginx_exporter_port: u16,
+    #[arg(long, default_value_t = 9187)]
+    pub postgres_exporter_port: u16,
+    /// Scrape interval written into the local Prometheus config.
+    #[arg(long, default_value = "15s")]
+    pub scrape_interval: String,
     #[arg(long, default_value_t = 5433)]
     pub pg_port: u16,
     /// Do not install missing Debian packages, even as root.

@@ -27,6 +27,14 @@ fn main() {
                     Command::Send(args) => ravectl::send::run(args).await,
                     Command::Agent(args) => ravectl::agent::run(args).await,
                     Command::Agents(AgentsCommand::Create(args)) => ravectl::agents::run(args),
+                    Command::Verify(args) => ravectl::verify::run(args).await,
+                    Command::Status(args) => ravectl::control::status(&args.state_dir),
+                    Command::Down(args) => ravectl::control::down(&args.state_dir),
+                    Command::Logs(args) => ravectl::control::logs(
+                        &args.state_dir,
+                        args.component.as_deref(),
+                        args.lines,
+                    ),
                 }
             })
         });

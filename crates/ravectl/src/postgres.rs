@@ -139,6 +139,16 @@ impl LocalPostgres {
         Ok(())
     }
 
+    /// A connection string for prometheus-postgres-exporter: the superuser
+    /// over the private socket (trusted; only this machine's root can use it).
+    pub fn exporter_dsn(&self) -> String {
+        format!(
+            "postgresql://postgres@:{}/postgres?host={}&sslmode=disable",
+            self.port,
+            self.socket_dir().display()
+        )
+    }
+
     /// Runs SQL as the superuser over the private socket.
     pub fn psql(&self, sql: &str) -> anyhow::Result<String> {
         let mut psql = self.command("psql");

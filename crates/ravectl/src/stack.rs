@@ -19,8 +19,16 @@ pub struct StackFile {
     pub reporter_url: Option<String>,
     #[serde(default)]
     pub pushgateway_url: Option<String>,
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
     pub postgres: String,
     pub secrets_dir: PathBuf,
+    /// `ravectl up` itself.
+    #[serde(default)]
+    pub supervisor_pid: Option<u32>,
+    /// Every component started: name → (pid, port).
+    #[serde(default)]
+    pub components: std::collections::BTreeMap<String, (u32, u16)>,
 }
 
 impl StackFile {

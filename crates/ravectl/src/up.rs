@@ -20,8 +20,10 @@ const DISPATCHER_TEMPLATE: &str = include_str!("../templates/task-dispatcher.tom
 const REPORTER_TEMPLATE: &str = include_str!("../templates/agent-reporter.toml");
 const NGINX_TEMPLATE: &str = include_str!("../templates/nginx.conf");
 const NGINX: &str = "/usr/sbin/nginx";
-/// Debian's Pushgateway.
+const PROMETHEUS_TEMPLATE: &str = include_str!("../templates/prometheus.yml");
+/// Debian's Pushgateway and Prometheus.
 const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
+const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 struct Service {
     name: &'static str,
@@ -29,6 +31,15 @@ struct Service {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
+    // Running `up` twice is safe: the second one only says so.
+    if let Some(stack) = crate::control::running(&args.state_dir) {
+        println!(
+            "RAVE is already running from {} (ravectl up, pid {}); see `ravectl status`, stop it with `ravectl down`",
+            args.state_dir.display(),
+            stack.supervisor_pid.unwrap_or_default()
+        );
+        return Ok(0);
+    }
     crate::packages::ensure(!args.no_install)?;
     for (name, flag, port) in [
         ("ingest", "--ingest-port", args.ingest_port),
@@ -173,6 +184,23 @@ async fn run_services(
                 &format!("{}:{}", args.nginx_address, args.nginx_port),
             )
             .replace("{{NGINX_STATUS_PORT}}", &args.nginx_status_port.to_string())
+            .replace("{{PROMETHEUS_PORT}}", &args.prometheus_port.to_string())
+            .replace(
+                "{{NODE_EXPORTER_PORT}}",
+                &args.node_exporter_port.to_string(),
+            )
+            .replace(
+                "{{NGINX_EXPORTER_PORT}}",
+                &args.nginx_exporter_port.to_string(),
+            )
+            .replace(
+                "{{POSTGRES_EXPORTER_PORT}}",
+                &args.postgres_exporter_port.to_string(),
+            )
+            .replace(
+                "scrape_interval: 15s",
+                &format!("scrape_interval: {}", args.scrape_interval),
+            )
             .replace(
                 "{{NGINX_DIR}}",
                 &state_dir.join("nginx").display().to_string(),
@@ -207,6 +235,8 @@ async fn run_services(
     std::fs::write(&dispatcher_config, render(DISPATCHER_TEMPLATE))?;
     let reporter_config = state_dir.join("config/agent-reporter.toml");
     std::fs::write(&reporter_config, render(REPORTER_TEMPLATE))?;
+    let prometheus_config = state_dir.join("config/prometheus.yml");
+    std::fs::write(&prometheus_config, render(PROMETHEUS_TEMPLATE))?;
     let nginx_config = state_dir.join("config/nginx.conf");
     std::fs::write(&nginx_config, render(NGINX_TEMPLATE))?;
     let tested = std::process::Command::new(NGINX)
@@ -269,6 +299,77 @@ async fn run_services(
         services.push(spawn(Path::new(NGINX), "nginx", &nginx_args, state_dir)?);
         let status_url = format!("http://127.0.0.1:{}/stub_status", args.nginx_status_port);
         wait_ready("nginx", &status_url, &mut services).await?;
+        // Observability: exporters, then Prometheus scraping everything.
+        let exporters: [(&'static str, &str, Vec<std::ffi::OsString>, u16); 3] = [
+            (
+                "node-exporter",
+                "/usr/bin/prometheus-node-exporter",
+                vec![format!("--web.listen-address=127.0.0.1:{}", args.node_exporter_port).into()],
+                args.node_exporter_port,
+            ),
+            (
+                "nginx-exporter",
+                "/usr/bin/prometheus-nginx-exporter",
+                vec![
+                    "-nginx.scrape-uri".into(),
+                    status_url.clone().into(),
+                    "-web.listen-address".into(),
+                    format!("127.0.0.1:{}", args.nginx_exporter_port).into(),
+                ],
+                args.nginx_exporter_port,
+            ),
+            (
+                "postgres-exporter",
+                "/usr/bin/prometheus-postgres-exporter",
+                vec![
+                    format!(
+                        "--web.listen-address=127.0.0.1:{}",
+                        args.postgres_exporter_port
+                    )
+                    .into(),
+                ],
+                args.postgres_exporter_port,
+            ),
+        ];
+        for (name, program, exporter_args, port) in exporters {
+            let env = [("DATA_SOURCE_NAME", postgres.exporter_dsn())];
+            services.push(spawn_with_env(
+                Path::new(program),
+                name,
+                &exporter_args,
+                state_dir,
+                &env,
+            )?);
+            wait_ready(
+                name,
+                &format!("http://127.0.0.1:{port}/metrics"),
+                &mut services,
+            )
+            .await?;
+        }
+        let prometheus_args: Vec<std::ffi::OsString> = vec![
+            format!("--config.file={}", prometheus_config.display()).into(),
+            format!(
+                "--storage.tsdb.path={}",
+                state_dir.join("prometheus").display()
+            )
+            .into(),
+            "--storage.tsdb.retention.time=30d".into(),
+            format!("--web.listen-address=127.0.0.1:{}", args.prometheus_port).into(),
+            "--enable-feature=exemplar-storage".into(),
+        ];
+        services.push(spawn(
+            Path::new(PROMETHEUS),
+            "prometheus",
+            &prometheus_args,
+            state_dir,
+        )?);
+        wait_ready(
+            "prometheus",
+            &format!("http://127.0.0.1:{}/-/ready", args.prometheus_port),
+            &mut services,
+        )
+        .await?;
         anyhow::Ok(())
     }
     .await;
@@ -290,11 +391,17 @@ async fn run_services(
         dispatcher_url: dispatcher_url.clone(),
         reporter_url: Some(reporter_url.clone()),
         pushgateway_url: Some(pushgateway_url.clone()),
+        prometheus_url: Some(format!("http://127.0.0.1:{}", args.prometheus_port)),
         postgres: format!(
             "postgresql://rave_dedup_store@127.0.0.1:{}/rave_events",
             args.pg_port
         ),
         secrets_dir: secrets_dir.clone(),
+        supervisor_pid: Some(std::process::id()),
+        components: services
+            .iter()
+            .filter_map(|s| Some((s.name.to_owned(), (s.child.id()?, port_of(args, s.name)))))
+            .collect(),
     };
     std::fs::write(
         StackFile::path(state_dir),
@@ -318,12 +425,40 @@ async fn run_services(
     Ok(code)
 }
 
+/// The port a component listens on.
+fn port_of(args: &UpArgs, name: &str) -> u16 {
+    match name {
+        "ingest" => args.ingest_port,
+        "dedup-store" => args.store_port,
+        "task-dispatcher" => args.dispatcher_port,
+        "agent-reporter" => args.reporter_port,
+        "pushgateway" => args.pushgateway_port,
+        "nginx" => args.nginx_port,
+        "node-exporter" => args.node_exporter_port,
+        "nginx-exporter" => args.nginx_exporter_port,
+        "postgres-exporter" => args.postgres_exporter_port,
+        "prometheus" => args.prometheus_port,
+        _ => 0,
+    }
+}
+
 /// Starts `program args...` with its output in `logs/<name>.log`.
 fn spawn(
     program: &Path,
     name: &'static str,
     args: &[std::ffi::OsString],
     state_dir: &Path,
+) -> anyhow::Result<Service> {
+    spawn_with_env(program, name, args, state_dir, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+fn spawn_with_env(
+    program: &Path,
+    name: &'static str,
+    args: &[std::ffi::OsString],
+    state_dir: &Path,
+    env: &[(&str, String)],
 ) -> anyhow::Result<Service> {
     let log: PathBuf = state_dir.join("logs").join(format!("{name}.log"));
     let out = std::fs::OpenOptions::new()
@@ -332,6 +467,7 @@ fn spawn(
         .open(&log)?;
     let child = Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -442,6 +578,11 @@ fn print_table(stack: &StackFile, state_dir: &Path, created: &[(&'static str, St
             "Pushgateway",
             stack.pushgateway_url.as_deref().unwrap_or_default(),
             "agent_jobs_total & co, one group per agent",
+        ),
+        (
+            "Prometheus",
+            stack.prometheus_url.as_deref().unwrap_or_default(),
+            "scrapes everything; exemplars on",
         ),
         (
             "PostgreSQL",

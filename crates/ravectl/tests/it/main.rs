@@ -19,8 +19,29 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A running `ravectl up`, stopped with SIGTERM when dropped, so a failed
+/// assertion leaves no process behind.
+struct Stack(Child);
+
+impl Stack {
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `ravectl up` and waits for its "RAVE is up" line.
-fn up(state_dir: &Path, ports: [u16; 8]) -> Child {
+fn up(state_dir: &Path, ports: [u16; 12]) -> Stack {
     let mut child = ravectl()
         .arg("up")
         .arg("--state-dir")
@@ -33,6 +54,11 @@ fn up(state_dir: &Path, ports: [u16; 8]) -> Child {
         .args(["--pushgateway-port", &ports[5].to_string()])
         .args(["--nginx-port", &ports[6].to_string()])
         .args(["--nginx-status-port", &ports[7].to_string()])
+        .args(["--prometheus-port", &ports[8].to_string()])
+        .args(["--node-exporter-port", &ports[9].to_string()])
+        .args(["--nginx-exporter-port", &ports[10].to_string()])
+        .args(["--postgres-exporter-port", &ports[11].to_string()])
+        .args(["--scrape-interval", "1s"])
         .arg("--no-install")
         .stdout(Stdio::piped())
         .spawn()
@@ -47,14 +73,14 @@ fn up(state_dir: &Path, ports: [u16; 8]) -> Child {
             }
         }
     });
+    let stack = Stack(child);
     if rx.recv_timeout(Duration::from_secs(90)).is_err() {
-        let _ = child.kill();
         panic!(
             "ravectl up did not come up; logs in {}",
             state_dir.join("logs").display()
         );
     }
-    child
+    stack
 }
 
 fn send(state_dir: &Path, source: &str, delivery: &str) -> Output {
@@ -70,7 +96,7 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
  {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let ports = [0; 8].map(|_| free_port());
+    let ports = [0; 12].map(|_| free_port());
     let mut stack = up(&state, ports);
 
     for source in ["github", "gitlab", "gitlab-token", "standard"] {
@@ -120,11 +146,279 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
         ]
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &stack.id().to_string()])
-        .status()
+    // Every stored event became a task; the reference agent runs a command
+    // per task (task JSON on stdin, stdout as its result), completes the
+    // tasks and reports each job.
+    let command = r#"kind=$(cat | grep -o '"kind":"[a-z]*"' | cut -d: -f2); printf '{"id":"%s","seen":%s,"metrics":[{"name":"files","value":2}]}' "$RAVE_TASK_ID" "$kind""#;
+    let agent = ravectl()
+        .args([
+            "agent",
+            "--max-tasks",
+            "4",
+            "--wait-secs",
+            "20",
+            "--command",
+            command,
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(
+        agent.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&agent.stdout),
+        String::from_utf8_lossy(&agent.stderr)
+    );
+    let operator = std::fs::read_to_string(state.join("secrets/operator.token")).unwrap();
+    let tasks: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/v1/tasks", ports[3]))
+        .bearer_auth(operator.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tasks = tasks["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 4, "one task per stored event: {tasks:?}");
+    let event_task_ids: std::collections::HashSet<&str> = listing["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["task_id"].as_str().unwrap())
+        .collect();
+    for task in tasks {
+        assert_eq!(task["state"], "succeeded", "{task}");
+        assert!(event_task_ids.contains(task["task_id"].as_str().unwrap()));
+        assert_eq!(
+            task["result"]["id"], task["task_id"],
+            "the command saw its task: {task}"
+        );
+        assert_eq!(
+            task["result"]["seen"], "webhook",
+            "the task JSON arrived on stdin: {task}"
+        );
+    }
+
+    // The agent reported each job; the reporter pushes the dev agent's group.
+    let pushgateway = format!("http://127.0.0.1:{}/metrics", ports[5]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = reqwest::get(&pushgateway)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(name)
+                        && l.contains("agent=\"dev\"")
+                        && l.contains("kind=\"webhook\"")
+                })
+                .map(str::to_owned)
+        };
+        let jobs = line("agent_jobs_total{").filter(|l| l.contains("status=\"succeeded\""));
+        let files = line("agent_custom_files_total{");
+        if jobs.as_deref().is_some_and(|l| l.ends_with(" 4"))
+            && files.as_deref().is_some_and(|l| l.ends_with(" 8"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "4 jobs and 8 files never reached the Pushgateway:\n{text}"
+        );
+        // The reporter pushes on its own schedule (debounced); poll for it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let created = ravectl()
+        .args([
+            "agents",
+            "create",
+            "review-bot",
+            "--kinds",
+            "review,triage",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let agents = std::fs::read_to_string(state.join("config/agents.toml")).unwrap();
+    let token = std::fs::read_to_string(state.join("secrets/agent-review-bot.token")).unwrap();
+    assert!(agents.contains("name = \"review-bot\""), "{agents}");
+    assert!(!agents.contains(token.trim()), "only the digest is stored");
+    assert!(
+        String::from_utf8_lossy(&created.stdout).contains(token.trim()),
+        "the token is printed once"
+    );
+
+    // nginx is the only door: HTTPS with HSTS; signed webhooks pass,
+    // internal routes do not; old TLS is refused.
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(state.join("secrets/tls.crt"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let body = r#"{"zen":"through nginx"}"#;
+    let secret = std::fs::read_to_string(state.join("secrets/github.secret")).unwrap();
+    let public = format!("https://localhost:{}", ports[6]);
+    let signature = rave_service::sign::github(secret.trim(), body.as_bytes());
+    let answer = curl(&[
+        "-D",
+        "-",
+        "-X",
+        "POST",
+        &format!("{public}/hooks/github"),
+        "-H",
+        "x-github-event: ping",
+        "-H",
+        "x-github-delivery: via-nginx",
+        "-H",
+        &format!("x-hub-signature-256: {signature}"),
+        "-d",
+        body,
+    ]);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("strict-transport-security: max-age="),
+        "{answer}"
+    );
+    for path in [
+        "/metrics",
+        "/v1/internal/events",
+        "/v1/tasks",
+        "/v1/events",
+        "/readyz",
+    ] {
+        let code = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &format!("{public}{path}"),
+        ]);
+        assert_eq!(code, "404", "{path} must not be reachable through nginx");
+    }
+    let old_tls = Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_1",
+            "-connect",
+            &format!("127.0.0.1:{}", ports[6]),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&old_tls.stdout).contains("Cipher is ECDHE"),
+        "TLS 1.1 must be refused"
+    );
+
+    // `ravectl verify` passes every suite that exists...
+    let verify = ravectl()
+        .arg("verify")
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("PASS")).count(),
+        10,
+        "{report}"
+    );
+    assert!(!report.contains("FAIL"), "{report}");
+    // ...and fails, saying why, when the stack breaks a limit.
+    let strict = ravectl()
+        .args(["verify", "--memory-limit-mb", "1", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&strict.stdout);
+    assert_eq!(strict.status.code(), Some(1), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("FAIL  12 resources") && l.contains("over the 1 MiB limit")),
+        "{report}"
+    );
+
+    // Operating it: a second `up` only says it runs; status, logs, down.
+    let again = ravectl()
+        .arg("up")
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already running"));
+    let status = ravectl()
+        .arg("status")
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    for component in [
+        "ingest",
+        "dedup-store",
+        "task-dispatcher",
+        "agent-reporter",
+        "nginx",
+        "prometheus",
+        "pushgateway",
+    ] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(component) && l.contains(" up ")),
+            "{component} in:\n{table}"
+        );
+    }
+    let logs = ravectl()
+        .args(["logs", "ingest", "-n", "5", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("\"level\""),
+        "JSON log lines"
+    );
+
+    let down = ravectl()
+        .arg("down")
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
     let exit = stack.wait().unwrap();
     assert!(exit.success(), "ravectl up exits 0 on SIGTERM: {exit}");
     assert!(!state.join("stack.json").exists());
