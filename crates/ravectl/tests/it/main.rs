@@ -331,6 +331,33 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
         "TLS 1.1 must be refused"
     );
 
+    // Beyond its burst a client gets 429 from nginx, not a busy ingest.
+    let mut burst = Command::new("curl");
+    burst
+        .args([
+            "-s",
+            "-Z",
+            "--parallel-max",
+            "100",
+            "-w",
+            "%{http_code}\n",
+            "-X",
+            "POST",
+            "--cacert",
+        ])
+        .arg(state.join("secrets/tls.crt"));
+    for _ in 0..400 {
+        burst.args(["-o", "/dev/null", &format!("{public}/hooks/flood")]);
+    }
+    let codes = String::from_utf8_lossy(&burst.output().unwrap().stdout).into_owned();
+    let limited = codes.lines().filter(|c| *c == "429").count();
+    assert!(
+        limited > 0,
+        "no 429 among {} answers",
+        codes.lines().count()
+    );
+    assert!(codes.lines().all(|c| c == "429" || c == "404"), "{codes}");
+
     // `ravectl verify` passes every suite that exists...
     let verify = ravectl()
         .arg("verify")
