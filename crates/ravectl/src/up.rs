@@ -21,6 +21,16 @@ const REPORTER_TEMPLATE: &str = include_str!("../templates/agent-reporter.toml")
 const NGINX_TEMPLATE: &str = include_str!("../templates/nginx.conf");
 const NGINX: &str = "/usr/sbin/nginx";
 const PROMETHEUS_TEMPLATE: &str = include_str!("../templates/prometheus.yml");
+const RULES: [(&str, &str); 2] = [
+    (
+        "rave-alerts.yml",
+        include_str!("../../../prometheus/rules/rave-alerts.yml"),
+    ),
+    (
+        "rave-recording.yml",
+        include_str!("../../../prometheus/rules/rave-recording.yml"),
+    ),
+];
 /// Debian's Pushgateway and Prometheus.
 const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -235,6 +245,11 @@ async fn run_services(
     std::fs::write(&dispatcher_config, render(DISPATCHER_TEMPLATE))?;
     let reporter_config = state_dir.join("config/agent-reporter.toml");
     std::fs::write(&reporter_config, render(REPORTER_TEMPLATE))?;
+    // The repo's alerting and recording rules, as the NixOS image loads them.
+    std::fs::create_dir_all(config_dir.join("rules"))?;
+    for (file, rules) in RULES {
+        std::fs::write(config_dir.join("rules").join(file), rules)?;
+    }
     let prometheus_config = state_dir.join("config/prometheus.yml");
     std::fs::write(&prometheus_config, render(PROMETHEUS_TEMPLATE))?;
     let nginx_config = state_dir.join("config/nginx.conf");

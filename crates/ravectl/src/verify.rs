@@ -175,7 +175,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
             failed += 1;
             println!("FAIL  {n:>2} {name:<12} {e:#}");
         }
-        None => println!("SKIP  {n:>2} {name:<12} arrives with the alert rules and dashboards"),
+        None => println!("SKIP  {n:>2} {name:<12} arrives with the dashboards"),
     };
     report(1, "healthy", Some(healthy(&ctx).await));
     report(2, "tls", Some(tls(&ctx)));
@@ -195,7 +195,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     );
     report(7, "reporting", Some(reporting(&ctx, task).await));
     report(8, "scraping", Some(scraping(&ctx).await));
-    report(9, "alerts", None);
+    report(9, "alerts", Some(alerts(&ctx).await));
     report(10, "dashboards", None);
     report(11, "exposure", Some(exposure(&ctx)));
     report(12, "resources", Some(resources(&ctx)));
@@ -648,5 +648,56 @@ fn resources(ctx: &Ctx) -> anyhow::Result<String> {
         "{} (limit {} MiB)",
         seen.join(", "),
         ctx.memory_limit_mb
+    ))
+}
+
+/// The alerting rules are loaded and healthy, and nothing fires.
+async fn alerts(ctx: &Ctx) -> anyhow::Result<String> {
+    let prometheus = ctx
+        .stack
+        .prometheus_url
+        .clone()
+        .context("no Prometheus in this stack")?;
+    let rules = ctx
+        .get_json(&format!("{prometheus}/api/v1/rules?type=alert"))
+        .await?;
+    let groups = rules["data"]["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let all: Vec<&Value> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    ensure!(!all.is_empty(), "no alerting rules are loaded");
+    if let Some(bad) = all
+        .iter()
+        .find(|r| r["health"] != "ok" && r["health"] != "unknown")
+    {
+        bail!("rule {} is unhealthy: {}", bad["name"], bad["lastError"]);
+    }
+    let alerts = ctx.get_json(&format!("{prometheus}/api/v1/alerts")).await?;
+    let firing: Vec<String> = alerts["data"]["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .map(|a| {
+            a["labels"]["alertname"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    ensure!(
+        firing.is_empty(),
+        "firing on a healthy stack: {}",
+        firing.join(", ")
+    );
+    Ok(format!(
+        "{} alerting rules in {} groups loaded; none firing",
+        all.len(),
+        groups.len()
     ))
 }

@@ -2,4 +2,5 @@
 
 mod helpers;
 mod prometheus;
+mod rules;
 mod trace;

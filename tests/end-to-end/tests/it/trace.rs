@@ -41,7 +41,7 @@ async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
 
     let mut ingest: ingest::Settings = defaults();
     ingest.server.port = 0;
-    ingest.store.url = store_url;
+    ingest.store.url = store_url.clone();
     ingest.sources.insert("github".into(), github_source());
     let app = ingest::Application::build(ingest).await.unwrap();
     let ingest_url = serve(app.port(), app.run_until_stopped()).await;
@@ -51,9 +51,9 @@ async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, AGENT_TOKEN).unwrap();
     let agent = tokio::spawn(ravectl::agent::run(ravectl::cli::AgentArgs {
-        url: Some(dispatcher_url),
+        url: Some(dispatcher_url.clone()),
         token_file: Some(token_file),
-        reporter_url: Some(reporter_url),
+        reporter_url: Some(reporter_url.clone()),
         state_dir: dir.path().to_owned(),
         kinds: Vec::new(),
         command: None,
@@ -63,6 +63,31 @@ async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
         exit_when_idle: false,
         otlp_endpoint: None,
     }));
+
+    // Every service's exposition passes promtool's lint (HELP, names, types).
+    for url in [&dispatcher_url, &reporter_url, &store_url, &ingest_url] {
+        let text = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool runs");
+        std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{url}/metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let trace_id = test_support::trace::random_trace_id();
     let receipt: serde_json::Value = github_webhook(&ingest_url, "e2e-delivery", &trace_id)
