@@ -34,6 +34,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut r = Registry::default();
+        r.register_collector(Box::new(rave_service::metrics::ProcessCollector));
         let reports = Family::<OutcomeLabel, Counter>::default();
         r.register(
             "reporter_reports",

@@ -33,6 +33,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(rave_service::metrics::ProcessCollector));
         let inserted = Counter::default();
         registry.register(
             "dedup_events_inserted",

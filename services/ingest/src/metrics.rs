@@ -54,6 +54,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(rave_service::metrics::ProcessCollector));
         let requests = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "webhook_requests",

@@ -73,6 +73,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut r = Registry::default();
+        r.register_collector(Box::new(rave_service::metrics::ProcessCollector));
         let events_received = Counter::default();
         r.register(
             "dispatcher_events_received",

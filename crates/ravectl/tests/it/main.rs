@@ -373,7 +373,7 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
     );
     assert_eq!(
         report.lines().filter(|l| l.starts_with("PASS")).count(),
-        11,
+        12,
         "{report}"
     );
     assert!(!report.contains("FAIL"), "{report}");
