@@ -440,6 +440,24 @@ async fn run_services(
     Ok(code)
 }
 
+/// Grafana is not packaged for Debian, so the local stack does not start
+/// it; say so, and where its dashboards and provisioning are.
+fn grafana_note() -> String {
+    let installed = [
+        "/usr/sbin/grafana-server",
+        "/usr/sbin/grafana",
+        "/usr/share/grafana/bin/grafana",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    match installed {
+        Some(path) => format!(
+            "Grafana: found {path} but not started by ravectl; provision it from grafana/provisioning/ (datasource at this Prometheus, dashboards in grafana/dashboards/)"
+        ),
+        None => "Grafana: skipped (no Grafana server installed; it is not packaged for Debian). Dashboards: grafana/dashboards/, provisioning: grafana/provisioning/".to_owned(),
+    }
+}
+
 /// The port a component listens on.
 fn port_of(args: &UpArgs, name: &str) -> u16 {
     match name {
@@ -619,6 +637,7 @@ fn print_table(stack: &StackFile, state_dir: &Path, created: &[(&'static str, St
         }
     }
     println!("logs: {}", state_dir.join("logs").display());
+    println!("{}", grafana_note());
     println!();
     let dir = state_dir.display();
     println!("try:  target/release/ravectl send github --state-dir {dir}");

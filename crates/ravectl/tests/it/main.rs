@@ -65,16 +65,34 @@ fn up(state_dir: &Path, ports: [u16; 12]) -> Stack {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let (grafana, grafana_line) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap_or_default();
+            if line.starts_with("Grafana: ") {
+                let _ = grafana.send(line.clone());
+            }
             if line.starts_with("RAVE is up") {
                 let _ = tx.send(());
             }
         }
     });
     let stack = Stack(child);
-    if rx.recv_timeout(Duration::from_secs(90)).is_err() {
+    let up = rx.recv_timeout(Duration::from_secs(90));
+    // Without a Grafana server (Debian has none) `up` says it skipped it.
+    if std::path::Path::new("/usr/sbin/grafana-server").exists() {
+        assert!(
+            grafana_line
+                .try_recv()
+                .is_ok_and(|l| l.contains("not started"))
+        );
+    } else {
+        assert!(
+            grafana_line.try_recv().is_ok_and(|l| l.contains("skipped")),
+            "no Grafana line"
+        );
+    }
+    if up.is_err() {
         panic!(
             "ravectl up did not come up; logs in {}",
             state_dir.join("logs").display()
