@@ -19,4 +19,4 @@ ensure_debian_packages() {
 }
 
 # What the tests and the local stack run on.
-RAVE_DEBIAN_PACKAGES=(postgresql prometheus-pushgateway prometheus nginx openssl curl)
+RAVE_DEBIAN_PACKAGES=(postgresql nginx openssl curl prometheus prometheus-pushgateway prometheus-node-exporter prometheus-postgres-exporter prometheus-nginx-exporter)

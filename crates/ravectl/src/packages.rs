@@ -47,3 +47,23 @@ pub fn ensure(allow_install: bool) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "`{command}` failed");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::REQUIRED;
+
+    /// scripts/test installs what the tests need before anything is built;
+    /// the full-stack test runs `ravectl up --no-install`, so the two lists
+    /// must agree or a fresh machine fails where this one passes.
+    #[test]
+    fn the_test_script_installs_every_package_the_stack_needs() {
+        let script = include_str!("../../../scripts/lib.sh");
+        let line = script
+            .lines()
+            .find(|l| l.starts_with("RAVE_DEBIAN_PACKAGES=("))
+            .expect("scripts/lib.sh lists its packages");
+        for package in REQUIRED {
+            assert!(line.split([' ', '(', ')']).any(|p| p == *package), "scripts/lib.sh lacks {package}");
+        }
+    }
+}
