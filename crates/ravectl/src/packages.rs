@@ -63,7 +63,10 @@ mod tests {
             .find(|l| l.starts_with("RAVE_DEBIAN_PACKAGES=("))
             .expect("scripts/lib.sh lists its packages");
         for package in REQUIRED {
-            assert!(line.split([' ', '(', ')']).any(|p| p == *package), "scripts/lib.sh lacks {package}");
+            assert!(
+                line.split([' ', '(', ')']).any(|p| p == *package),
+                "scripts/lib.sh lacks {package}"
+            );
         }
     }
 }
