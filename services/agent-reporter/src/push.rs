@@ -17,7 +17,7 @@ use rave_service::clock::Clock;
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
-use crate::settings::PushgatewaySettings;
+use crate::settings::{PushgatewaySettings, Settings};
 use crate::store::{self, SeriesRow};
 
 pub fn valid_label_value(v: &str) -> bool {
@@ -113,6 +113,8 @@ pub struct Pusher {
     pub(crate) http: reqwest::Client,
     pub(crate) url: String,
     pub(crate) settings: PushgatewaySettings,
+    /// How long reports are remembered to recognise an agent's retries.
+    pub(crate) report_retention: Duration,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -120,10 +122,11 @@ pub struct Pusher {
 impl Pusher {
     pub fn new(
         pool: Pool,
-        settings: &PushgatewaySettings,
+        reporter: &Settings,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Option<Self>> {
+        let settings = &reporter.pushgateway;
         let Some(url) = settings.url.clone() else {
             return Ok(None);
         };
@@ -134,6 +137,7 @@ impl Pusher {
                 .build()?,
             url,
             settings: settings.clone(),
+            report_retention: Duration::from_secs(reporter.limits.report_retention_hours * 3600),
             metrics,
             clock,
         }))
@@ -186,8 +190,7 @@ impl Pusher {
                 }
             }
         }
-        let retention = Duration::from_secs(3600 * 72);
-        store::prune_reports(&self.pool, now - retention).await?;
+        store::prune_reports(&self.pool, now - self.report_retention).await?;
         Ok(summary)
     }
 

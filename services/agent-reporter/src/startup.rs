@@ -39,12 +39,7 @@ impl Application {
         store::migrate(&pool).await?;
         let metrics = Arc::new(Metrics::new());
         let reported = Arc::new(Notify::new());
-        let pusher = Pusher::new(
-            pool.clone(),
-            &settings.pushgateway,
-            metrics.clone(),
-            clock.clone(),
-        )?;
+        let pusher = Pusher::new(pool.clone(), &settings, metrics.clone(), clock.clone())?;
         if pusher.is_none() {
             tracing::warn!("pushgateway.url is not set: reports are aggregated but not pushed");
         }

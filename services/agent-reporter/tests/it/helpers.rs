@@ -12,6 +12,7 @@ use test_support::pg::{PgCluster, TestDatabase};
 pub use test_support::metrics::sample;
 
 pub const TTL_SECS: u64 = 3600;
+pub const RETENTION_HOURS: u64 = 2;
 
 pub struct TestReporter {
     pub url: String,
@@ -45,6 +46,7 @@ pub async fn spawn_reporter_on(db: TestDatabase, pushgateway: Option<&str>) -> T
     settings.pushgateway.url = pushgateway.map(str::to_owned);
     settings.pushgateway.group_ttl_secs = TTL_SECS;
     settings.limits.max_series_per_agent = 60;
+    settings.limits.report_retention_hours = RETENTION_HOURS;
     settings.agents = ["agent-1", "agent-2"]
         .iter()
         .map(|name| AgentSettings {

@@ -1,7 +1,9 @@
 use serde_json::json;
 use test_support::pushgateway::{Pushgateway, find_sample};
 
-use crate::helpers::{TTL_SECS, report, sample, spawn_reporter, spawn_reporter_on};
+use crate::helpers::{
+    RETENTION_HOURS, TTL_SECS, report, sample, spawn_reporter, spawn_reporter_on,
+};
 
 #[tokio::test]
 async fn reported_jobs_show_up_in_the_pushgateway_with_the_right_values() {
@@ -213,5 +215,27 @@ async fn a_push_refused_for_a_clashing_metric_type_is_surfaced() {
     assert!(
         error.contains("400") && error.contains("agent_jobs_total"),
         "{error}"
+    );
+}
+
+#[tokio::test]
+async fn reports_are_remembered_for_the_configured_retention_then_forgotten() {
+    let gateway = Pushgateway::start().await.unwrap();
+    let r = spawn_reporter(Some(&gateway.url)).await;
+    let body = report("succeeded", 1.0);
+    assert_eq!(r.post("agent-1", &body).await.0, 202);
+    r.advance(RETENTION_HOURS * 3600 - 60);
+    r.pusher().push_once().await.unwrap();
+    assert_eq!(
+        r.post("agent-1", &body).await.0,
+        200,
+        "within the retention a retry is a duplicate"
+    );
+    r.advance(120);
+    r.pusher().push_once().await.unwrap();
+    assert_eq!(
+        r.post("agent-1", &body).await.0,
+        202,
+        "past the retention it is no longer remembered"
     );
 }
