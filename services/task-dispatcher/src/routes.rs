@@ -202,20 +202,13 @@ async fn claim_inner(req: &HttpRequest, payload: web::Payload, state: &AppState)
             }
             return Ok(HttpResponse::Ok().json(serde_json::json!({ "tasks": tasks })));
         }
-        let _waiting = state.waker.waiting_guard();
-        state
-            .metrics
-            .agents_waiting
-            .set(state.waker.waiting() as i64);
+        // Counted while parked; /metrics reads the count at scrape time.
+        let waiting = state.waker.waiting_guard();
         let woken = tokio::select! {
             changed = wake.changed() => changed.is_ok(),
             _ = tokio::time::sleep_until(deadline) => false,
         };
-        drop(_waiting);
-        state
-            .metrics
-            .agents_waiting
-            .set(state.waker.waiting() as i64);
+        drop(waiting);
         if !woken {
             return Ok(HttpResponse::NoContent().finish());
         }
