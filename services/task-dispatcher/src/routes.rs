@@ -482,27 +482,9 @@ async fn list_ignored(req: HttpRequest, state: web::Data<AppState>) -> Reply {
 
 async fn list_ignored_inner(req: &HttpRequest, state: &AppState) -> Reply {
     operator(req, state)?;
-    let client = state.pool.get().await.map_err(|e| unavailable(e.into()))?;
-    let rows = client
-        .query(
-            "SELECT task_id, source, event_uuid, event_type, ignored_at FROM ignored_events
-             ORDER BY ignored_at DESC LIMIT $1",
-            &[&state.limits.max_page_size],
-        )
+    let events = store::list_ignored(&state.pool, state.limits.max_page_size)
         .await
-        .map_err(|e| unavailable(e.into()))?;
-    let events: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "task_id": r.get::<_, String>(0),
-                "source": r.get::<_, String>(1),
-                "event_uuid": r.get::<_, String>(2),
-                "event_type": r.get::<_, String>(3),
-                "ignored_at": r.get::<_, OffsetDateTime>(4).unix_timestamp(),
-            })
-        })
-        .collect();
+        .map_err(unavailable)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
 }
 

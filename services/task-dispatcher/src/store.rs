@@ -893,6 +893,39 @@ pub async fn list_tasks(
     Ok(rows.iter().map(task_record).collect())
 }
 
+/// An event no routing rule matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct IgnoredRecord {
+    pub task_id: String,
+    pub source: String,
+    pub event_uuid: String,
+    pub event_type: String,
+    /// Unix seconds.
+    pub ignored_at: i64,
+}
+
+/// The latest ignored events, newest first.
+pub async fn list_ignored(pool: &Pool, limit: i64) -> anyhow::Result<Vec<IgnoredRecord>> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT task_id, source, event_uuid, event_type, ignored_at FROM ignored_events
+             ORDER BY ignored_at DESC LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| IgnoredRecord {
+            task_id: r.get(0),
+            source: r.get(1),
+            event_uuid: r.get(2),
+            event_type: r.get(3),
+            ignored_at: r.get::<_, OffsetDateTime>(4).unix_timestamp(),
+        })
+        .collect())
+}
+
 /// Task counts by (kind, state) and the wait of the oldest due task, for
 /// the gauges.
 pub async fn gauges(
