@@ -20,3 +20,20 @@ ensure_debian_packages() {
 
 # What the tests and the local stack run on.
 RAVE_DEBIAN_PACKAGES=(postgresql nginx openssl curl prometheus prometheus-pushgateway prometheus-node-exporter prometheus-postgres-exporter prometheus-nginx-exporter)
+
+# What the test command needs besides: Nix's evaluator for the NixOS checks.
+RAVE_TEST_DEBIAN_PACKAGES=(nix-bin python3)
+
+# Installs pinned crates.io tools (name@version ...) when a binary is missing.
+ensure_cargo_tools() {
+  for spec in "$@"; do
+    local name="${spec%@*}"
+    if ! command -v "$name" >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/$name" ]; then
+      echo "installing $spec from crates.io ..." >&2
+      cargo install --locked --quiet "$spec"
+    fi
+  done
+}
+
+# Nix lint and format, pinned (tests/nixos-checks).
+RAVE_CARGO_TOOLS=(deadnix@1.3.1 nixpkgs-fmt@1.3.0)

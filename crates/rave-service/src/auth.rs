@@ -66,6 +66,12 @@ impl TokenSet {
             .map(Self)
     }
 
+    /// Adds tokens given in clear (from secret files); only digests are kept.
+    pub fn with_tokens<'a>(mut self, tokens: impl IntoIterator<Item = &'a str>) -> Self {
+        self.0.extend(tokens.into_iter().map(token_digest));
+        self
+    }
+
     pub fn allows(&self, token: &str) -> bool {
         let presented = token_digest(token);
         self.0
@@ -170,6 +176,16 @@ mod tests {
         assert!(set.allows("op-2"));
         assert!(!set.allows("op-3"));
         assert!(!TokenSet::default().allows(""));
+    }
+
+    #[test]
+    fn tokens_given_in_clear_join_the_digests() {
+        let set = TokenSet::from_hex(&[hex::encode(token_digest("op-1"))])
+            .unwrap()
+            .with_tokens(["op-2"]);
+        assert!(set.allows("op-1"));
+        assert!(set.allows("op-2"));
+        assert!(!set.allows("op-3"));
     }
 
     #[test]

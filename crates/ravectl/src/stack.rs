@@ -29,6 +29,13 @@ pub struct StackFile {
     /// Every component started: name → (pid, port).
     #[serde(default)]
     pub components: std::collections::BTreeMap<String, (u32, u16)>,
+    /// A NixOS host's services: name → (systemd unit, port); their pids come
+    /// from systemd when `verify` runs.
+    #[serde(default)]
+    pub systemd_units: std::collections::BTreeMap<String, (String, u16)>,
+    /// Secret files by name where they are not in `secrets_dir` (a NixOS host).
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl StackFile {

@@ -19,6 +19,7 @@ const INGEST_TEMPLATE: &str = include_str!("../templates/ingest.toml");
 const DISPATCHER_TEMPLATE: &str = include_str!("../templates/task-dispatcher.toml");
 const REPORTER_TEMPLATE: &str = include_str!("../templates/agent-reporter.toml");
 const NGINX_TEMPLATE: &str = include_str!("../templates/nginx.conf");
+const NGINX_SITES: &str = include_str!("../templates/nginx-sites.conf");
 const NGINX: &str = "/usr/sbin/nginx";
 const PROMETHEUS_TEMPLATE: &str = include_str!("../templates/prometheus.yml");
 const RULES: [(&str, &str); 2] = [
@@ -253,7 +254,14 @@ async fn run_services(
     let prometheus_config = state_dir.join("config/prometheus.yml");
     std::fs::write(&prometheus_config, render(PROMETHEUS_TEMPLATE))?;
     let nginx_config = state_dir.join("config/nginx.conf");
-    std::fs::write(&nginx_config, render(NGINX_TEMPLATE))?;
+    std::fs::write(
+        &nginx_config,
+        render(
+            &NGINX_TEMPLATE
+                .replace("{{SITES}}", NGINX_SITES)
+                .replace("{{EXTRA_LOCATIONS}}", ""),
+        ),
+    )?;
     let tested = std::process::Command::new(NGINX)
         .arg("-t")
         .arg("-c")
@@ -417,6 +425,8 @@ async fn run_services(
             .iter()
             .filter_map(|s| Some((s.name.to_owned(), (s.child.id()?, port_of(args, s.name)))))
             .collect(),
+        systemd_units: Default::default(),
+        secrets: Default::default(),
     };
     std::fs::write(
         StackFile::path(state_dir),

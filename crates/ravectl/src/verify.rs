@@ -37,7 +37,12 @@ struct Ctx {
 
 impl Ctx {
     fn secret(&self, name: &str) -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(self.stack.secrets_dir.join(name))?
+        let path = match self.stack.secrets.get(name) {
+            Some(path) => path.clone(),
+            None => self.stack.secrets_dir.join(name),
+        };
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("secret {name} ({})", path.display()))?
             .trim()
             .to_owned())
     }
@@ -144,7 +149,12 @@ where
 }
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
-    let stack = StackFile::read(&args.state_dir)?;
+    let mut stack = StackFile::read(&args.state_dir)?;
+    for (name, (unit, port)) in &stack.systemd_units {
+        stack
+            .components
+            .insert(name.clone(), (main_pid(unit)?, *port));
+    }
     let public = stack
         .public_url
         .clone()
@@ -200,6 +210,16 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     report(11, "exposure", Some(exposure(&ctx)));
     report(12, "resources", Some(resources(&ctx)));
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// A systemd unit's main process (0 when it is not running).
+fn main_pid(unit: &str) -> anyhow::Result<u32> {
+    let out = Command::new("systemctl")
+        .args(["show", "--property=MainPID", "--value", unit])
+        .output()
+        .context("systemctl")?;
+    ensure!(out.status.success(), "systemctl show {unit} failed");
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
 async fn healthy(ctx: &Ctx) -> anyhow::Result<String> {

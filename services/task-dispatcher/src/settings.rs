@@ -6,7 +6,9 @@ use std::time::Duration;
 pub use rave_pg::DatabaseSettings;
 pub use rave_service::auth::{AgentSettings, AgentsFile};
 use rave_service::batch::BatchSettings;
-use rave_service::settings::{ServerSettings, ServiceSettings, SettingsError, TelemetrySettings};
+use rave_service::settings::{
+    Secret, ServerSettings, ServiceSettings, SettingsError, TelemetrySettings,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +29,13 @@ pub struct Settings {
     pub operator_tokens_sha256: Vec<String>,
     #[serde(default)]
     pub relay_tokens_sha256: Vec<String>,
+    /// Operator tokens themselves (usually `{ file = ... }`, e.g. a systemd
+    /// credential); hashed at start and accepted beside the digests.
+    #[serde(default)]
+    pub operator_tokens: Vec<Secret>,
+    /// dedup-store's relay tokens, as for `operator_tokens`.
+    #[serde(default)]
+    pub relay_tokens: Vec<Secret>,
     #[serde(default)]
     pub routes: Vec<RouteSettings>,
 }

@@ -84,9 +84,11 @@ impl Application {
             router,
             agents,
             operators: TokenSet::from_hex(&settings.operator_tokens_sha256)
-                .map_err(anyhow::Error::msg)?,
+                .map_err(anyhow::Error::msg)?
+                .with_tokens(settings.operator_tokens.iter().map(|t| t.expose())),
             relays: TokenSet::from_hex(&settings.relay_tokens_sha256)
-                .map_err(anyhow::Error::msg)?,
+                .map_err(anyhow::Error::msg)?
+                .with_tokens(settings.relay_tokens.iter().map(|t| t.expose())),
             claim: settings.claim.clone(),
             retry: settings.retry.clone(),
             limits: settings.limits.clone(),

@@ -1,0 +1,119 @@
+{
+  description = "RAVE: verified webhooks to exactly-once tasks for AI agents, with its observability stack";
+
+  inputs = {
+    # The release the modules' options were written against (docs/adr/0009).
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+    sops-nix = {
+      url = "github:Mic92/sops-nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+  };
+
+  outputs = { self, nixpkgs, sops-nix }:
+    let
+      system = "x86_64-linux";
+      inherit (nixpkgs) lib;
+      pkgs = nixpkgs.legacyPackages.${system};
+      rave = pkgs.callPackage ./nixos/package.nix { };
+
+      host = name: lib.nixosSystem {
+        inherit system;
+        modules = [
+          sops-nix.nixosModules.sops
+          ./nixos/hosts/${name}.nix
+          { services.rave.package = rave; }
+        ];
+      };
+
+      # A qcow2 of a host, bootable by BIOS (legacy partition table).
+      image = name:
+        let machine = self.nixosConfigurations.${name};
+        in import "${nixpkgs}/nixos/lib/make-disk-image.nix" {
+          inherit (machine) config pkgs lib;
+          name = "rave-${name}";
+          format = "qcow2";
+          partitionTableType = "legacy";
+          diskSize = "auto";
+          additionalSpace = "4096M";
+        };
+
+      # `nix run .#<image>`: boots it headless on a throwaway overlay, with
+      # the host's 3002 and 2222 forwarded to the guest's 3002 and 22.
+      boot = name: pkgs.writeShellApplication {
+        name = "rave-boot-${name}";
+        runtimeInputs = [ pkgs.qemu_kvm pkgs.coreutils ];
+        text = ''
+          work=$(mktemp -d)
+          trap 'rm -rf "$work"' EXIT
+          qemu-img create -q -f qcow2 -F qcow2 -b ${self.packages.${system}.${name}}/nixos.qcow2 "$work/disk.qcow2"
+          accel=tcg
+          if [ -w /dev/kvm ]; then accel=kvm; fi
+          exec qemu-system-x86_64 -machine accel="$accel" -m "''${RAVE_VM_MEMORY:-2048}" -smp 2 \
+            -nographic -drive file="$work/disk.qcow2",if=virtio \
+            -nic user,model=virtio,hostfwd=tcp:127.0.0.1:3002-:3002,hostfwd=tcp:127.0.0.1:2222-:22
+        '';
+      };
+      app = drv: { type = "app"; program = lib.getExe drv; };
+
+      # clippy and the unit tests on the vendored workspace, as in scripts/test.
+      cargoCheck = pname: command: rave.overrideAttrs (old: {
+        inherit pname;
+        nativeBuildInputs = old.nativeBuildInputs ++ [ pkgs.clippy ];
+        buildPhase = ''
+          runHook preBuild
+          ${command}
+          runHook postBuild
+        '';
+        doCheck = false;
+        installPhase = "touch $out";
+      });
+    in
+    {
+      packages.${system} = {
+        default = rave;
+        inherit rave;
+        p0 = image "p0";
+        p1-production = image "p1-production";
+        p2-production = image "p2-production";
+      };
+
+      nixosModules = {
+        rave = { pkgs, lib, ... }: {
+          imports = [ ./nixos/modules/rave.nix ];
+          services.rave.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+        };
+        rave-observability = import ./nixos/modules/observability.nix;
+        rave-security = import ./nixos/modules/security.nix;
+        rave-dev-secrets = import ./nixos/modules/dev-secrets.nix;
+      };
+
+      nixosConfigurations = {
+        p0 = host "p0";
+        p1-production = host "p1-production";
+        p2-production = host "p2-production";
+      };
+
+      apps.${system} = {
+        # The P0 development VM (nixos-rebuild build-vm), headless.
+        qemu = {
+          type = "app";
+          program = "${self.nixosConfigurations.p0.config.system.build.vm}/bin/run-${self.nixosConfigurations.p0.config.system.name}-vm";
+        };
+        p1-production = app (boot "p1-production");
+        p2-production = app (boot "p2-production");
+      };
+
+      checks.${system} = {
+        vm = import ./tests/rave-vm.nix { inherit pkgs self sops-nix; };
+        clippy = cargoCheck "rave-clippy" "cargo clippy --offline --locked --workspace --all-targets -- -D warnings";
+        fmt = pkgs.runCommand "rave-fmt" { nativeBuildInputs = [ pkgs.rustfmt ]; } ''
+          find ${./crates} ${./services} ${./tests} -name '*.rs' -print0 | xargs -0 rustfmt --check --edition 2024
+          touch $out
+        '';
+        tests = cargoCheck "rave-tests" "cargo test --offline --locked --workspace --lib --bins";
+      };
+
+      formatter.${system} = pkgs.nixpkgs-fmt;
+    };
+}

@@ -1,0 +1,35 @@
+# What every RAVE image shares: a qcow2-bootable QEMU guest with the RAVE
+# modules imported (each host enables what it runs).
+{ lib, modulesPath, ... }:
+{
+  imports = [
+    (modulesPath + "/profiles/qemu-guest.nix")
+    ../modules/rave.nix
+    ../modules/observability.nix
+    ../modules/security.nix
+    ../modules/dev-secrets.nix
+  ];
+
+  # The disk images (nixos/lib/make-disk-image.nix) label their root "nixos".
+  fileSystems."/" = {
+    device = "/dev/disk/by-label/nixos";
+    fsType = "ext4";
+    autoResize = true;
+  };
+  boot.growPartition = true;
+  boot.loader.grub.device = lib.mkDefault "/dev/vda";
+  boot.kernelParams = [ "console=ttyS0" ];
+
+  networking.hostName = lib.mkDefault "rave";
+  networking.firewall = {
+    enable = true;
+    allowedTCPPorts = [ 3002 ];
+  };
+  time.timeZone = "UTC";
+  services.journald.extraConfig = "SystemMaxUse=512M";
+  nix.settings.experimental-features = [ "nix-command" "flakes" ];
+
+  services.rave.enable = true;
+
+  system.stateVersion = "25.11";
+}

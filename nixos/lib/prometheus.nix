@@ -1,0 +1,29 @@
+# Prometheus's scrape jobs on a RAVE host: the job names the alerting rules
+# and dashboards use, as in prometheus/prometheus.yml (the test command
+# checks the two agree).
+#
+# Plain Nix with no nixpkgs.
+{ ports ? { } }:
+let
+  port = {
+    prometheus = 9090;
+    node = 9100;
+    nginx = 9113;
+    postgres = 9187;
+    pushgateway = 9091;
+    ingest = 3001;
+    dedup-store = 3010;
+    task-dispatcher = 3020;
+    agent-reporter = 3030;
+  } // ports;
+  job = name: {
+    job_name = name;
+    static_configs = [{ targets = [ "127.0.0.1:${toString port.${name}}" ]; }];
+  };
+in
+map job [ "prometheus" "node" "nginx" "postgres" ]
+++ [
+  # Agents' job metrics arrive through the Pushgateway: keep their labels.
+  (job "pushgateway" // { honor_labels = true; })
+]
+++ map job [ "ingest" "dedup-store" "task-dispatcher" "agent-reporter" ]

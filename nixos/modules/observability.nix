@@ -1,0 +1,150 @@
+# services.rave-observability: Prometheus (30 days, exemplars, the repo's
+# rules), the Pushgateway, the node/nginx/postgres exporters and Grafana
+# (under /grafana/ on the public port, provisioned from grafana/), each with
+# a memory limit. Importable on its own (nixosModules.rave-observability).
+{ config, lib, ... }:
+let
+  cfg = config.services.rave-observability;
+  rave = config.services.rave;
+  inherit (lib) mkOption mkEnableOption mkIf types;
+  loopback = "127.0.0.1";
+in
+{
+  options.services.rave-observability = {
+    enable = mkEnableOption "RAVE's Prometheus, Pushgateway, exporters and Grafana";
+    retention = mkOption { type = types.str; default = "30d"; description = "How long Prometheus keeps samples."; };
+    grafana = {
+      enable = mkOption { type = types.bool; default = true; description = "Run Grafana with RAVE's three dashboards."; };
+      adminPasswordFile = mkOption {
+        type = types.strMatching "/.+";
+        description = "File with Grafana's admin password; readable by the grafana user.";
+      };
+      secretKeyFile = mkOption {
+        type = types.strMatching "/.+";
+        description = "File with Grafana's secret key (signs cookies, encrypts datasource secrets).";
+      };
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = map
+      (path: {
+        assertion = !lib.hasPrefix "${builtins.storeDir}/" path;
+        message = "services.rave-observability: the secret ${path} is in the Nix store.";
+      })
+      (lib.optionals cfg.grafana.enable [ cfg.grafana.adminPasswordFile cfg.grafana.secretKeyFile ]);
+
+    services.prometheus = {
+      enable = true;
+      listenAddress = loopback;
+      port = 9090;
+      retentionTime = cfg.retention;
+      extraFlags = [ "--enable-feature=exemplar-storage" ];
+      globalConfig = {
+        scrape_interval = "15s";
+        evaluation_interval = "15s";
+      };
+      ruleFiles = [
+        ../../prometheus/rules/rave-alerts.yml
+        ../../prometheus/rules/rave-recording.yml
+      ];
+      scrapeConfigs = import ../lib/prometheus.nix {
+        ports = {
+          node = config.services.prometheus.exporters.node.port;
+          nginx = config.services.prometheus.exporters.nginx.port;
+          postgres = config.services.prometheus.exporters.postgres.port;
+          ingest = rave.ingest.port;
+          dedup-store = rave.dedup-store.port;
+          task-dispatcher = rave.task-dispatcher.port;
+          agent-reporter = rave.agent-reporter.port;
+        };
+      };
+
+      pushgateway = {
+        enable = true;
+        web.listen-address = "${loopback}:9091";
+      };
+
+      exporters = {
+        node = {
+          enable = true;
+          listenAddress = loopback;
+          port = 9100;
+          enabledCollectors = [ "systemd" ];
+        };
+        nginx = {
+          enable = true;
+          listenAddress = loopback;
+          port = 9113;
+          scrapeUri = "http://${loopback}:${toString rave.nginx.statusPort}/stub_status";
+        };
+        postgres = {
+          enable = true;
+          listenAddress = loopback;
+          port = 9187;
+          runAsLocalSuperUser = true;
+        };
+      };
+    };
+
+    # The seed's limits for the observability stack.
+    systemd.services.prometheus.serviceConfig = { MemoryMax = "512M"; CPUQuota = "50%"; };
+    systemd.services.pushgateway.serviceConfig = { MemoryMax = "128M"; CPUQuota = "25%"; };
+    systemd.services.grafana.serviceConfig = mkIf cfg.grafana.enable { MemoryMax = "256M"; CPUQuota = "25%"; };
+
+    services.grafana = mkIf cfg.grafana.enable {
+      enable = true;
+      settings = {
+        server = {
+          http_addr = loopback;
+          http_port = 3000;
+          domain = "localhost";
+          root_url = "%(protocol)s://%(domain)s:${toString rave.nginx.port}/grafana/";
+          serve_from_sub_path = true;
+        };
+        security = {
+          admin_user = "admin";
+          admin_password = "$__file{${cfg.grafana.adminPasswordFile}}";
+          secret_key = "$__file{${cfg.grafana.secretKeyFile}}";
+          cookie_secure = true;
+        };
+        analytics.reporting_enabled = false;
+        "auth.anonymous".enabled = false;
+      };
+      provision = {
+        enable = true;
+        datasources.settings = {
+          apiVersion = 1;
+          datasources = [{
+            name = "Prometheus";
+            uid = "rave-prometheus";
+            type = "prometheus";
+            access = "proxy";
+            url = "http://${loopback}:9090";
+            isDefault = true;
+            jsonData = {
+              timeInterval = "15s";
+              httpMethod = "POST";
+            };
+          }];
+        };
+        dashboards.settings = {
+          apiVersion = 1;
+          providers = [{
+            name = "rave";
+            orgId = 1;
+            folder = "RAVE";
+            folderUid = "rave";
+            type = "file";
+            disableDeletion = true;
+            allowUiUpdates = false;
+            options.path = ../../grafana/dashboards;
+          }];
+        };
+      };
+    };
+
+    # Grafana behind the public port.
+    services.rave.nginx.extraLocations = mkIf cfg.grafana.enable (import ../lib/grafana-location.nix { port = 3000; });
+  };
+}

@@ -1,0 +1,262 @@
+# services.rave: the four RAVE services, their PostgreSQL databases and the
+# nginx front door on 3002. Importable on its own (nixosModules.rave).
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.services.rave;
+  inherit (lib) mkOption mkEnableOption mkIf types;
+  settingsFormat = pkgs.formats.toml { };
+  names = [ "ingest" "dedup-store" "task-dispatcher" "agent-reporter" ];
+  enabled = builtins.filter (name: cfg.${name}.enable) names;
+
+  defs = import ../lib/services.nix {
+    database = { inherit (cfg.database) host port; };
+    ports = lib.genAttrs names (name: cfg.${name}.port);
+    sources = lib.mapAttrs
+      (_: s: { inherit (s) kind secretFiles tokenFiles requireSignature; })
+      cfg.ingest.sources;
+    agents = lib.mapAttrs (_: a: { inherit (a) kinds tokenSha256; }) cfg.agents;
+    inherit (cfg) agentsFile relayTokenFile otlpEndpoint;
+    inherit (cfg.task-dispatcher) operatorTokenFiles;
+    pushgatewayUrl = cfg.agent-reporter.pushgatewayUrl;
+  };
+
+  # A secret is a path outside the Nix store, read by systemd at start.
+  secretPath = types.strMatching "/.+";
+  secretFiles = [ cfg.relayTokenFile cfg.tls.keyFile ]
+    ++ lib.optional (cfg.agentsFile != null) cfg.agentsFile
+    ++ cfg.task-dispatcher.operatorTokenFiles
+    ++ lib.concatMap (s: s.secretFiles ++ s.tokenFiles) (lib.attrValues cfg.ingest.sources);
+
+  configFile = name: settingsFormat.generate "${name}.toml"
+    (lib.recursiveUpdate defs.${name}.settings cfg.${name}.settings);
+
+  serviceOptions = name: default: {
+    enable = mkEnableOption "RAVE's ${name}" // { default = cfg.enable; defaultText = lib.literalExpression "config.services.rave.enable"; };
+    package = mkOption {
+      type = types.package;
+      default = cfg.package;
+      defaultText = lib.literalExpression "config.services.rave.package";
+      description = "The package providing `bin/${name}`.";
+    };
+    port = mkOption {
+      type = types.port;
+      inherit default;
+      description = "Port ${name} listens on, on loopback.";
+    };
+    settings = mkOption {
+      type = types.submodule { freeformType = settingsFormat.type; };
+      default = { };
+      description = ''
+        Settings merged over the module's own (nixos/lib/services.nix) and
+        rendered to ${name}'s TOML; see services/${name}/config/default.toml.
+        Never put secrets here: they would land in the Nix store.
+      '';
+    };
+    memoryMax = mkOption { type = types.str; default = "256M"; description = "MemoryMax= of the unit."; };
+    cpuQuota = mkOption { type = types.str; default = "50%"; description = "CPUQuota= of the unit."; };
+  };
+
+  unitFor = name:
+    let
+      def = defs.${name};
+      svc = cfg.${name};
+    in
+    {
+      description = "RAVE ${name}";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ]
+        ++ lib.optional (def.database != null) "postgresql.service"
+        ++ lib.optional (name == "ingest") "rave-dedup-store.service";
+      requires = lib.optional (def.database != null && cfg.database.createLocally) "postgresql.service";
+      serviceConfig = import ../lib/unit.nix {
+        inherit def;
+        execStart = "${svc.package}/bin/${name} --config ${configFile name}";
+        allowedAddresses = cfg.allowedAddresses;
+        inherit (svc) memoryMax cpuQuota;
+      };
+    };
+in
+{
+  options.services.rave = {
+    enable = mkEnableOption "RAVE, the webhook-to-agent pipeline";
+    package = mkOption {
+      type = types.package;
+      description = "The RAVE workspace package (all service binaries and ravectl).";
+    };
+
+    ingest = serviceOptions "ingest" 3001 // {
+      sources = mkOption {
+        description = "Webhook senders: /hooks/<name> on the public port.";
+        default = { };
+        type = types.attrsOf (types.submodule {
+          options = {
+            kind = mkOption { type = types.enum [ "github" "gitlab" "standard" ]; };
+            secretFiles = mkOption {
+              type = types.listOf secretPath;
+              default = [ ];
+              description = "Signing secrets, one per file; several during a rotation.";
+            };
+            tokenFiles = mkOption {
+              type = types.listOf secretPath;
+              default = [ ];
+              description = "gitlab only: `X-Gitlab-Token` values, for GitLab before 19.";
+            };
+            requireSignature = mkOption {
+              type = types.bool;
+              default = false;
+              description = "gitlab only: refuse requests without `webhook-signature`.";
+            };
+          };
+        });
+      };
+    };
+    dedup-store = serviceOptions "dedup-store" 3010;
+    task-dispatcher = serviceOptions "task-dispatcher" 3020 // {
+      operatorTokenFiles = mkOption {
+        type = types.listOf secretPath;
+        default = [ ];
+        description = "Tokens for the operator API (GET/POST /v1/tasks...), one per file.";
+      };
+    };
+    agent-reporter = serviceOptions "agent-reporter" 3030 // {
+      pushgatewayUrl = mkOption {
+        type = types.str;
+        default = "http://127.0.0.1:9091";
+        description = "Where agents' job metrics are pushed.";
+      };
+    };
+
+    agents = mkOption {
+      description = "Agents allowed to claim tasks and report; tokens as SHA-256 hex digests.";
+      default = { };
+      type = types.attrsOf (types.submodule {
+        options = {
+          kinds = mkOption { type = types.listOf types.str; };
+          tokenSha256 = mkOption { type = types.strMatching "[0-9a-f]{64}"; };
+        };
+      });
+    };
+    agentsFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      description = "A TOML file with more agents (`agents = [...]`), read at start.";
+    };
+    relayTokenFile = mkOption {
+      type = secretPath;
+      description = "The token dedup-store's relay presents to task-dispatcher.";
+    };
+    otlpEndpoint = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "http://127.0.0.1:4318/v1/traces";
+      description = "OTLP/HTTP endpoint for traces; add its address to allowedAddresses when not local.";
+    };
+    allowedAddresses = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = "Addresses besides loopback the services may reach (IPAddressAllow=).";
+    };
+
+    database = {
+      createLocally = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Run PostgreSQL here with one database and role per service (peer authentication).";
+      };
+      host = mkOption { type = types.str; default = "/run/postgresql"; description = "Socket directory or host."; };
+      port = mkOption { type = types.port; default = 5432; };
+    };
+
+    tls = {
+      certificateFile = mkOption { type = types.str; description = "PEM certificate (chain) nginx serves on the public port."; };
+      keyFile = mkOption { type = secretPath; description = "Its private key; readable by nginx."; };
+    };
+    nginx = {
+      enable = mkOption { type = types.bool; default = true; description = "Serve RAVE through nginx with TLS."; };
+      port = mkOption { type = types.port; default = 3002; description = "The public HTTPS port."; };
+      statusPort = mkOption { type = types.port; default = 3003; description = "stub_status, on loopback, for the exporter."; };
+      extraLocations = mkOption {
+        type = types.lines;
+        default = "";
+        description = "nginx `location` blocks added to the public server.";
+      };
+    };
+
+    verify.secrets = mkOption {
+      type = types.attrsOf secretPath;
+      default = { };
+      description = ''
+        Secret files `ravectl verify --state-dir /etc/rave` signs and
+        authenticates with (github.secret, agent-dev.token, ...). Development
+        and test machines only.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = map
+      (path: {
+        assertion = !lib.hasPrefix "${builtins.storeDir}/" path;
+        message = "services.rave: the secret ${path} is in the Nix store, readable by every user; give a path outside it (sops-nix, a credential).";
+      })
+      secretFiles
+    ++ [{
+      assertion = cfg.ingest.enable -> cfg.ingest.sources != { };
+      message = "services.rave.ingest.sources is empty: ingest would refuse every webhook.";
+    }];
+
+    users.users = lib.listToAttrs (map
+      (name: lib.nameValuePair defs.${name}.user {
+        isSystemUser = true;
+        group = defs.${name}.user;
+        description = "RAVE ${name}";
+      })
+      enabled);
+    users.groups = lib.listToAttrs (map (name: lib.nameValuePair defs.${name}.user { }) enabled);
+
+    systemd.services = lib.listToAttrs (map (name: lib.nameValuePair defs.${name}.unit (unitFor name)) enabled);
+
+    services.postgresql = mkIf cfg.database.createLocally (
+      let databases = builtins.filter (d: d != null) (map (name: defs.${name}.database) enabled);
+      in {
+        enable = true;
+        ensureDatabases = databases;
+        ensureUsers = map (name: { inherit name; ensureDBOwnership = true; }) databases;
+      }
+    );
+
+    services.nginx = mkIf cfg.nginx.enable {
+      enable = true;
+      # The sites are the local stack's template; no NixOS virtual hosts.
+      virtualHosts = { };
+      appendHttpConfig = import ../lib/nginx.nix {
+        listen = toString cfg.nginx.port;
+        inherit (cfg.nginx) statusPort extraLocations;
+        ports = lib.genAttrs names (name: cfg.${name}.port);
+        certificate = cfg.tls.certificateFile;
+        key = cfg.tls.keyFile;
+      };
+    };
+
+    environment.systemPackages = [ cfg.package ];
+
+    # What `ravectl verify --state-dir /etc/rave` checks on this host.
+    environment.etc."rave/stack.json".text = builtins.toJSON ({
+      public_url = "https://localhost:${toString cfg.nginx.port}";
+      tls_cert = cfg.tls.certificateFile;
+      ingest_url = "http://127.0.0.1:${toString cfg.ingest.port}";
+      store_url = "http://127.0.0.1:${toString cfg.dedup-store.port}";
+      dispatcher_url = "http://127.0.0.1:${toString cfg.task-dispatcher.port}";
+      reporter_url = "http://127.0.0.1:${toString cfg.agent-reporter.port}";
+      postgres = cfg.database.host;
+      secrets_dir = "/var/empty";
+      secrets = cfg.verify.secrets;
+      systemd_units = lib.listToAttrs (map (name: lib.nameValuePair name [ defs.${name}.unit cfg.${name}.port ]) enabled);
+    } // lib.optionalAttrs config.services.prometheus.enable {
+      prometheus_url = "http://127.0.0.1:${toString config.services.prometheus.port}";
+    } // lib.optionalAttrs config.services.prometheus.pushgateway.enable {
+      pushgateway_url = cfg.agent-reporter.pushgatewayUrl;
+    });
+  };
+}

@@ -1,0 +1,220 @@
+//! What the modules render from the plain-Nix libraries, given to the
+//! programs that read it: each service's `--check-config`, `nginx -t`, and
+//! the repository's own prometheus.yml.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::{SERVICES, binary, nix_eval, repo, run, services, tool};
+
+/// Plausible content for a credential: whatever its service parses it as.
+fn credential_content(id: &str) -> String {
+    if id == "agents" {
+        format!(
+            "agents = [{{ name = \"ops-bot\", token_sha256 = \"{}\", kinds = [\"ops\"] }}]\n",
+            "cd".repeat(32)
+        )
+    } else if id.starts_with("source-gitlab-secret") || id.starts_with("source-billing-secret") {
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n".to_owned()
+    } else {
+        format!("secret-for-{id}\n")
+    }
+}
+
+#[test]
+fn every_services_check_config_accepts_the_settings_nixos_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    let defs = services(credentials.to_str().unwrap());
+    for name in SERVICES {
+        let def = &defs[name];
+        let unit = def["unit"].as_str().unwrap();
+        // What LoadCredential= would put in the unit's credentials directory.
+        let unit_dir = credentials.join(unit);
+        std::fs::create_dir_all(&unit_dir).unwrap();
+        let mut secrets = Vec::new();
+        for id in def["credentials"].as_object().unwrap().keys() {
+            let content = credential_content(id);
+            std::fs::write(unit_dir.join(id), &content).unwrap();
+            secrets.push(content.trim().to_owned());
+        }
+        // As pkgs.formats.toml renders settings.
+        let toml = toml::to_string(&def["settings"]).expect("settings render as TOML");
+        for secret in &secrets {
+            assert!(
+                !toml.contains(secret),
+                "{name}: a secret is in its settings"
+            );
+        }
+        let file = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&file, &toml).unwrap();
+        let out = Command::new(binary(name))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&file)
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} refuses the NixOS settings:\n{}\n{toml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The secrets are read from the credentials, in the services' own terms.
+    let ingest = &defs["ingest"]["settings"]["sources"];
+    assert_eq!(ingest["github"]["secrets"].as_array().unwrap().len(), 2);
+    assert_eq!(ingest["gitlab"]["tokens"].as_array().unwrap().len(), 1);
+    assert!(
+        defs["dedup-store"]["settings"]["database"]["host"] == "/run/postgresql",
+        "peer authentication over the socket"
+    );
+}
+
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    (cert, key)
+}
+
+#[test]
+fn nginx_accepts_the_sites_nixos_renders_with_grafana() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let sites = nix_eval(&format!(
+        r#"import ./nixos/lib/nginx.nix {{
+            ports = {{ ingest = 3001; task-dispatcher = 3020; agent-reporter = 3030; }};
+            certificate = "{}";
+            key = "{}";
+            extraLocations = import ./nixos/lib/grafana-location.nix {{ }};
+          }}"#,
+        cert.display(),
+        key.display()
+    ));
+    let sites = sites.as_str().unwrap();
+    assert!(!sites.contains("{{"), "a placeholder is left:\n{sites}");
+    assert!(sites.contains("location /grafana/"));
+    assert!(sites.contains("listen 3002 ssl;"));
+    let d = dir.path().display();
+    // The parts of NixOS's generated http block that could clash with the sites.
+    let conf = format!(
+        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\ndaemon off;\nevents {{ }}\n\
+         http {{\n  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n\
+         server_tokens off;\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\n{sites}\n}}\n"
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    run(Command::new(tool("nginx", "apt-get install nginx"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .arg("-e")
+        .arg(dir.path().join("error.log")));
+}
+
+#[test]
+fn the_nixos_scrape_jobs_are_prometheus_yml_s() {
+    let nix = nix_eval("import ./nixos/lib/prometheus.nix { }");
+    let text = std::fs::read_to_string(repo().join("prometheus/prometheus.yml")).unwrap();
+    let yaml = &yaml_rust2::YamlLoader::load_from_str(&text).unwrap()[0];
+    let from_yaml: Vec<(String, Vec<String>, bool)> = yaml["scrape_configs"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|job| {
+            (
+                job["job_name"].as_str().unwrap().to_owned(),
+                job["static_configs"][0]["targets"]
+                    .as_vec()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_owned())
+                    .collect(),
+                job["honor_labels"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let from_nix: Vec<(String, Vec<String>, bool)> = nix
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| {
+            (
+                job["job_name"].as_str().unwrap().to_owned(),
+                job["static_configs"][0]["targets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_owned())
+                    .collect(),
+                job["honor_labels"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(from_nix, from_yaml);
+    assert_eq!(from_nix.len(), 9);
+}
+
+#[test]
+fn the_hardening_set_names_every_option_the_seed_requires() {
+    let set = nix_eval("import ./nixos/lib/hardening.nix { }");
+    for key in [
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "PrivateUsers",
+        "PrivateMounts",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "ProtectHostname",
+        "ProtectProc",
+        "ProcSubset",
+        "RestrictAddressFamilies",
+        "RestrictNamespaces",
+        "RestrictRealtime",
+        "RestrictSUIDSGID",
+        "RemoveIPC",
+        "LockPersonality",
+        "MemoryDenyWriteExecute",
+        "NoNewPrivileges",
+        "CapabilityBoundingSet",
+        "SystemCallArchitectures",
+        "SystemCallFilter",
+        "UMask",
+        "IPAddressDeny",
+        "IPAddressAllow",
+        "MemoryMax",
+        "CPUQuota",
+    ] {
+        assert!(
+            set.get(key).is_some(),
+            "{key} missing from nixos/lib/hardening.nix"
+        );
+    }
+    assert_eq!(set["ProtectSystem"], "strict");
+    assert_eq!(set["MemoryMax"], "256M");
+    assert_eq!(set["CPUQuota"], "50%");
+    assert_eq!(
+        set["SystemCallFilter"],
+        Value::from(vec!["@system-service", "~@privileged", "~@resources"])
+    );
+}

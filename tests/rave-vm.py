@@ -1,0 +1,182 @@
+# The P2 VM test's script, run by the NixOS test driver (tests/rave-vm.nix
+# prepends SNAKEOIL_PRIVATE_KEY). `server`, `client`, `start_all` and
+# `subtest` come from the driver. The README's test command compiles it.
+import json
+
+RAVE_UNITS = [
+    "rave-ingest.service",
+    "rave-dedup-store.service",
+    "rave-task-dispatcher.service",
+    "rave-agent-reporter.service",
+]
+OBSERVABILITY_UNITS = [
+    "postgresql.service",
+    "nginx.service",
+    "prometheus.service",
+    "pushgateway.service",
+    "grafana.service",
+    "prometheus-node-exporter.service",
+    "prometheus-nginx-exporter.service",
+    "prometheus-postgres-exporter.service",
+]
+INTERNAL_PORTS = [3001, 3010, 3020, 3030, 9090, 9091, 3000, 5432, 9100, 9113, 9187]
+CURL = "curl -sS --fail --cacert /var/lib/rave-secrets/tls.crt"
+
+start_all()
+
+with subtest("the system boots and every unit is active"):
+    server.wait_for_unit("multi-user.target")
+    for unit in ["rave-dev-secrets.service"] + RAVE_UNITS + OBSERVABILITY_UNITS:
+        server.wait_for_unit(unit)
+    for port in [3001, 3010, 3020, 3030, 3002, 9090, 9091, 3000]:
+        server.wait_for_open_port(port)
+    failed = server.succeed("systemctl list-units --failed --plain --no-legend").strip()
+    assert failed == "", f"failed units: {failed}"
+
+with subtest("each RAVE unit runs hardened"):
+    expected = {
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "PrivateUsers": "yes",
+        "PrivateMounts": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes",
+        "ProtectClock": "yes",
+        "ProtectHostname": "yes",
+        "ProtectProc": "invisible",
+        "ProcSubset": "pid",
+        "RestrictNamespaces": "yes",
+        "RestrictRealtime": "yes",
+        "RestrictSUIDSGID": "yes",
+        "RemoveIPC": "yes",
+        "LockPersonality": "yes",
+        "MemoryDenyWriteExecute": "yes",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "",
+        "SystemCallArchitectures": "native",
+        "UMask": "0077",
+        "MemoryMax": str(256 * 1024 * 1024),
+        "CPUQuotaPerSecUSec": "500ms",
+    }
+    for unit in RAVE_UNITS:
+        props = ",".join(expected)
+        shown = dict(
+            line.split("=", 1)
+            for line in server.succeed(f"systemctl show {unit} --property={props}").splitlines()
+            if "=" in line
+        )
+        for key, value in expected.items():
+            assert shown.get(key) == value, f"{unit}: {key}={shown.get(key)!r}, expected {value!r}"
+        # The real renderer, scored by systemd itself: 1.0 or lower is SAFE.
+        print(server.succeed(f"systemd-analyze security --threshold=10 {unit} | tail -n 1"))
+
+with subtest("HTTP endpoints answer on loopback only"):
+    for port in [3001, 3010, 3020, 3030]:
+        server.succeed(f"curl -sS --fail http://127.0.0.1:{port}/readyz")
+        metrics = server.succeed(f"curl -sS --fail http://127.0.0.1:{port}/metrics")
+        assert "process_resident_memory_bytes" in metrics, f"no process metrics on {port}"
+    listening = server.succeed("ss -Htln")
+    for port in INTERNAL_PORTS:
+        for line in listening.splitlines():
+            local = line.split()[3]
+            if local.endswith(f":{port}"):
+                assert local.startswith(("127.0.0.1:", "[::1]:")), f"{local} is not loopback"
+    server.succeed(f"{CURL} https://localhost:3002/healthz")
+    status = server.succeed(
+        f"curl -s -o /dev/null -w '%{{http_code}}' --cacert /var/lib/rave-secrets/tls.crt https://localhost:3002/metrics"
+    )
+    assert status == "404", f"/metrics through nginx answered {status}"
+
+with subtest("TLS: 1.2 and 1.3 only, with HSTS"):
+    server.succeed("openssl s_client -connect localhost:3002 -tls1_3 </dev/null")
+    server.succeed("openssl s_client -connect localhost:3002 -tls1_2 </dev/null")
+    server.fail("openssl s_client -connect localhost:3002 -tls1_1 </dev/null")
+    headers = server.succeed(f"{CURL} -D - -o /dev/null https://localhost:3002/healthz").lower()
+    assert "strict-transport-security" in headers, headers
+
+with subtest("SSH takes keys only"):
+    client.succeed("mkdir -p -m 700 /root/.ssh")
+    client.succeed(f"cat > /root/.ssh/id_ed25519 <<'EOF'\n{SNAKEOIL_PRIVATE_KEY}\nEOF")
+    client.succeed("chmod 600 /root/.ssh/id_ed25519")
+    ssh = "ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10"
+    client.wait_until_succeeds(f"{ssh} root@server true", timeout=60)
+    effective = server.succeed("sshd -T").lower()
+    for setting in ["passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin without-password"]:
+        assert setting in effective, f"sshd: expected {setting}"
+    client.fail(
+        f"{ssh} -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive"
+        " -o BatchMode=yes root@server true"
+    )
+
+with subtest("the firewall opens 22 and 3002 only"):
+    client.succeed("nc -z -w 5 server 22")
+    client.succeed("nc -z -w 5 server 3002")
+    for port in INTERNAL_PORTS + [80, 443]:
+        client.fail(f"nc -z -w 3 server {port}")
+
+with subtest("secrets are readable only by their service"):
+    for name in ["relay.token", "operator.token", "github.secret", "agent-dev.token"]:
+        mode = server.succeed(f"stat -c '%a %U' /var/lib/rave-secrets/{name}").strip()
+        assert mode == "600 root", f"{name}: {mode}"
+    server.fail("runuser -u rave_ingest -- cat /var/lib/rave-secrets/github.secret")
+    server.succeed("test -r /run/credentials/rave-ingest.service/source-github-secret-0")
+    server.fail("runuser -u rave_dedup_store -- cat /run/credentials/rave-ingest.service/source-github-secret-0")
+    server.fail("runuser -u rave_ingest -- cat /run/credentials/rave-dedup-store.service/relay-token")
+    secret = server.succeed("cat /var/lib/rave-secrets/github.secret").strip()
+    # Not in any unit's settings, not in the store, not in the journal.
+    server.fail(f"grep -rqF '{secret}' /etc/systemd/system/rave-*.service")
+    server.fail(f"journalctl -b --no-pager | grep -qF '{secret}'")
+
+with subtest("ravectl verify passes: signatures, dedup, agents, reporting, scraping, dashboards"):
+    out = server.succeed("ravectl verify --state-dir /etc/rave 2>&1")
+    print(out)
+    assert "FAIL" not in out, out
+
+with subtest("Grafana lists the three provisioned dashboards"):
+    password = server.succeed("cat /var/lib/rave-secrets/grafana-admin.password").strip()
+    found = json.loads(
+        server.succeed(
+            f"{CURL} -u admin:{password} 'https://localhost:3002/grafana/api/search?type=dash-db'"
+        )
+    )
+    titles = sorted(d["title"] for d in found)
+    assert len(titles) == 3, titles
+    server.fail(f"{CURL} 'https://localhost:3002/grafana/api/search?type=dash-db'")
+
+with subtest("Prometheus scrapes every target and loads the rules"):
+    server.wait_until_succeeds(
+        "curl -sS http://127.0.0.1:9090/api/v1/targets"
+        " | jq -e '[.data.activeTargets[] | select(.health != \"up\")] | length == 0'",
+        timeout=120,
+    )
+    server.succeed(
+        "curl -sS http://127.0.0.1:9090/api/v1/rules"
+        " | jq -e '[.data.groups[].rules[] | select(.type == \"alerting\")] | length >= 14'"
+    )
+
+with subtest("memory limits are enforced by the cgroups"):
+    limits = {unit: 256 for unit in RAVE_UNITS}
+    limits.update({"prometheus.service": 512, "grafana.service": 256})
+    for unit, mib in limits.items():
+        value = server.succeed(f"cat /sys/fs/cgroup/system.slice/{unit}/memory.max").strip()
+        assert value == str(mib * 1024 * 1024), f"{unit}: memory.max={value}"
+    # A process past the limit in such a unit is killed, not the host.
+    # `tail` holds a newline-free stream in memory: 300 MB against 32 MB.
+    server.fail(
+        "systemd-run --wait --pipe -p MemoryMax=32M -p MemorySwapMax=0"
+        " sh -c 'head -c 300000000 /dev/zero | tail -c 1 >/dev/null'"
+    )
+
+with subtest("a killed service is restarted by systemd"):
+    before = server.succeed("systemctl show -p MainPID --value rave-ingest.service").strip()
+    server.succeed("systemctl kill -s KILL rave-ingest.service")
+    server.wait_until_succeeds(
+        f"test \"$(systemctl show -p MainPID --value rave-ingest.service)\" != {before}"
+        " && test \"$(systemctl show -p MainPID --value rave-ingest.service)\" != 0",
+        timeout=30,
+    )
+    server.wait_until_succeeds("curl -sS --fail http://127.0.0.1:3001/readyz", timeout=30)
