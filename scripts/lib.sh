@@ -36,4 +36,16 @@ ensure_cargo_tools() {
 }
 
 # Nix lint and format, pinned (tests/nixos-checks).
-RAVE_CARGO_TOOLS=(deadnix@1.3.1 nixpkgs-fmt@1.3.0)
+RAVE_CARGO_TOOLS=(deadnix@1.3.1 nixpkgs-fmt@1.3.0 cargo-deny@0.20.2)
+
+# GitLab's CI schema check (tests/pipeline), from PyPI.
+ensure_pip_tools() {
+  for spec in "$@"; do
+    local name="${spec%%==*}"
+    if ! command -v "$name" >/dev/null 2>&1; then
+      echo "installing $spec from PyPI ..." >&2
+      python3 -m pip install --quiet "$spec"
+    fi
+  done
+}
+RAVE_PIP_TOOLS=(check-jsonschema==0.39.0)

@@ -26,6 +26,28 @@ pub enum Command {
     Down(StateArgs),
     /// Print a component's log (without one: list the logs).
     Logs(LogsArgs),
+    /// Write or verify a release manifest: version, commit, SHA-256 of
+    /// every artifact.
+    ReleaseManifest(ReleaseManifestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReleaseManifestArgs {
+    /// The directory holding the release's artifacts (searched recursively).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The manifest file to write (or, with --verify, to check).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Check the artifacts against an existing manifest instead of writing one.
+    #[arg(long)]
+    pub verify: bool,
+    /// The release version, e.g. the tag `v1.2.3` (required when writing).
+    #[arg(long, required_unless_present = "verify")]
+    pub version: Option<String>,
+    /// The commit the artifacts were built from (required when writing).
+    #[arg(long, required_unless_present = "verify")]
+    pub commit: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

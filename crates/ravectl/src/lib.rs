@@ -15,6 +15,7 @@ pub mod cli;
 pub mod control;
 pub mod packages;
 pub mod postgres;
+pub mod release;
 pub mod secrets;
 pub mod send;
 pub mod stack;

@@ -35,6 +35,7 @@ fn main() {
                         args.component.as_deref(),
                         args.lines,
                     ),
+                    Command::ReleaseManifest(args) => ravectl::release::run(&args),
                 }
             })
         });

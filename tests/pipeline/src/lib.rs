@@ -1,0 +1,1 @@
+//! No library: the checks are the integration tests in `tests/it`.
