@@ -91,8 +91,11 @@ in
     addressFamilies = [ "AF_INET" "AF_INET6" ];
     credentials = builtins.foldl' (acc: name: acc // sourceCredentials name sources.${name}) { }
       (builtins.attrNames sources);
+    # The spool (verified events waiting out a store outage) lives here.
+    stateDirectory = "rave-ingest";
     settings = {
       server = server "ingest";
+      spool.dir = "/var/lib/rave-ingest/spool";
       store.url = "http://127.0.0.1:${toString portOf.dedup-store}";
       inherit telemetry;
       sources = builtins.mapAttrs sourceSettings sources;

@@ -29,3 +29,8 @@ import ./hardening.nix
   RestartPreventExitStatus = 2;
   TimeoutStopSec = "45s";
 }
+  // (if def ? stateDirectory then {
+  # The one place the service may write (ProtectSystem=strict elsewhere).
+  StateDirectory = def.stateDirectory;
+  StateDirectoryMode = "0700";
+} else { })

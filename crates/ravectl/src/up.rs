@@ -217,6 +217,10 @@ async fn run_services(
                 &state_dir.join("nginx").display().to_string(),
             )
             .replace("{{LOG_DIR}}", &state_dir.join("logs").display().to_string())
+            .replace(
+                "{{SPOOL_DIR}}",
+                &state_dir.join("spool").display().to_string(),
+            )
             .replace("{{TLS_CERT}}", &tls_cert.display().to_string())
             .replace("{{TLS_KEY}}", &tls_key.display().to_string())
             .replace("{{PG_PORT}}", &args.pg_port.to_string())

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod routes;
 pub mod settings;
 pub mod sources;
+pub mod spool;
 pub mod startup;
 pub mod store_client;
 pub mod verify;

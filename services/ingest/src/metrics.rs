@@ -35,7 +35,7 @@ pub struct ErrorLabels {
 }
 
 /// Every value of the `outcome` label.
-pub const OUTCOMES: [&str; 4] = ["accepted", "duplicate", "rejected", "failed"];
+pub const OUTCOMES: [&str; 5] = ["accepted", "duplicate", "spooled", "rejected", "failed"];
 
 type LatencyHistogram = HistogramWithExemplars<TraceExemplar>;
 
@@ -48,6 +48,12 @@ pub struct Metrics {
     pub processed: Family<SourceLabel, Counter>,
     pub deduplicated: Family<SourceLabel, Counter>,
     pub uptime: Gauge<f64, AtomicU64>,
+    pub spooled: Counter,
+    pub spool_replayed: Counter,
+    pub spool_rejected: Counter,
+    pub spool_events: Gauge,
+    pub spool_bytes: Gauge,
+    pub spool_oldest_age: Gauge<f64, AtomicU64>,
     started: Instant,
 }
 
@@ -92,7 +98,49 @@ impl Metrics {
             "Seconds since this ingest process started",
             uptime.clone(),
         );
+        let spooled = Counter::default();
+        registry.register(
+            "ingest_spooled_events",
+            "Verified events written to the spool because dedup-store was unreachable",
+            spooled.clone(),
+        );
+        let spool_replayed = Counter::default();
+        registry.register(
+            "ingest_spool_replayed_events",
+            "Spooled events dedup-store has since committed (new or duplicate)",
+            spool_replayed.clone(),
+        );
+        let spool_rejected = Counter::default();
+        registry.register(
+            "ingest_spool_rejected_events",
+            "Spooled events dedup-store refused outright, kept in rejected.log",
+            spool_rejected.clone(),
+        );
+        let spool_events = Gauge::default();
+        registry.register(
+            "ingest_spool_depth_events",
+            "Events waiting in the spool",
+            spool_events.clone(),
+        );
+        let spool_bytes = Gauge::default();
+        registry.register(
+            "ingest_spool_depth_bytes",
+            "Bytes waiting in the spool (its bound is spool.max_bytes)",
+            spool_bytes.clone(),
+        );
+        let spool_oldest_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "ingest_spool_oldest_age_seconds",
+            "Age of the oldest event waiting in the spool; 0 when empty",
+            spool_oldest_age.clone(),
+        );
         Self {
+            spooled,
+            spool_replayed,
+            spool_rejected,
+            spool_events,
+            spool_bytes,
+            spool_oldest_age,
             registry,
             requests,
             errors,
@@ -124,8 +172,21 @@ impl Metrics {
     }
 
     /// Brings computed gauges up to date before a scrape.
-    pub fn refresh(&self) {
+    pub fn refresh(&self, spool: Option<crate::spool::Depth>) {
         self.uptime.set(self.started.elapsed().as_secs_f64());
+        let depth = spool.unwrap_or(crate::spool::Depth {
+            events: 0,
+            bytes: 0,
+            oldest_ms: None,
+        });
+        self.spool_events.set(depth.events as i64);
+        self.spool_bytes.set(depth.bytes as i64);
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        self.spool_oldest_age.set(
+            depth
+                .oldest_ms
+                .map_or(0.0, |ms| (now_ms - ms).max(0) as f64 / 1000.0),
+        );
     }
 }
 

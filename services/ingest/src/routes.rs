@@ -11,14 +11,25 @@ use crate::error::IngestError;
 use crate::metrics::{ErrorLabels, Metrics, OutcomeLabels, SourceLabel, UNKNOWN_SOURCE};
 use crate::settings::Limits;
 use crate::sources::Sources;
+use crate::spool::{Spool, SpoolError};
 use crate::store_client::{StoreClient, StoreOutcome, VerifiedEvent};
 
 #[derive(Debug)]
 pub struct AppState {
     pub sources: Sources,
-    pub store: StoreClient,
-    pub metrics: Metrics,
+    pub store: std::sync::Arc<StoreClient>,
+    pub metrics: std::sync::Arc<Metrics>,
     pub limits: Limits,
+    /// Where events wait while dedup-store is unreachable (when configured).
+    pub spool: Option<std::sync::Arc<Spool>>,
+}
+
+/// What became of a verified delivery.
+#[derive(Debug)]
+enum Outcome {
+    Stored(StoreOutcome),
+    /// In the spool, fsync'd; dedup-store gets it when it is back.
+    Spooled,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -53,7 +64,17 @@ async fn receive_webhook(
     let result = receive(&req, payload, &source, &state).await;
     let metrics = &state.metrics;
     let (outcome, response) = match result {
-        Ok((StoreOutcome::New(task_id), delivery_id)) => {
+        Ok((Outcome::Spooled, delivery_id)) => {
+            metrics.spooled.inc();
+            (
+                "spooled",
+                HttpResponse::Accepted().json(serde_json::json!({
+                    "status": "spooled",
+                    "delivery_id": delivery_id,
+                })),
+            )
+        }
+        Ok((Outcome::Stored(StoreOutcome::New(task_id)), delivery_id)) => {
             metrics
                 .processed
                 .get_or_create(&SourceLabel {
@@ -65,7 +86,7 @@ async fn receive_webhook(
                 receipt(HttpResponse::Accepted(), "accepted", task_id, delivery_id),
             )
         }
-        Ok((StoreOutcome::Duplicate(task_id), delivery_id)) => {
+        Ok((Outcome::Stored(StoreOutcome::Duplicate(task_id)), delivery_id)) => {
             metrics
                 .deduplicated
                 .get_or_create(&SourceLabel {
@@ -130,7 +151,7 @@ async fn receive(
     payload: web::Payload,
     source: &str,
     state: &AppState,
-) -> Result<(StoreOutcome, String), IngestError> {
+) -> Result<(Outcome, String), IngestError> {
     let source = state
         .sources
         .get(source)
@@ -152,17 +173,40 @@ async fn receive(
     let verified = source
         .verifier
         .verify(req.headers(), &body, received_at.unix_timestamp())?;
-    let outcome = state
-        .store
-        .store(VerifiedEvent {
-            source: &source.name,
-            event_uuid: &verified.event_uuid,
-            event_type: &verified.event_type,
-            received_at,
-            headers: source.stored_headers(req.headers()),
-            body: &body,
-        })
-        .await?;
+    let request = StoreClient::encode(VerifiedEvent {
+        source: &source.name,
+        event_uuid: &verified.event_uuid,
+        event_type: &verified.event_type,
+        received_at,
+        headers: source.stored_headers(req.headers()),
+        body: &body,
+    });
+    let outcome = match &state.spool {
+        // While anything waits in the spool, new events queue behind it, so
+        // the store receives them in the order they were acknowledged.
+        Some(spool) if !spool.is_empty() => {
+            spool_event(spool, request, received_at, state, None).await?
+        }
+        Some(spool) => match state.store.store(request.clone()).await {
+            Err(IngestError::StoreUnavailable { cause, .. }) => {
+                spool_event(spool, request, received_at, state, Some(cause)).await?
+            }
+            other => Outcome::Stored(other?),
+        },
+        None => Outcome::Stored(state.store.store(request).await?),
+    };
+    let outcome = match outcome {
+        Outcome::Spooled => {
+            tracing::info!(
+                source = source.name.as_str(),
+                delivery_id = verified.event_uuid.as_str(),
+                event_type = verified.event_type.as_str(),
+                "webhook spooled"
+            );
+            return Ok((Outcome::Spooled, verified.event_uuid.to_string()));
+        }
+        Outcome::Stored(outcome) => outcome,
+    };
     let task_id = match &outcome {
         StoreOutcome::New(id) | StoreOutcome::Duplicate(id) => id,
     };
@@ -175,7 +219,37 @@ async fn receive(
         duplicate = matches!(outcome, StoreOutcome::Duplicate(_)),
         "webhook stored"
     );
-    Ok((outcome, verified.event_uuid.to_string()))
+    Ok((Outcome::Stored(outcome), verified.event_uuid.to_string()))
+}
+
+/// Appends to the spool (fsync on a blocking thread); a full spool is 503.
+async fn spool_event(
+    spool: &std::sync::Arc<Spool>,
+    request: web::Bytes,
+    received_at: OffsetDateTime,
+    state: &AppState,
+    store_error: Option<anyhow::Error>,
+) -> Result<Outcome, IngestError> {
+    if let Some(cause) = &store_error {
+        tracing::warn!(
+            error = format!("{cause:#}"),
+            "dedup-store unreachable: spooling"
+        );
+    }
+    let spool = spool.clone();
+    let appended = tokio::task::spawn_blocking(move || spool.append(&request, received_at))
+        .await
+        .map_err(|e| IngestError::Unexpected(e.into()))?;
+    match appended {
+        Ok(()) => Ok(Outcome::Spooled),
+        Err(e @ SpoolError::Full { .. }) => Err(IngestError::StoreUnavailable {
+            retry_after_secs: state.store.retry_after_secs(),
+            cause: anyhow::Error::new(e),
+        }),
+        Err(SpoolError::Io(e)) => Err(IngestError::Unexpected(
+            anyhow::Error::new(e).context("appending to the spool"),
+        )),
+    }
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -183,6 +257,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    state.metrics.refresh();
+    state
+        .metrics
+        .refresh(state.spool.as_ref().map(|spool| spool.depth()));
     rave_service::metrics::render(&req, &state.metrics.registry)
 }

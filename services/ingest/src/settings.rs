@@ -16,8 +16,21 @@ pub struct Settings {
     pub limits: Limits,
     pub verification: VerificationSettings,
     pub telemetry: TelemetrySettings,
+    pub spool: SpoolSettings,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
+}
+
+/// `[spool]`: where verified events wait while dedup-store is unreachable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSettings {
+    /// A directory only ingest writes; without one, an outage answers 503.
+    pub dir: Option<std::path::PathBuf>,
+    /// Bytes waiting at most; beyond, 503 with `Retry-After`.
+    pub max_bytes: u64,
+    /// How often a waiting spool tries the store again.
+    pub replay_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +123,19 @@ impl ServiceSettings for Settings {
             if value == 0 {
                 return Err(SettingsError::invalid(key, "must be at least 1"));
             }
+        }
+        if self.spool.replay_interval_ms == 0 {
+            return Err(SettingsError::invalid(
+                "spool.replay_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.spool.dir.is_some() && self.spool.max_bytes < 2 * self.limits.max_body_bytes as u64
+        {
+            return Err(SettingsError::invalid(
+                "spool.max_bytes",
+                "must hold at least two bodies of limits.max_body_bytes",
+            ));
         }
         // Building the verifiers checks every secret's format.
         crate::sources::Sources::from_settings(self)?;

@@ -9,17 +9,30 @@ use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
 use crate::settings::Settings;
 use crate::sources::Sources;
+use crate::spool::{Replayer, Spool};
 use crate::store_client::StoreClient;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 #[derive(Debug)]
 pub struct Application {
     served: Served,
+    replayer: Option<Replayer>,
 }
 
 impl Application {
     /// Builds the verifiers and binds the listener. ingest holds no
     /// database credentials: it only talks to dedup-store.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, true).await
+    }
+
+    /// As [`Application::build`]; `background = false` leaves the spool's
+    /// replay to the caller ([`Application::replayer`]).
+    pub async fn build_with(settings: Settings, background: bool) -> anyhow::Result<Self> {
         let sources = Sources::from_settings(&settings)?;
         if sources.names().next().is_none() {
             tracing::warn!("no webhook sources configured: every delivery will get 404");
@@ -29,18 +42,51 @@ impl Application {
             settings.store.timeout(),
             settings.store.retry_after_secs,
         )?;
-        let metrics = Metrics::new();
+        let store = Arc::new(store);
+        let metrics = Arc::new(Metrics::new());
         metrics.initialise_sources(sources.names());
+        let spool = match &settings.spool.dir {
+            Some(dir) => Some(Arc::new(
+                Spool::open(dir, settings.spool.max_bytes)
+                    .with_context(|| format!("opening the spool in {}", dir.display()))?,
+            )),
+            None => None,
+        };
+        let replayer = spool.as_ref().map(|spool| Replayer {
+            spool: spool.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+        });
+        if let Some(spool) = &spool {
+            let depth = spool.depth();
+            if depth.events > 0 {
+                tracing::warn!(
+                    waiting = depth.events,
+                    "spool: events from before the restart will be replayed"
+                );
+            }
+        }
         let state = web::Data::new(AppState {
             sources,
             store,
             metrics,
             limits: settings.limits.clone(),
+            spool,
         });
         let listener = rave_service::http::bind(&settings.server)?;
-        Ok(Self {
-            served: Served::new(listener, &settings.server, state, routes::configure)?,
-        })
+        let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
+        if let (Some(replayer), true) = (&replayer, background) {
+            let replayer = replayer.clone();
+            let interval = Duration::from_millis(settings.spool.replay_interval_ms);
+            served.spawn(move |stop| replayer.run(interval, stop));
+        }
+        Ok(Self { served, replayer })
+    }
+
+    /// The spool's replayer, for tests that drive it step by step (built
+    /// with `background = false`).
+    pub fn replayer(&self) -> Option<Replayer> {
+        self.replayer.clone()
     }
 
     pub fn port(&self) -> u16 {

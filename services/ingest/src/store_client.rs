@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use actix_web::web::Bytes;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rave_service::ids::{EventType, EventUuid, SourceName, TaskId};
@@ -65,12 +67,8 @@ impl StoreClient {
         })
     }
 
-    /// Stores the event; answers only once dedup-store has committed it.
-    pub async fn store(&self, event: VerifiedEvent<'_>) -> Result<StoreOutcome, IngestError> {
-        let unavailable = |cause: anyhow::Error| IngestError::StoreUnavailable {
-            retry_after_secs: self.retry_after_secs,
-            cause,
-        };
+    /// dedup-store's insert request for `event`: what is sent, or spooled.
+    pub fn encode(event: VerifiedEvent<'_>) -> Bytes {
         let request = InsertRequest {
             source: event.source,
             event_uuid: event.event_uuid,
@@ -79,10 +77,20 @@ impl StoreClient {
             headers: event.headers,
             body_base64: BASE64.encode(event.body),
         };
+        Bytes::from(serde_json::to_vec(&request).expect("an insert request serializes"))
+    }
+
+    /// Stores an encoded event; answers only once dedup-store has committed it.
+    pub async fn store(&self, request: Bytes) -> Result<StoreOutcome, IngestError> {
+        let unavailable = |cause: anyhow::Error| IngestError::StoreUnavailable {
+            retry_after_secs: self.retry_after_secs,
+            cause,
+        };
         let response = self
             .http
             .post(&self.events_url)
-            .json(&request)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(request)
             .send()
             .await
             .map_err(|e| unavailable(e.into()))?;
@@ -114,6 +122,10 @@ impl StoreClient {
                 )))
             }
         }
+    }
+
+    pub fn retry_after_secs(&self) -> u32 {
+        self.retry_after_secs
     }
 
     /// Whether dedup-store says it is ready.

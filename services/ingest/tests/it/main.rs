@@ -6,3 +6,4 @@ mod delivery;
 mod exactly_once;
 mod helpers;
 mod observability;
+mod spool;

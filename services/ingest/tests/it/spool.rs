@@ -1,0 +1,214 @@
+//! The store-outage spool: acknowledged while dedup-store is down, replayed
+//! in order once it is back, deduplicated, bounded, and kept across restarts.
+
+use std::collections::HashMap;
+
+use test_support::pg::{PgCluster, TestDatabase};
+use test_support::sign;
+
+use crate::helpers::{TestStack, ingest_settings, sample, send};
+
+/// A loopback port nothing listens on (until the test starts the store there).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Outage {
+    stack: TestStack,
+    app: Option<ingest::startup::Application>,
+    replayer: ingest::spool::Replayer,
+    store_port: u16,
+    spool_dir: tempfile::TempDir,
+}
+
+async fn ingest_with_store_down(adjust: impl FnOnce(&mut ingest::Settings)) -> Outage {
+    rave_service::telemetry::init_for_tests();
+    let db = PgCluster::shared().create_database().await.unwrap();
+    let store_port = free_port();
+    let spool_dir = tempfile::tempdir().unwrap();
+    let standard = sign::new_whsec();
+    let gitlab = sign::new_whsec();
+    let mut settings = ingest_settings(
+        &format!("http://127.0.0.1:{store_port}"),
+        &standard,
+        &gitlab,
+    );
+    settings.spool.dir = Some(spool_dir.path().join("spool"));
+    settings.store.timeout_ms = 2000;
+    adjust(&mut settings);
+    let app = ingest::Application::build_with(settings, false)
+        .await
+        .unwrap();
+    let replayer = app.replayer().expect("a spool is configured");
+    Outage {
+        stack: TestStack {
+            ingest: format!("http://127.0.0.1:{}", app.port()),
+            store: format!("http://127.0.0.1:{store_port}"),
+            db,
+            http: reqwest::Client::new(),
+            standard_secret: standard,
+            gitlab_signing_secret: gitlab,
+        },
+        app: Some(app),
+        replayer,
+        store_port,
+        spool_dir,
+    }
+}
+
+impl Outage {
+    fn serve(&mut self) {
+        tokio::spawn(self.app.take().unwrap().run_until_stopped());
+    }
+
+    async fn start_store(&self) {
+        start_store_on(&self.stack.db, self.store_port).await;
+    }
+}
+
+async fn start_store_on(db: &TestDatabase, port: u16) {
+    let mut settings: dedup_store::Settings =
+        rave_service::settings::load_with_env(None, Some(HashMap::new())).unwrap();
+    settings.server.port = port;
+    settings.server.workers = 1;
+    settings.database = db.settings();
+    let app = dedup_store::Application::build(settings).await.unwrap();
+    tokio::spawn(app.run_until_stopped());
+}
+
+async fn stored_deliveries(db: &TestDatabase) -> Vec<String> {
+    let client = db.connect().await.unwrap();
+    client
+        .query("SELECT event_uuid FROM events ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn deliveries_during_a_store_outage_are_acknowledged_then_stored_in_order_once_it_is_back() {
+    let mut outage = ingest_with_store_down(|_| {}).await;
+    outage.serve();
+    let stack = &outage.stack;
+    for delivery in ["d-1", "d-2", "d-3", "d-2"] {
+        let (status, receipt) =
+            send(stack.github(delivery, format!("{{\"d\":\"{delivery}\"}}").as_bytes())).await;
+        assert_eq!(
+            (status, receipt["status"].as_str()),
+            (202, Some("spooled")),
+            "{receipt}"
+        );
+        assert_eq!(receipt["delivery_id"], delivery);
+    }
+    let metrics = stack.metrics().await;
+    assert_eq!(sample(&metrics, "ingest_spool_depth_events"), 4.0);
+    assert_eq!(sample(&metrics, "ingest_spooled_events_total"), 4.0);
+    assert!(sample(&metrics, "ingest_spool_oldest_age_seconds") >= 0.0);
+
+    // Still down: nothing moves, nothing is lost.
+    assert_eq!(outage.replayer.step().await.unwrap(), 0);
+    assert_eq!(outage.replayer.spool.depth().events, 4);
+
+    outage.start_store().await;
+    assert_eq!(outage.replayer.step().await.unwrap(), 4);
+    assert_eq!(stored_deliveries(&stack.db).await, ["d-1", "d-2", "d-3"]);
+    let metrics = stack.metrics().await;
+    assert_eq!(sample(&metrics, "ingest_spool_depth_events"), 0.0);
+    assert_eq!(sample(&metrics, "ingest_spool_replayed_events_total"), 4.0);
+    assert_eq!(sample(&metrics, "ingest_spool_oldest_age_seconds"), 0.0);
+
+    // With the spool empty and the store up, deliveries go straight through.
+    let (status, receipt) = send(stack.github("d-4", b"{}")).await;
+    assert_eq!(
+        (status, receipt["status"].as_str()),
+        (202, Some("accepted"))
+    );
+    let (status, receipt) = send(stack.github("d-1", b"{\"d\":\"d-1\"}")).await;
+    assert_eq!(
+        (status, receipt["status"].as_str()),
+        (200, Some("duplicate"))
+    );
+    assert_eq!(
+        stored_deliveries(&stack.db).await,
+        ["d-1", "d-2", "d-3", "d-4"]
+    );
+}
+
+#[tokio::test]
+async fn a_full_spool_answers_503_with_retry_after_and_keeps_what_it_holds() {
+    let mut outage = ingest_with_store_down(|s| {
+        s.limits.max_body_bytes = 1000;
+        s.spool.max_bytes = 2000;
+    })
+    .await;
+    outage.serve();
+    let body = vec![b'x'; 500];
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let response = outage
+            .stack
+            .github(&format!("big-{i}"), &body)
+            .send()
+            .await
+            .unwrap();
+        statuses.push((
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        ));
+        if response.status() == 503 {
+            let answer: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(answer["error"]["code"], "store_unavailable");
+        }
+    }
+    // Each spooled request holds ~1 KB (base64 body plus headers).
+    assert_eq!(statuses[0], (202, None));
+    assert_eq!(statuses[3], (503, Some("5".to_owned())));
+    let spooled = statuses.iter().filter(|(s, _)| *s == 202).count() as u64;
+    outage.start_store().await;
+    assert_eq!(outage.replayer.step().await.unwrap(), spooled);
+    assert_eq!(
+        stored_deliveries(&outage.stack.db).await.len() as u64,
+        spooled
+    );
+}
+
+#[tokio::test]
+async fn spooled_deliveries_survive_an_ingest_restart() {
+    let mut outage = ingest_with_store_down(|_| {}).await;
+    let app = outage.app.take().unwrap();
+    let handle = app.handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    let (status, _) = send(outage.stack.github("before-restart", b"{}")).await;
+    assert_eq!(status, 202);
+    handle.stop(true).await;
+    server.await.unwrap().unwrap();
+    drop(outage.replayer);
+
+    // A new ingest on the same spool directory, with the store back.
+    let mut settings = ingest_settings(
+        &outage.stack.store,
+        &outage.stack.standard_secret,
+        &outage.stack.gitlab_signing_secret,
+    );
+    settings.spool.dir = Some(outage.spool_dir.path().join("spool"));
+    let app = ingest::Application::build_with(settings, false)
+        .await
+        .unwrap();
+    let replayer = app.replayer().unwrap();
+    assert_eq!(replayer.spool.depth().events, 1);
+    start_store_on(&outage.stack.db, outage.store_port).await;
+    assert_eq!(replayer.step().await.unwrap(), 1);
+    assert_eq!(
+        stored_deliveries(&outage.stack.db).await,
+        ["before-restart"]
+    );
+}
