@@ -43,6 +43,14 @@ impl StackFile {
         state_dir.join("stack.json")
     }
 
+    /// Replaces the file atomically: readers see the old or the new one.
+    pub fn write(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let tmp = state_dir.join("stack.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(&tmp, Self::path(state_dir))?;
+        Ok(())
+    }
+
     pub fn read(state_dir: &Path) -> anyhow::Result<Self> {
         let path = Self::path(state_dir);
         let text = std::fs::read_to_string(&path).map_err(|e| {

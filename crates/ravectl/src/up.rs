@@ -39,7 +39,13 @@ const PROMETHEUS: &str = "/usr/bin/prometheus";
 struct Service {
     name: &'static str,
     child: Child,
+    /// How to start it again: program, arguments, state directory.
+    restart: Option<(PathBuf, Vec<std::ffi::OsString>, PathBuf)>,
 }
+
+/// Crashed RAVE services are restarted, as systemd does on a host; more than
+/// this many restarts of one service within a minute stops the stack.
+const RESTARTS_PER_MINUTE: usize = 5;
 
 pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     // Running `up` twice is safe: the second one only says so.
@@ -410,7 +416,7 @@ async fn run_services(
     } else {
         &args.nginx_address
     };
-    let stack = StackFile {
+    let mut stack = StackFile {
         public_url: Some(format!("https://{public_host}:{}", args.nginx_port)),
         tls_cert: Some(tls_cert.clone()),
         ingest_url: ingest_url.clone(),
@@ -432,21 +438,50 @@ async fn run_services(
         systemd_units: Default::default(),
         secrets: Default::default(),
     };
-    std::fs::write(
-        StackFile::path(state_dir),
-        serde_json::to_string_pretty(&stack)?,
-    )?;
+    stack.write(state_dir)?;
     print_table(&stack, state_dir, created);
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let code = tokio::select! {
-        _ = terminate.recv() => 0,
-        _ = interrupt.recv() => 0,
-        (name, status) = first_exit(&mut services) => {
-            eprintln!("{name} exited unexpectedly ({status}); see {}", state_dir.join("logs").join(format!("{name}.log")).display());
-            1
+    let mut restarts: Vec<(&'static str, Instant)> = Vec::new();
+    let code = loop {
+        let (index, status) = tokio::select! {
+            _ = terminate.recv() => break 0,
+            _ = interrupt.recv() => break 0,
+            exited = first_exit(&mut services) => exited,
+        };
+        let name = services[index].name;
+        let log = state_dir.join("logs").join(format!("{name}.log"));
+        restarts.retain(|(_, at)| at.elapsed() < Duration::from_secs(60));
+        let recent = restarts.iter().filter(|(n, _)| *n == name).count();
+        let Some((program, args, dir)) = services[index].restart.clone() else {
+            eprintln!(
+                "{name} exited unexpectedly ({status}); see {}",
+                log.display()
+            );
+            break 1;
+        };
+        if recent >= RESTARTS_PER_MINUTE {
+            eprintln!(
+                "{name} exited ({status}) {RESTARTS_PER_MINUTE} times within a minute; giving up; see {}",
+                log.display()
+            );
+            break 1;
         }
+        eprintln!(
+            "{name} exited ({status}); restarting it; see {}",
+            log.display()
+        );
+        restarts.push((name, Instant::now()));
+        // A short pause, as systemd's RestartSec, so a crash loop does not spin.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut service = spawn(&program, name, &args, &dir)?;
+        service.restart = Some((program, args, dir));
+        if let (Some(pid), Some(entry)) = (service.child.id(), stack.components.get_mut(name)) {
+            entry.0 = pid;
+        }
+        services[index] = service;
+        stack.write(state_dir)?;
     };
     println!("stopping ...");
     stop_all(&mut services).await;
@@ -521,7 +556,11 @@ fn spawn_with_env(
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {name} ({})", program.display()))?;
-    Ok(Service { name, child })
+    Ok(Service {
+        name,
+        child,
+        restart: None,
+    })
 }
 
 /// Starts one of RAVE's services with its config file.
@@ -531,12 +570,10 @@ fn spawn_service(
     config: &Path,
     state_dir: &Path,
 ) -> anyhow::Result<Service> {
-    spawn(
-        &bin_dir.join(name),
-        name,
-        &["--config".into(), config.into()],
-        state_dir,
-    )
+    let args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
+    let mut service = spawn(&bin_dir.join(name), name, &args, state_dir)?;
+    service.restart = Some((bin_dir.join(name), args, state_dir.to_path_buf()));
+    Ok(service)
 }
 
 /// Polls `ready_url` until it answers 2xx.
@@ -567,13 +604,13 @@ async fn wait_ready(name: &str, ready_url: &str, services: &mut [Service]) -> an
     }
 }
 
-async fn first_exit(services: &mut [Service]) -> (&'static str, std::process::ExitStatus) {
-    let waits = services.iter_mut().map(|s| {
-        let name = s.name;
-        Box::pin(async move { (name, s.child.wait().await) })
-    });
-    let ((name, status), _, _) = futures_util::future::select_all(waits).await;
-    (name, status.unwrap_or_default())
+/// The first component to exit: its index and status.
+async fn first_exit(services: &mut [Service]) -> (usize, std::process::ExitStatus) {
+    let waits = services
+        .iter_mut()
+        .map(|s| Box::pin(async move { s.child.wait().await }));
+    let (status, index, _) = futures_util::future::select_all(waits).await;
+    (index, status.unwrap_or_default())
 }
 
 /// SIGTERM in reverse start order (ingest first), so no request reaches a

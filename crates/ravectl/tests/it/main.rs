@@ -7,6 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod faults;
+
 fn ravectl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ravectl"))
 }
