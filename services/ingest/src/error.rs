@@ -12,6 +12,8 @@ pub enum IngestError {
     UnknownSource(String),
     #[error("the request has more than {limit} header fields")]
     TooManyHeaders { limit: usize },
+    #[error("the request's header fields exceed {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     #[error("the request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
@@ -34,6 +36,7 @@ impl IngestError {
         match self {
             Self::UnknownSource(_) => "unknown_source",
             Self::TooManyHeaders { .. } => "too_many_headers",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyUnreadable(_) => "body_unreadable",
             Self::Verification(e) => e.code(),
@@ -47,7 +50,9 @@ impl ResponseError for IngestError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::UnknownSource(_) => StatusCode::NOT_FOUND,
-            Self::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::TooManyHeaders { .. } | Self::HeadersTooLarge { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             Self::Verification(e) if e.is_malformed() => StatusCode::BAD_REQUEST,

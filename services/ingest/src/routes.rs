@@ -34,6 +34,7 @@ enum Outcome {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/hooks/{source}", web::post().to(receive_webhook))
+        .route("/hooks/{source}", web::route().to(wrong_method))
         .route("/healthz", web::get().to(rave_service::http::healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
@@ -132,6 +133,33 @@ async fn receive_webhook(
     response
 }
 
+/// Anything but POST on a hook: 405, counted like every refusal.
+async fn wrong_method(source: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let source = if state.sources.get(&source).is_some() {
+        source.into_inner()
+    } else {
+        UNKNOWN_SOURCE.to_owned()
+    };
+    state
+        .metrics
+        .errors
+        .get_or_create(&ErrorLabels {
+            source,
+            reason: "method_not_allowed",
+        })
+        .inc();
+    let mut response = rave_service::http::error_response(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "webhooks are delivered with POST",
+    );
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static("POST"),
+    );
+    response
+}
+
 fn receipt(
     mut builder: actix_web::HttpResponseBuilder,
     status: &str,
@@ -159,6 +187,16 @@ async fn receive(
     if req.headers().len() > state.limits.max_headers {
         return Err(IngestError::TooManyHeaders {
             limit: state.limits.max_headers,
+        });
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > state.limits.max_header_bytes {
+        return Err(IngestError::HeadersTooLarge {
+            limit: state.limits.max_header_bytes,
         });
     }
     let body = rave_service::http::read_body(req, payload, state.limits.max_body_bytes)

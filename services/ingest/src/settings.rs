@@ -53,6 +53,8 @@ impl StoreSettings {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_headers: usize,
+    /// Names and values of all header fields together, in bytes.
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +120,7 @@ impl ServiceSettings for Settings {
         for (key, value) in [
             ("limits.max_body_bytes", self.limits.max_body_bytes),
             ("limits.max_headers", self.limits.max_headers),
+            ("limits.max_header_bytes", self.limits.max_header_bytes),
             ("store.timeout_ms", self.store.timeout_ms as usize),
         ] {
             if value == 0 {

@@ -328,6 +328,11 @@ fn first_present<'a>(
     names: &[&'static str],
 ) -> Result<Option<(&'a str, &'static str)>, VerifyError> {
     for &name in names {
+        // Two values for one protocol header are ambiguous (which one was
+        // signed, which delivery is it?): refuse rather than pick one.
+        if headers.get_all(name).nth(1).is_some() {
+            return Err(malformed(name, "appears more than once"));
+        }
         if let Some(value) = headers.get(name) {
             let text = value
                 .to_str()

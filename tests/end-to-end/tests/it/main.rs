@@ -2,6 +2,7 @@
 
 mod dashboards;
 mod helpers;
+mod hostile;
 mod prometheus;
 mod rules;
 mod trace;
