@@ -36,7 +36,7 @@ ensure_cargo_tools() {
 }
 
 # Nix lint and format, pinned (tests/nixos-checks).
-RAVE_CARGO_TOOLS=(deadnix@1.3.1 nixpkgs-fmt@1.3.0 cargo-deny@0.20.2)
+RAVE_CARGO_TOOLS=(deadnix@1.3.1 nixpkgs-fmt@1.3.0 cargo-deny@0.20.2 cargo-fuzz@0.13.2)
 
 # GitLab's CI schema check (tests/pipeline), from PyPI.
 ensure_pip_tools() {
