@@ -19,7 +19,7 @@ ensure_debian_packages() {
 }
 
 # What the tests and the local stack run on.
-RAVE_DEBIAN_PACKAGES=(postgresql nginx openssl curl prometheus prometheus-pushgateway prometheus-node-exporter prometheus-postgres-exporter prometheus-nginx-exporter)
+RAVE_DEBIAN_PACKAGES=(postgresql nginx openssl curl prometheus prometheus-pushgateway prometheus-node-exporter prometheus-postgres-exporter prometheus-nginx-exporter fonts-dejavu-core)
 
 # What the test command needs besides: Nix's evaluator for the NixOS checks.
 RAVE_TEST_DEBIAN_PACKAGES=(nix-bin python3)

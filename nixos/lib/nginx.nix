@@ -11,6 +11,9 @@
 , key
 , # Extra `location` blocks inside the public server (Grafana on P2).
   extraLocations ? ""
+, # Per-address limits, requests per second (beyond the burst: 429).
+  hooksRate ? 100
+, agentsRate ? 50
 }:
 let
   template = builtins.readFile ../../crates/ravectl/templates/nginx-sites.conf;
@@ -23,6 +26,8 @@ let
     TLS_CERT = toString certificate;
     TLS_KEY = toString key;
     EXTRA_LOCATIONS = extraLocations;
+    HOOKS_RATE = toString hooksRate;
+    AGENTS_RATE = toString agentsRate;
   };
   names = builtins.attrNames values;
 in

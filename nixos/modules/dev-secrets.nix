@@ -64,6 +64,7 @@ in
         if [ ! -s tls.key ]; then
           openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
             -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            -addext "basicConstraints=critical,CA:FALSE" -addext "extendedKeyUsage=serverAuth" \
             -keyout tls.key -out tls.crt
         fi
         chgrp nginx tls.key && chmod 0440 tls.key

@@ -29,6 +29,71 @@ pub enum Command {
     /// Write or verify a release manifest: version, commit, SHA-256 of
     /// every artifact.
     ReleaseManifest(ReleaseManifestArgs),
+    /// Measure a running stack against this machine's own ceilings
+    /// (docs/performance.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchMode {
+    /// Signed webhooks through nginx: saturation, then fixed rates.
+    Intake,
+    /// Simulated agents claiming, heartbeating and completing tasks.
+    Dispatch,
+    /// Agents posting job reports.
+    Report,
+    /// From a webhook's 2xx to its task in a waiting agent's claim.
+    Latency,
+    /// nginx's `return 204` and PostgreSQL's own insert rates, same concurrency.
+    Ceilings,
+    /// Every mode above, in one report.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchScheme {
+    Github,
+    Standard,
+    Gitlab,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    pub mode: BenchMode,
+    #[arg(long, default_value = ".rave")]
+    pub state_dir: PathBuf,
+    /// Seconds per measured step.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Connections the load generator (and pgbench) keeps busy.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    #[arg(long, value_enum, default_value = "github")]
+    pub scheme: BenchScheme,
+    #[arg(long, default_value_t = 1024)]
+    pub body_bytes: usize,
+    /// Share of deliveries that repeat an earlier delivery id.
+    #[arg(long, default_value_t = 0.1)]
+    pub duplicates: f64,
+    /// Fixed rates to measure latency at, requests/s (default: 25, 50 and
+    /// 75 % of the measured saturation).
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 32)]
+    pub agents: usize,
+    /// Tasks each claim asks for.
+    #[arg(long, default_value_t = 20)]
+    pub batch: usize,
+    /// Where `<date>/report.json`, `summary.md` and `plot.svg` go.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// A few seconds with small numbers: the test command's check that the
+    /// bench still runs (no targets apply).
+    #[arg(long)]
+    pub smoke: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,6 +241,13 @@ pub struct UpArgs {
     /// Do not install missing Debian packages, even as root.
     #[arg(long)]
     pub no_install: bool,
+    /// nginx's per-address limit on /hooks/, requests per second (burst
+    /// 200); 0 lifts it, for `ravectl bench` from one address.
+    #[arg(long, default_value_t = 100)]
+    pub hooks_rate_limit: u32,
+    /// nginx's per-address limit on the agents' routes (burst 100); 0 lifts it.
+    #[arg(long, default_value_t = 50)]
+    pub agents_rate_limit: u32,
 }
 
 #[derive(Debug, clap::Args)]

@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod agents;
+pub mod bench;
 pub mod cli;
 pub mod control;
 pub mod packages;

@@ -36,6 +36,7 @@ fn main() {
                         args.lines,
                     ),
                     Command::ReleaseManifest(args) => ravectl::release::run(&args),
+                    Command::Bench(args) => ravectl::bench::run(args).await,
                 }
             })
         });

@@ -9,6 +9,8 @@ pub const REQUIRED: &[&str] = &[
     "nginx",
     "openssl",
     "curl",
+    // The font `ravectl bench` draws its plot's labels with.
+    "fonts-dejavu-core",
 ];
 
 fn installed(package: &str) -> bool {

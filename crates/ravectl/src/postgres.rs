@@ -166,6 +166,28 @@ impl LocalPostgres {
         self.run(psql, "psql")
     }
 
+    /// Runs SQL as the superuser in database `db`.
+    pub fn psql_in(&self, db: &str, sql: &str) -> anyhow::Result<String> {
+        let mut psql = self.command("psql");
+        psql.arg("-h")
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql]);
+        self.run(psql, "psql")
+    }
+
+    /// Runs pgbench as the superuser against database `db`; its output.
+    pub fn pgbench(&self, db: &str, args: &[String]) -> anyhow::Result<String> {
+        let mut pgbench = self.command("pgbench");
+        pgbench
+            .arg("-h")
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-U", "postgres"])
+            .args(args)
+            .arg(db);
+        self.run(pgbench, "pgbench")
+    }
+
     /// Makes `role` (with `password`) own database `db`, creating both if needed.
     pub fn ensure_database(&self, role: &str, password: &str, db: &str) -> anyhow::Result<()> {
         let safe = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');

@@ -26,6 +26,14 @@ pub fn ensure_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
             "/CN=localhost",
             "-addext",
             "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            // A server certificate, not a CA: strict TLS clients (rustls)
+            // refuse a CA certificate used as the server's own.
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "keyUsage=critical,digitalSignature",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
         ])
         .arg("-keyout")
         .arg(&key)

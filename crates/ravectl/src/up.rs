@@ -189,6 +189,14 @@ async fn run_services(
         Ok(hex::encode(d.as_ref()))
     };
     let (operator_digest, relay_digest) = (digest("operator.token")?, digest("relay.token")?);
+    // 0 lifts a limit: a rate no client reaches.
+    let rate = |limit: u32| {
+        if limit == 0 {
+            "1000000".to_owned()
+        } else {
+            limit.to_string()
+        }
+    };
     let render = |template: &str| {
         template
             .replace("{{INGEST_PORT}}", &args.ingest_port.to_string())
@@ -222,6 +230,8 @@ async fn run_services(
                 "{{NGINX_DIR}}",
                 &state_dir.join("nginx").display().to_string(),
             )
+            .replace("{{HOOKS_RATE}}", &rate(args.hooks_rate_limit))
+            .replace("{{AGENTS_RATE}}", &rate(args.agents_rate_limit))
             .replace("{{LOG_DIR}}", &state_dir.join("logs").display().to_string())
             .replace(
                 "{{SPOOL_DIR}}",

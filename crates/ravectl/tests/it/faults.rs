@@ -375,7 +375,10 @@ async fn killing_each_service_and_restarting_postgresql_under_load_loses_and_dup
         let path = entry.unwrap().path();
         let value = std::fs::read_to_string(&path).unwrap().trim().to_owned();
         if value.len() >= 16 {
-            secrets.push((path.file_name().unwrap().to_string_lossy().into_owned(), value));
+            secrets.push((
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                value,
+            ));
         }
     }
     assert!(secrets.len() >= 8, "{} secrets", secrets.len());
@@ -385,10 +388,18 @@ async fn killing_each_service_and_restarting_postgresql_under_load_loses_and_dup
         let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
         logs_read += text.len();
         for (name, value) in &secrets {
-            assert!(!text.contains(value.as_str()), "{} contains the secret {name}", path.display());
+            assert!(
+                !text.contains(value.as_str()),
+                "{} contains the secret {name}",
+                path.display()
+            );
         }
     }
-    eprintln!("fault: {} secrets absent from {} KB of logs", secrets.len(), logs_read / 1024);
+    eprintln!(
+        "fault: {} secrets absent from {} KB of logs",
+        secrets.len(),
+        logs_read / 1024
+    );
 
     // The Pushgateway, back, holds the agent's job count.
     let jobs_url = format!("{}/metrics", stack.pushgateway_url.clone().unwrap());

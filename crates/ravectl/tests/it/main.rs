@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod bench;
 mod faults;
 
 fn ravectl() -> Command {
@@ -44,8 +45,14 @@ impl Drop for Stack {
 
 /// Starts `ravectl up` and waits for its "RAVE is up" line.
 fn up(state_dir: &Path, ports: [u16; 12]) -> Stack {
+    up_with(state_dir, ports, &[])
+}
+
+/// [`up`] with extra arguments.
+fn up_with(state_dir: &Path, ports: [u16; 12], extra: &[&str]) -> Stack {
     let mut child = ravectl()
         .arg("up")
+        .args(extra)
         .arg("--state-dir")
         .arg(state_dir)
         .args(["--ingest-port", &ports[0].to_string()])

@@ -1,0 +1,248 @@
+//! `ravectl bench`: a running stack measured against ceilings measured on
+//! the same machine in the same run, so the report's ratios mean something
+//! on a shared machine where absolute numbers drift (docs/performance.md).
+
+pub mod http;
+pub mod load;
+pub mod procs;
+mod report;
+mod steps;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::cli::{BenchArgs, BenchMode, BenchScheme};
+use crate::stack::StackFile;
+use http::Target;
+use load::RunResult;
+use procs::Usage;
+
+pub const RAVE_SERVICES: [&str; 4] = ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"];
+
+/// The knobs after `--smoke` has shrunk them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Params {
+    pub mode: BenchMode,
+    pub smoke: bool,
+    pub duration_secs: u64,
+    pub concurrency: usize,
+    pub scheme: BenchScheme,
+    pub body_bytes: usize,
+    pub duplicates: f64,
+    pub rates: Vec<f64>,
+    pub agents: usize,
+    pub batch: usize,
+}
+
+impl Params {
+    fn from(args: &BenchArgs) -> Self {
+        let mut p = Self {
+            mode: args.mode,
+            smoke: args.smoke,
+            duration_secs: args.duration_secs,
+            concurrency: args.concurrency,
+            scheme: args.scheme,
+            body_bytes: args.body_bytes,
+            duplicates: args.duplicates,
+            rates: args.rates.clone(),
+            agents: args.agents,
+            batch: args.batch,
+        };
+        if args.smoke {
+            p.duration_secs = p.duration_secs.min(2);
+            p.concurrency = p.concurrency.min(4);
+            p.agents = p.agents.min(4);
+            p.batch = p.batch.min(5);
+            if p.rates.is_empty() {
+                p.rates = vec![20.0];
+            }
+        }
+        p
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.duration_secs)
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// One measured step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: String,
+    /// Target rate, requests/s; none for closed-loop (saturation).
+    pub rate: Option<f64>,
+    pub concurrency: usize,
+    pub elapsed_secs: f64,
+    pub ok: u64,
+    pub ok_per_sec: f64,
+    pub counts: BTreeMap<String, u64>,
+    pub latency_ms: Percentiles,
+    /// CPU and peak RSS of each component during the step.
+    pub usage: BTreeMap<String, Usage>,
+}
+
+impl Step {
+    pub fn new(
+        name: &str,
+        rate: Option<f64>,
+        concurrency: usize,
+        r: &RunResult,
+        usage: BTreeMap<String, Usage>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            rate,
+            concurrency,
+            elapsed_secs: r.elapsed_secs,
+            ok: r.ok,
+            ok_per_sec: r.ok_per_sec(),
+            counts: r
+                .counts
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            latency_ms: Percentiles::of(&r.latency),
+            usage,
+        }
+    }
+}
+
+/// What the bench needs from a running stack.
+#[derive(Debug)]
+pub struct Ctx {
+    pub stack: StackFile,
+    pub state_dir: PathBuf,
+    pub public: Target,
+    pub params: Params,
+    pub run_id: String,
+    /// name → root pid, sampled during each step.
+    pub components: BTreeMap<String, u32>,
+}
+
+impl Ctx {
+    pub fn secret(&self, name: &str) -> anyhow::Result<String> {
+        let path = match self.stack.secrets.get(name) {
+            Some(p) => p.clone(),
+            None => self.stack.secrets_dir.join(name),
+        };
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_owned())
+    }
+
+    /// Runs `load` while sampling every component.
+    pub async fn measured<F, T>(&self, load: F) -> anyhow::Result<(T, BTreeMap<String, Usage>)>
+    where
+        F: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let sampler = tokio::spawn(procs::sample(self.components.clone(), stopped));
+        let result = load.await;
+        let _ = stop.send(());
+        let usage = sampler.await?;
+        Ok((result?, usage))
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    let params = Params::from(&args);
+    let stack = StackFile::read(&args.state_dir)?;
+    let public_url = stack
+        .public_url
+        .clone()
+        .context("this stack has no nginx (public_url)")?;
+    let public = Target::new(&public_url, stack.tls_cert.as_deref()).await?;
+    let mut components: BTreeMap<String, u32> = stack
+        .components
+        .iter()
+        .map(|(name, (pid, _))| (name.clone(), *pid))
+        .collect();
+    if let Some(pid) = std::fs::read_to_string(args.state_dir.join("pg/data/postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next()?.trim().parse().ok())
+    {
+        components.insert("postgres".into(), pid);
+    }
+    components.insert("load-generator".into(), std::process::id());
+    let ctx = Ctx {
+        stack,
+        state_dir: args.state_dir.clone(),
+        public,
+        params: params.clone(),
+        run_id: crate::secrets::hex_token(4),
+        components,
+    };
+
+    let mut report = report::Report::new(&params);
+    report.idle_rss_mb = RAVE_SERVICES
+        .iter()
+        .filter_map(|name| {
+            Some((
+                (*name).to_owned(),
+                procs::rss_mb(*ctx.components.get(*name)?),
+            ))
+        })
+        .collect();
+    let all = params.mode == BenchMode::All;
+    if all || params.mode == BenchMode::Ceilings {
+        println!("ceilings: nginx return 204, PostgreSQL single-row and 50-row inserts ...");
+        report.ceilings = Some(steps::ceilings(&ctx).await?);
+    }
+    if all || params.mode == BenchMode::Intake {
+        println!("intake: saturation, then fixed rates ...");
+        report.intake = steps::intake(&ctx).await?;
+    }
+    if all || params.mode == BenchMode::Dispatch {
+        println!(
+            "dispatch: {} agents claiming {} at a time ...",
+            params.agents, params.batch
+        );
+        report.dispatch = Some(steps::dispatch(&ctx).await?);
+    }
+    if all || params.mode == BenchMode::Latency {
+        println!("latency: webhook 2xx to claim ...");
+        report.latency = Some(steps::latency(&ctx).await?);
+    }
+    if all || params.mode == BenchMode::Report {
+        println!("report: job reports ...");
+        report.reports = Some(steps::reports(&ctx).await?);
+    }
+    if all {
+        println!("startup: time to ready for each service ...");
+        report.ready_ms = steps::startup(&ctx).await?;
+    }
+    let dir = report.write(&args.out)?;
+    println!("{}", std::fs::read_to_string(dir.join("summary.md"))?);
+    println!("report: {}", dir.display());
+    Ok(0)
+}

@@ -1,0 +1,450 @@
+//! The bench's report: `report.json` (every figure), `summary.md` (the
+//! ratios against this run's ceilings and the targets) and `plot.svg`
+//! (throughput against latency).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::steps::{Ceilings, Dispatch, Latency};
+use super::{Params, RAVE_SERVICES, Step};
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub memory_gb: f64,
+    pub kernel: String,
+    pub cpu_model: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: time::OffsetDateTime,
+    pub ravectl_version: &'static str,
+    pub machine: Machine,
+    pub params: Params,
+    pub ceilings: Option<Ceilings>,
+    pub intake: Vec<Step>,
+    pub dispatch: Option<Dispatch>,
+    pub latency: Option<Latency>,
+    pub reports: Option<Step>,
+    /// RSS of each RAVE service before the load, MB.
+    pub idle_rss_mb: BTreeMap<String, f64>,
+    /// Exec to ready, ms.
+    pub ready_ms: BTreeMap<String, f64>,
+    /// Each target: the figure, the goal, met or not.
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub measured: String,
+    pub goal: String,
+    pub met: bool,
+}
+
+fn machine() -> Machine {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gb: kb / 1_048_576.0,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        cpu_model: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+impl Report {
+    pub fn new(params: &Params) -> Self {
+        Self {
+            started_at: time::OffsetDateTime::now_utc(),
+            ravectl_version: env!("CARGO_PKG_VERSION"),
+            machine: machine(),
+            params: params.clone(),
+            ceilings: None,
+            intake: Vec::new(),
+            dispatch: None,
+            latency: None,
+            reports: None,
+            idle_rss_mb: BTreeMap::new(),
+            ready_ms: BTreeMap::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    fn saturation(&self) -> Option<&Step> {
+        self.intake.iter().find(|s| s.rate.is_none())
+    }
+
+    /// The fixed-rate step closest to half the saturation rate.
+    fn half_rate(&self) -> Option<&Step> {
+        let half = self.saturation()?.ok_per_sec / 2.0;
+        self.intake
+            .iter()
+            .filter(|s| s.rate.is_some())
+            .min_by(|a, b| {
+                let da = (a.rate.unwrap_or(0.0) - half).abs();
+                let db = (b.rate.unwrap_or(0.0) - half).abs();
+                da.total_cmp(&db)
+            })
+    }
+
+    /// Peak RSS of each RAVE service over every step, MB.
+    fn peak_rss(&self) -> BTreeMap<String, f64> {
+        let mut usages: Vec<&BTreeMap<String, super::procs::Usage>> =
+            self.intake.iter().map(|s| &s.usage).collect();
+        usages.extend(self.dispatch.iter().map(|d| &d.usage));
+        usages.extend(self.latency.iter().map(|l| &l.usage));
+        usages.extend(self.reports.iter().map(|r| &r.usage));
+        let mut peak = BTreeMap::new();
+        for usage in usages {
+            for name in RAVE_SERVICES {
+                if let Some(u) = usage.get(name) {
+                    let p: &mut f64 = peak.entry(name.to_owned()).or_default();
+                    *p = p.max(u.peak_rss_mb);
+                }
+            }
+        }
+        peak
+    }
+
+    fn evaluate(&mut self) {
+        let mut t = Vec::new();
+        let mut add = |what: &str, measured: String, goal: &str, met: bool| {
+            t.push(Target {
+                what: what.into(),
+                measured,
+                goal: goal.into(),
+                met,
+            })
+        };
+        if let (Some(sat), Some(c)) = (self.saturation(), &self.ceilings) {
+            let ratio = sat.ok_per_sec / c.pg_single_row_per_sec.max(1e-9);
+            add(
+                "intake at saturation ÷ PostgreSQL single-row inserts",
+                format!(
+                    "{:.0}/s ÷ {:.0}/s = {ratio:.2}",
+                    sat.ok_per_sec, c.pg_single_row_per_sec
+                ),
+                "≥ 1.5",
+                ratio >= 1.5,
+            );
+        }
+        if let Some(half) = self.half_rate() {
+            add(
+                "intake p99 at half saturation",
+                format!(
+                    "{:.2} ms at {:.0}/s",
+                    half.latency_ms.p99,
+                    half.rate.unwrap_or(0.0)
+                ),
+                "≤ 10 ms",
+                half.latency_ms.p99 <= 10.0,
+            );
+        }
+        if let Some(l) = &self.latency {
+            add(
+                "webhook 2xx → task claimed, p99",
+                format!("{:.2} ms", l.ack_to_claim_ms.p99),
+                "≤ 50 ms",
+                l.ack_to_claim_ms.p99 <= 50.0,
+            );
+        }
+        if let Some(d) = &self.dispatch {
+            add(
+                &format!(
+                    "claim-and-complete cycles ({} agents × {})",
+                    d.agents, d.batch
+                ),
+                format!("{:.0}/s", d.cycles_per_sec),
+                "≥ 5,000/s",
+                d.cycles_per_sec >= 5000.0,
+            );
+        }
+        if let Some(r) = &self.reports {
+            add(
+                "job reports accepted",
+                format!("{:.0}/s", r.ok_per_sec),
+                "≥ 10,000/s",
+                r.ok_per_sec >= 10_000.0,
+            );
+        }
+        for (name, mb) in self.peak_rss() {
+            add(
+                &format!("{name} peak RSS under load"),
+                format!("{mb:.1} MB"),
+                "≤ 32 MB",
+                mb <= 32.0,
+            );
+        }
+        for (name, mb) in &self.idle_rss_mb {
+            add(
+                &format!("{name} RSS idle"),
+                format!("{mb:.1} MB"),
+                "≤ 16 MB",
+                *mb <= 16.0,
+            );
+        }
+        for (name, ms) in &self.ready_ms {
+            add(
+                &format!("{name} ready after start"),
+                format!("{ms:.0} ms"),
+                "≤ 300 ms",
+                *ms <= 300.0,
+            );
+        }
+        self.targets = t;
+    }
+
+    fn markdown(&self) -> String {
+        let mut md = String::new();
+        let m = &self.machine;
+        let _ = writeln!(md, "# RAVE bench, {}\n", self.started_at.date());
+        let _ = writeln!(
+            md,
+            "{} CPUs ({}), {:.1} GB, Linux {}. Mode `{:?}`{}, {} s per step, {} connections, {} bytes per body, {:.0} % duplicates.\n",
+            m.cpus,
+            m.cpu_model,
+            m.memory_gb,
+            m.kernel,
+            self.params.mode,
+            if self.params.smoke {
+                " (smoke run: no targets apply)"
+            } else {
+                ""
+            },
+            self.params.duration_secs,
+            self.params.concurrency,
+            self.params.body_bytes,
+            self.params.duplicates * 100.0
+        );
+        if let Some(c) = &self.ceilings {
+            md.push_str("## Ceilings (same machine, same run, same concurrency)\n\n| ceiling | rate |\n|---|---|\n");
+            let _ = writeln!(
+                md,
+                "| nginx `return 204` over TLS | {:.0}/s (p99 {:.2} ms) |",
+                c.nginx_204.ok_per_sec, c.nginx_204.latency_ms.p99
+            );
+            let _ = writeln!(
+                md,
+                "| PostgreSQL single-row `INSERT ... ON CONFLICT DO NOTHING` (pgbench, {} clients) | {:.0}/s |",
+                c.pg_clients, c.pg_single_row_per_sec
+            );
+            let _ = writeln!(
+                md,
+                "| PostgreSQL 50 rows per statement | {:.0} rows/s |\n",
+                c.pg_50_rows_per_sec
+            );
+        }
+        if !self.intake.is_empty() {
+            md.push_str("## Intake through nginx (only durably stored answers count)\n\n| step | stored/s | p50 ms | p99 ms | p99.9 ms | answers |");
+            if let Some(c) = &self.ceilings {
+                let _ = write!(md, " ÷ nginx 204 | ÷ PG single-row |");
+                let _ = c;
+            }
+            md.push_str("\n|---|---|---|---|---|---|");
+            if self.ceilings.is_some() {
+                md.push_str("---|---|");
+            }
+            md.push('\n');
+            for s in &self.intake {
+                let _ = write!(
+                    md,
+                    "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                    s.name,
+                    s.ok_per_sec,
+                    s.latency_ms.p50,
+                    s.latency_ms.p99,
+                    s.latency_ms.p999,
+                    s.counts
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                if let Some(c) = &self.ceilings {
+                    let _ = write!(
+                        md,
+                        " {:.2} | {:.2} |",
+                        s.ok_per_sec / c.nginx_204.ok_per_sec.max(1e-9),
+                        s.ok_per_sec / c.pg_single_row_per_sec.max(1e-9)
+                    );
+                }
+                md.push('\n');
+            }
+            md.push('\n');
+        }
+        if let Some(d) = &self.dispatch {
+            let _ = writeln!(
+                md,
+                "## Dispatch\n\n{} agents claiming {} at a time: {} tasks completed in {:.1} s, **{:.0} cycles/s** ({} claims, {} heartbeats); call p99 {:.2} ms.\n",
+                d.agents,
+                d.batch,
+                d.completed,
+                d.elapsed_secs,
+                d.cycles_per_sec,
+                d.claims,
+                d.heartbeats,
+                d.call_latency_ms.p99
+            );
+        }
+        if let Some(l) = &self.latency {
+            let _ = writeln!(
+                md,
+                "## Webhook 2xx → task claimed\n\n{} webhooks at {:.0}/s, {} waiting agents: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} matched).\n",
+                l.sent,
+                l.rate,
+                l.waiting_agents,
+                l.ack_to_claim_ms.p50,
+                l.ack_to_claim_ms.p99,
+                l.ack_to_claim_ms.max,
+                l.matched
+            );
+        }
+        if let Some(r) = &self.reports {
+            let _ = writeln!(
+                md,
+                "## Job reports\n\n**{:.0}/s** accepted, p99 {:.2} ms.\n",
+                r.ok_per_sec, r.latency_ms.p99
+            );
+        }
+        // CPU per component in the saturation step: where the time goes.
+        if let Some(sat) = self.saturation() {
+            md.push_str("## Where the CPU goes at intake saturation\n\n| component | CPU (cores) | peak RSS MB |\n|---|---|---|\n");
+            let mut rows: Vec<_> = sat.usage.iter().collect();
+            rows.sort_by(|a, b| b.1.cpu_cores.total_cmp(&a.1.cpu_cores));
+            for (name, u) in rows {
+                let _ = writeln!(md, "| {name} | {:.2} | {:.1} |", u.cpu_cores, u.peak_rss_mb);
+            }
+            md.push('\n');
+        }
+        if !self.targets.is_empty() {
+            md.push_str("## Targets\n\n| target | measured | goal | met |\n|---|---|---|---|\n");
+            for t in &self.targets {
+                let met = if self.params.smoke {
+                    "n/a (smoke)"
+                } else if t.met {
+                    "yes"
+                } else {
+                    "**no**"
+                };
+                let _ = writeln!(md, "| {} | {} | {} | {met} |", t.what, t.measured, t.goal);
+            }
+            md.push('\n');
+        }
+        if self.intake.len() > 1 {
+            md.push_str("![throughput against latency](plot.svg)\n");
+        }
+        md
+    }
+
+    /// Throughput (x) against p50 and p99 latency (y) of the intake steps.
+    fn plot(&self, path: &Path) -> anyhow::Result<()> {
+        use plotters::prelude::*;
+        static FONT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        FONT.get_or_init(|| {
+            let bytes = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+                .map_err(|e| format!("DejaVuSans.ttf (apt-get install fonts-dejavu-core): {e}"))?;
+            plotters::style::register_font(
+                "sans-serif",
+                FontStyle::Normal,
+                Box::leak(bytes.into_boxed_slice()),
+            )
+            .map_err(|_| "DejaVuSans.ttf is not a usable font".to_owned())
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)?;
+        let mut points: Vec<(f64, f64, f64)> = self
+            .intake
+            .iter()
+            .map(|s| (s.ok_per_sec, s.latency_ms.p50, s.latency_ms.p99))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let max_x = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
+        let max_y = points.iter().map(|p| p.2).fold(1.0, f64::max) * 1.2;
+        let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "RAVE intake: throughput against latency",
+                ("sans-serif", 22),
+            )
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..max_x, 0.0..max_y)?;
+        chart
+            .configure_mesh()
+            .x_desc("durably stored webhooks per second")
+            .y_desc("latency, ms")
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.2)), &RED))?
+            .label("p99")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        chart.draw_series(
+            points
+                .iter()
+                .map(|p| Circle::new((p.0, p.2), 4, RED.filled())),
+        )?;
+        chart
+            .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), &BLUE))?
+            .label("p50")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        chart.draw_series(
+            points
+                .iter()
+                .map(|p| Circle::new((p.0, p.1), 4, BLUE.filled())),
+        )?;
+        if let Some(c) = &self.ceilings {
+            let x = c.pg_single_row_per_sec;
+            if x < max_x {
+                chart
+                    .draw_series(LineSeries::new([(x, 0.0), (x, max_y)], BLACK.mix(0.5)))?
+                    .label("PostgreSQL single-row insert rate")
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+            }
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    }
+
+    /// Writes `<out>/<date>/{report.json, summary.md, plot.svg}`.
+    pub fn write(&mut self, out: &Path) -> anyhow::Result<PathBuf> {
+        self.evaluate();
+        let dir = out.join(self.started_at.date().to_string());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_string_pretty(self)? + "\n",
+        )?;
+        if self.intake.len() > 1 {
+            self.plot(&dir.join("plot.svg"))?;
+        }
+        std::fs::write(dir.join("summary.md"), self.markdown())?;
+        Ok(dir)
+    }
+}

@@ -1,0 +1,84 @@
+//! `ravectl bench all --smoke`: every mode runs for a few seconds against a
+//! real stack and writes its report, so the bench never rots. No targets
+//! apply to a smoke run; the measured run is in docs/performance.md.
+
+use serde_json::Value;
+
+use super::{free_port, ravectl, up_with};
+
+#[test]
+fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ports: [u16; 12] = std::array::from_fn(|_| free_port());
+    let _stack = up_with(
+        &state,
+        ports,
+        &["--hooks-rate-limit", "0", "--agents-rate-limit", "0"],
+    );
+    let out = dir.path().join("results");
+    let run = ravectl()
+        .args(["bench", "all", "--smoke", "--state-dir"])
+        .arg(&state)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let day = std::fs::read_dir(&out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(day.join("report.json")).unwrap()).unwrap();
+
+    let ceilings = &report["ceilings"];
+    assert!(ceilings["nginx_204"]["ok_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(ceilings["pg_single_row_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(ceilings["pg_50_rows_per_sec"].as_f64().unwrap() > 0.0);
+    let intake = report["intake"].as_array().unwrap();
+    assert!(intake.len() >= 2, "saturation and at least one fixed rate");
+    for step in intake {
+        assert!(step["ok"].as_u64().unwrap() > 0, "{step}");
+        assert!(step["counts"].get("connection_error").is_none(), "{step}");
+        assert!(step["counts"].get("rate_limited").is_none(), "{step}");
+        assert!(step["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+        // Every RAVE service was sampled while it ran.
+        for service in [
+            "ingest",
+            "dedup-store",
+            "task-dispatcher",
+            "agent-reporter",
+            "postgres",
+            "nginx",
+        ] {
+            assert!(
+                step["usage"][service]["peak_rss_mb"].as_f64().unwrap() > 0.0,
+                "{service} in {step}"
+            );
+        }
+    }
+    assert!(report["dispatch"]["completed"].as_u64().unwrap() > 0);
+    assert!(report["dispatch"]["heartbeats"].as_u64().unwrap() > 0);
+    assert!(report["latency"]["matched"].as_u64().unwrap() > 0);
+    assert!(report["reports"]["ok"].as_u64().unwrap() > 0);
+    assert_eq!(report["ready_ms"].as_object().unwrap().len(), 4);
+    assert!(!report["targets"].as_array().unwrap().is_empty());
+    let summary = std::fs::read_to_string(day.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("n/a (smoke)") && summary.contains("÷ PG single-row"),
+        "{summary}"
+    );
+    let plot = std::fs::read_to_string(day.join("plot.svg")).unwrap();
+    assert!(
+        plot.starts_with("<svg") && plot.contains("p99"),
+        "the plot has its series"
+    );
+}
