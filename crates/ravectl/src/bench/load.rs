@@ -115,7 +115,7 @@ where
                         }
                     }
                     Err(e) => {
-                        if counts.get("connection_error").is_none() {
+                        if !counts.contains_key("connection_error") {
                             eprintln!("warning: {target:?}: {e:#}");
                         }
                         *counts.entry("connection_error").or_default() += 1;
