@@ -49,6 +49,10 @@ pub enum BenchMode {
     Ceilings,
     /// Every mode above, in one report.
     All,
+    /// Intake at a fixed rate (`--rates`, default half of a measured
+    /// saturation) with agents draining the queue, for a long time: errors
+    /// and RSS growth after warm-up.
+    Soak,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

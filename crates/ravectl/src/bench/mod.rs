@@ -237,6 +237,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         println!("report: job reports ...");
         report.reports = Some(steps::reports(&ctx).await?);
     }
+    if params.mode == BenchMode::Soak {
+        println!(
+            "soak: {} s of intake with agents draining the queue ...",
+            params.duration_secs
+        );
+        report.soak = Some(steps::soak(&ctx).await?);
+    }
     if all {
         println!("startup: time to ready for each service ...");
         report.ready_ms = steps::startup(&ctx).await?;

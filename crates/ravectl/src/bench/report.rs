@@ -32,6 +32,7 @@ pub struct Report {
     pub dispatch: Option<Dispatch>,
     pub latency: Option<Latency>,
     pub reports: Option<Step>,
+    pub soak: Option<super::steps::Soak>,
     /// RSS of each RAVE service before the load, MB.
     pub idle_rss_mb: BTreeMap<String, f64>,
     /// Exec to ready, ms.
@@ -83,6 +84,7 @@ impl Report {
             dispatch: None,
             latency: None,
             reports: None,
+            soak: None,
             idle_rss_mb: BTreeMap::new(),
             ready_ms: BTreeMap::new(),
             targets: Vec::new(),
@@ -185,6 +187,33 @@ impl Report {
                 "≥ 10,000/s",
                 r.ok_per_sec >= 10_000.0,
             );
+        }
+        if let Some(soak) = &self.soak {
+            let errors: u64 = soak
+                .intake
+                .counts
+                .iter()
+                .filter(|(k, _)| !["accepted", "duplicate"].contains(&k.as_str()))
+                .map(|(_, v)| v)
+                .sum();
+            add(
+                &format!(
+                    "soak: {} s at {:.0}/s, answers other than stored",
+                    soak.intake.elapsed_secs.round(),
+                    soak.intake.rate.unwrap_or(0.0)
+                ),
+                errors.to_string(),
+                "0",
+                errors == 0,
+            );
+            for (name, growth) in &soak.rss_growth_percent {
+                add(
+                    &format!("soak: {name} RSS growth after warm-up"),
+                    format!("{growth:+.1} %"),
+                    "< 10 %",
+                    *growth < 10.0,
+                );
+            }
         }
         for (name, mb) in self.peak_rss() {
             add(
@@ -324,6 +353,27 @@ impl Report {
                 "## Job reports\n\n**{:.0}/s** accepted, p99 {:.2} ms.\n",
                 r.ok_per_sec, r.latency_ms.p99
             );
+        }
+        if let Some(soak) = &self.soak {
+            let _ = writeln!(
+                md,
+                "## Soak\n\n{:.0} s at {:.0}/s with {} agents draining the queue: {} stored, p99 {:.2} ms, answers {:?}; tasks completed {}.\n\n| service | RSS after warm-up MB | RSS at the end MB | max MB | growth |\n|---|---|---|---|---|",
+                soak.intake.elapsed_secs,
+                soak.intake.rate.unwrap_or(0.0),
+                soak.agents,
+                soak.intake.ok,
+                soak.intake.latency_ms.p99,
+                soak.intake.counts,
+                soak.completed
+            );
+            for (name, growth) in &soak.rss_growth_percent {
+                let _ = writeln!(
+                    md,
+                    "| {name} | {:.1} | {:.1} | {:.1} | {growth:+.1} % |",
+                    soak.rss_after_warmup_mb[name], soak.rss_at_end_mb[name], soak.rss_max_mb[name]
+                );
+            }
+            md.push('\n');
         }
         // CPU per component in the saturation step: where the time goes.
         if let Some(sat) = self.saturation() {
