@@ -106,3 +106,11 @@ pub fn github_webhook(ingest_url: &str, delivery: &str, trace_id: &str) -> reqwe
         .header("x-hub-signature-256", sign::github(GITHUB_SECRET, body))
         .body(body.to_vec())
 }
+
+/// Tests whose services share this process's one span exporter take this
+/// lock: another test's burst of requests would fill the exporter's queue
+/// and drop the spans a trace test counts.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}

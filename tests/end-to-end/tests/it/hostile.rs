@@ -138,6 +138,7 @@ async fn metrics(port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_and_more_hostile_requests_get_their_status_are_counted_and_change_nothing_stored() {
+    let _exclusive = exclusive().await;
     let cluster = PgCluster::shared();
     let tasks_db = cluster.create_database().await.unwrap();
     let reports_db = cluster.create_database().await.unwrap();

@@ -11,6 +11,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_keeps_the_trace_id_of_a_webhook_as_an_exemplar_and_scrapes_agent_metrics() {
+    let _exclusive = exclusive().await;
     telemetry();
     let cluster = PgCluster::shared();
     let mut store: dedup_store::Settings = defaults();

@@ -10,6 +10,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
+    let _exclusive = exclusive().await;
     let (receiver, telemetry) = telemetry();
     let cluster = PgCluster::shared();
 
