@@ -164,9 +164,9 @@ impl Report {
         if let Some(l) = &self.latency {
             add(
                 "webhook 2xx → task claimed, p99",
-                format!("{:.2} ms", l.ack_to_claim_ms.p99),
+                format!("{:.2} ms ({} of {} matched)", l.ack_to_claim_ms.p99, l.matched, l.sent),
                 "≤ 50 ms",
-                l.ack_to_claim_ms.p99 <= 50.0,
+                l.matched > 0 && l.ack_to_claim_ms.p99 <= 50.0,
             );
         }
         if let Some(d) = &self.dispatch {

@@ -323,10 +323,13 @@ pub async fn intake(ctx: &Ctx) -> anyhow::Result<Vec<Step>> {
     } else {
         p.rates.clone()
     };
-    for target_rate in rates {
+    for (step, target_rate) in rates.into_iter().enumerate() {
+        // Each step sends deliveries of its own (only --duplicates repeat).
+        let offset = (step as u64 + 1) * 1_000_000_000;
         if target_rate < 1.0 {
             continue;
         }
+        ctx.settle().await;
         let hooks = hooks.clone();
         let (result, usage) = ctx
             .measured(load::run(
@@ -334,7 +337,7 @@ pub async fn intake(ctx: &Ctx) -> anyhow::Result<Vec<Step>> {
                 p.concurrency,
                 p.duration(),
                 Pace::Rate(target_rate),
-                move |w, s| hooks.make(w, s + 1_000_000_000),
+                move |w, s| hooks.make(w, s + offset),
                 intake_verdict,
             ))
             .await?;
@@ -438,7 +441,7 @@ pub async fn dispatch(ctx: &Ctx) -> anyhow::Result<Dispatch> {
         let fed = fed.clone();
         move |w: usize, s: u64| {
             fed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            hooks.make(w, s + 2_000_000_000)
+            hooks.make(w, s + 20_000_000_000)
         }
     };
     let feed_time = Duration::from_secs_f64((target_tasks as f64 / 500.0).clamp(1.0, 60.0));
@@ -452,6 +455,7 @@ pub async fn dispatch(ctx: &Ctx) -> anyhow::Result<Dispatch> {
     )
     .await?;
     let tasks_queued = fed_result.ok;
+    ctx.settle().await;
 
     let token = ctx.secret("agent-dev.token")?;
     let host = ctx.public.host().to_owned();
@@ -575,6 +579,13 @@ pub async fn latency(ctx: &Ctx) -> anyhow::Result<Latency> {
     let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let claimed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Tasks already queued would be claimed first: complete them before
+    // measuring (bounded; the report says if the queue was not empty).
+    ctx.settle().await;
+    let drained = drain(ctx, &token).await?;
+    if drained > 0 {
+        println!("  completed {drained} tasks already queued before measuring");
+    }
     let run = async {
         let mut agents = Vec::new();
         for _ in 0..waiting {
@@ -630,7 +641,7 @@ pub async fn latency(ctx: &Ctx) -> anyhow::Result<Latency> {
                         break;
                     }
                     tokio::time::sleep_until(due.into()).await;
-                    let raw = hooks.make(0, seq + 3_000_000_000);
+                    let raw = hooks.make(0, seq + 30_000_000_000);
                     if let Ok((status, answer)) = call(&mut conn, &target, &raw).await {
                         let now = Instant::now();
                         if status == 202
@@ -692,10 +703,33 @@ pub async fn latency(ctx: &Ctx) -> anyhow::Result<Latency> {
     Ok(result)
 }
 
+/// Claims and completes queued tasks until a claim comes back empty.
+async fn drain(ctx: &Ctx, token: &str) -> anyhow::Result<u64> {
+    let host = ctx.public.host().to_owned();
+    let mut conn = None;
+    let mut done = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let claim = agent_request(&host, token, "/v1/agents/claim", &json!({"max_tasks": 100, "wait_secs": 0}));
+        let (status, answer) = call(&mut conn, &ctx.public, &claim).await?;
+        if status != 200 {
+            return Ok(done);
+        }
+        for task in answer["tasks"].as_array().cloned().unwrap_or_default() {
+            let id = task["task_id"].as_str().unwrap_or_default();
+            let raw = agent_request(&host, token, &format!("/v1/tasks/{id}/complete"), &json!({"lease_token": task["lease_token"], "result": null}));
+            call(&mut conn, &ctx.public, &raw).await?;
+            done += 1;
+        }
+    }
+    Ok(done)
+}
+
 // -------------------------------------------------------------- reports
 
 pub async fn reports(ctx: &Ctx) -> anyhow::Result<Step> {
     let p = &ctx.params;
+    ctx.settle().await;
     let token = ctx.secret("agent-dev.token")?;
     let host = ctx.public.host().to_owned();
     let auth = format!("Bearer {token}");
@@ -896,7 +930,7 @@ pub async fn soak(ctx: &Ctx) -> anyhow::Result<Soak> {
             p.concurrency,
             p.duration(),
             Pace::Rate(rate),
-            move |w, s| hooks.make(w, s + 4_000_000_000),
+            move |w, s| hooks.make(w, s + 40_000_000_000),
             intake_verdict,
         ))
         .await?;
