@@ -164,7 +164,10 @@ impl Report {
         if let Some(l) = &self.latency {
             add(
                 "webhook 2xx → task claimed, p99",
-                format!("{:.2} ms ({} of {} matched)", l.ack_to_claim_ms.p99, l.matched, l.sent),
+                format!(
+                    "{:.2} ms ({} of {} matched)",
+                    l.ack_to_claim_ms.p99, l.matched, l.sent
+                ),
                 "≤ 50 ms",
                 l.matched > 0 && l.ack_to_claim_ms.p99 <= 50.0,
             );

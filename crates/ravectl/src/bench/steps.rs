@@ -710,14 +710,24 @@ async fn drain(ctx: &Ctx, token: &str) -> anyhow::Result<u64> {
     let mut done = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let claim = agent_request(&host, token, "/v1/agents/claim", &json!({"max_tasks": 100, "wait_secs": 0}));
+        let claim = agent_request(
+            &host,
+            token,
+            "/v1/agents/claim",
+            &json!({"max_tasks": 100, "wait_secs": 0}),
+        );
         let (status, answer) = call(&mut conn, &ctx.public, &claim).await?;
         if status != 200 {
             return Ok(done);
         }
         for task in answer["tasks"].as_array().cloned().unwrap_or_default() {
             let id = task["task_id"].as_str().unwrap_or_default();
-            let raw = agent_request(&host, token, &format!("/v1/tasks/{id}/complete"), &json!({"lease_token": task["lease_token"], "result": null}));
+            let raw = agent_request(
+                &host,
+                token,
+                &format!("/v1/tasks/{id}/complete"),
+                &json!({"lease_token": task["lease_token"], "result": null}),
+            );
             call(&mut conn, &ctx.public, &raw).await?;
             done += 1;
         }
