@@ -43,6 +43,18 @@ impl StackFile {
         state_dir.join("stack.json")
     }
 
+    /// A secret by name: from `secrets` (a NixOS host) or `secrets_dir`.
+    pub fn secret(&self, name: &str) -> anyhow::Result<String> {
+        let path = match self.secrets.get(name) {
+            Some(path) => path.clone(),
+            None => self.secrets_dir.join(name),
+        };
+        Ok(std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("secret {name} ({}): {e}", path.display()))?
+            .trim()
+            .to_owned())
+    }
+
     /// Replaces the file atomically: readers see the old or the new one.
     pub fn write(&self, state_dir: &Path) -> anyhow::Result<()> {
         let tmp = state_dir.join("stack.json.tmp");

@@ -37,14 +37,7 @@ struct Ctx {
 
 impl Ctx {
     fn secret(&self, name: &str) -> anyhow::Result<String> {
-        let path = match self.stack.secrets.get(name) {
-            Some(path) => path.clone(),
-            None => self.stack.secrets_dir.join(name),
-        };
-        Ok(std::fs::read_to_string(&path)
-            .with_context(|| format!("secret {name} ({})", path.display()))?
-            .trim()
-            .to_owned())
+        self.stack.secret(name)
     }
 
     /// A request through nginx (curl: the workspace's HTTP client has no TLS).

@@ -150,14 +150,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn secret(&self, name: &str) -> anyhow::Result<String> {
-        let path = match self.stack.secrets.get(name) {
-            Some(p) => p.clone(),
-            None => self.stack.secrets_dir.join(name),
-        };
-        Ok(std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .trim()
-            .to_owned())
+        self.stack.secret(name)
     }
 
     /// Waits (up to a minute) until dedup-store has relayed every event it
