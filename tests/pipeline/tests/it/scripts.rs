@@ -63,8 +63,27 @@ fn workspace_packages() -> BTreeSet<String> {
         .collect()
 }
 
+/// What the repository offers, read once: `check` runs per script line.
+struct Known {
+    test_vm: BTreeSet<String>,
+    ravectl_help: String,
+    packages: BTreeSet<String>,
+    flake_targets: Vec<String>,
+}
+
+impl Known {
+    fn read() -> Self {
+        Self {
+            test_vm: test_vm_commands(),
+            ravectl_help: ravectl_commands(),
+            packages: workspace_packages(),
+            flake_targets: flake_targets(),
+        }
+    }
+}
+
 /// What is wrong with one line (empty when it checks out).
-fn check(line: &str, problems: &mut Vec<String>) {
+fn check(known: &Known, line: &str, problems: &mut Vec<String>) {
     let w = words(line);
     // `out=$(cmd ...)`: check the command substituted.
     let w: Vec<String> = match w.first() {
@@ -87,10 +106,10 @@ fn check(line: &str, problems: &mut Vec<String>) {
     match cmd.as_str() {
         "scripts/ci/with-memory-limit" => {
             assert_exists("scripts/ci/with-memory-limit", problems);
-            check(&w[2..].join(" "), problems);
+            check(known, &w[2..].join(" "), problems);
         }
         "./test-vm.sh" => {
-            let commands = test_vm_commands();
+            let commands = &known.test_vm;
             if !commands.contains(at(1)) {
                 problems.push(format!(
                     "`{line}`: test-vm.sh has no `{}` ({commands:?})",
@@ -105,7 +124,7 @@ fn check(line: &str, problems: &mut Vec<String>) {
             }
         }
         "dist/bin/ravectl" => {
-            if !ravectl_commands().contains(&format!("  {}", at(1))) {
+            if !known.ravectl_help.contains(&format!("  {}", at(1))) {
                 problems.push(format!("`{line}`: ravectl has no `{}`", at(1)));
             }
         }
@@ -118,7 +137,7 @@ fn check(line: &str, problems: &mut Vec<String>) {
         )),
     }
     // Targets named anywhere on the line.
-    let targets = flake_targets();
+    let targets = &known.flake_targets;
     for word in &w {
         if let Some(target) = word.strip_prefix(".#")
             && !targets.iter().any(|t| t == target)
@@ -133,7 +152,7 @@ fn check(line: &str, problems: &mut Vec<String>) {
         && let Some(i) = w.iter().position(|x| x == "-p")
     {
         let package = at(i + 1);
-        if !workspace_packages().contains(package) {
+        if !known.packages.contains(package) {
             problems.push(format!("`{line}`: no workspace package {package}"));
         }
         // `-- filter`: a test module of that package.
@@ -156,13 +175,14 @@ fn assert_exists(path: &str, problems: &mut Vec<String>) {
 #[test]
 fn every_script_line_names_a_command_or_target_that_exists() {
     let p = pipeline();
+    let known = Known::read();
     let mut problems = Vec::new();
     let mut checked = 0;
     for (name, job) in jobs(&p) {
         for field in ["before_script", "script"] {
             for line in lines(key(&p, &job, field)) {
                 let mut found = Vec::new();
-                check(&line, &mut found);
+                check(&known, &line, &mut found);
                 problems.extend(found.into_iter().map(|f| format!("{name}: {f}")));
                 checked += 1;
             }
@@ -174,6 +194,7 @@ fn every_script_line_names_a_command_or_target_that_exists() {
 
 #[test]
 fn the_cross_check_catches_what_does_not_exist() {
+    let known = Known::read();
     for line in [
         "./test-vm.sh launch",
         "nix build .#p3-production",
@@ -183,7 +204,7 @@ fn the_cross_check_catches_what_does_not_exist() {
         "make all",
     ] {
         let mut problems = Vec::new();
-        check(line, &mut problems);
+        check(&known, line, &mut problems);
         assert!(!problems.is_empty(), "`{line}` passed the cross-check");
     }
 }
