@@ -410,6 +410,27 @@ async fn call(
     }
 }
 
+/// `POST /v1/agents/claim` for up to `max_tasks`, waiting `wait_secs`.
+fn claim_request(host: &str, token: &str, max_tasks: usize, wait_secs: u64) -> Vec<u8> {
+    agent_request(
+        host,
+        token,
+        "/v1/agents/claim",
+        &json!({"max_tasks": max_tasks, "wait_secs": wait_secs}),
+    )
+}
+
+/// `POST /v1/tasks/{id}/complete` for a claimed `task` with `result`.
+fn complete_request(host: &str, token: &str, task: &Value, result: Value) -> Vec<u8> {
+    let id = task["task_id"].as_str().unwrap_or_default();
+    agent_request(
+        host,
+        token,
+        &format!("/v1/tasks/{id}/complete"),
+        &json!({"lease_token": task["lease_token"], "result": result}),
+    )
+}
+
 fn agent_request(host: &str, token: &str, path: &str, body: &Value) -> Vec<u8> {
     let auth = format!("Bearer {token}");
     request(
@@ -474,12 +495,7 @@ pub async fn dispatch(ctx: &Ctx) -> anyhow::Result<Dispatch> {
                 let mut empty = 0;
                 while Instant::now() < deadline && empty < 2 {
                     let t = Instant::now();
-                    let claim = agent_request(
-                        &host,
-                        &token,
-                        "/v1/agents/claim",
-                        &json!({"max_tasks": batch, "wait_secs": 1}),
-                    );
+                    let claim = claim_request(&host, &token, batch, 1);
                     let Ok((status, answer)) = call(&mut conn, &target, &claim).await else {
                         continue;
                     };
@@ -510,13 +526,7 @@ pub async fn dispatch(ctx: &Ctx) -> anyhow::Result<Dispatch> {
                         let _ = latency.record(t.elapsed().as_micros().max(1) as u64);
                     }
                     for task in &tasks {
-                        let id = task["task_id"].as_str().unwrap_or_default();
-                        let done = agent_request(
-                            &host,
-                            &token,
-                            &format!("/v1/tasks/{id}/complete"),
-                            &json!({"lease_token": task["lease_token"], "result": {"ok": true}}),
-                        );
+                        let done = complete_request(&host, &token, task, json!({"ok": true}));
                         let t = Instant::now();
                         if let Ok((200, _)) = call(&mut conn, &target, &done).await {
                             completed += 1;
@@ -599,12 +609,7 @@ pub async fn latency(ctx: &Ctx) -> anyhow::Result<Latency> {
             agents.push(tokio::spawn(async move {
                 let mut conn = None;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let claim = agent_request(
-                        &host,
-                        &token,
-                        "/v1/agents/claim",
-                        &json!({"max_tasks": 1, "wait_secs": 1}),
-                    );
+                    let claim = claim_request(&host, &token, 1, 1);
                     let Ok((200, answer)) = call(&mut conn, &target, &claim).await else {
                         continue;
                     };
@@ -612,12 +617,7 @@ pub async fn latency(ctx: &Ctx) -> anyhow::Result<Latency> {
                     for task in answer["tasks"].as_array().cloned().unwrap_or_default() {
                         let id = task["task_id"].as_str().unwrap_or_default().to_owned();
                         claimed.lock().expect("lock").insert(id.clone(), now);
-                        let done = agent_request(
-                            &host,
-                            &token,
-                            &format!("/v1/tasks/{id}/complete"),
-                            &json!({"lease_token": task["lease_token"], "result": null}),
-                        );
+                        let done = complete_request(&host, &token, &task, json!(null));
                         let _ = call(&mut conn, &target, &done).await;
                     }
                 }
@@ -710,24 +710,13 @@ async fn drain(ctx: &Ctx, token: &str) -> anyhow::Result<u64> {
     let mut done = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let claim = agent_request(
-            &host,
-            token,
-            "/v1/agents/claim",
-            &json!({"max_tasks": 100, "wait_secs": 0}),
-        );
+        let claim = claim_request(&host, token, 100, 0);
         let (status, answer) = call(&mut conn, &ctx.public, &claim).await?;
         if status != 200 {
             return Ok(done);
         }
         for task in answer["tasks"].as_array().cloned().unwrap_or_default() {
-            let id = task["task_id"].as_str().unwrap_or_default();
-            let raw = agent_request(
-                &host,
-                token,
-                &format!("/v1/tasks/{id}/complete"),
-                &json!({"lease_token": task["lease_token"], "result": null}),
-            );
+            let raw = complete_request(&host, token, &task, json!(null));
             call(&mut conn, &ctx.public, &raw).await?;
             done += 1;
         }
@@ -881,23 +870,12 @@ pub async fn soak(ctx: &Ctx) -> anyhow::Result<Soak> {
         drains.push(tokio::spawn(async move {
             let mut conn = None;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let claim = agent_request(
-                    &host,
-                    &token,
-                    "/v1/agents/claim",
-                    &json!({"max_tasks": batch, "wait_secs": 1}),
-                );
+                let claim = claim_request(&host, &token, batch, 1);
                 let Ok((200, answer)) = call(&mut conn, &target, &claim).await else {
                     continue;
                 };
                 for task in answer["tasks"].as_array().cloned().unwrap_or_default() {
-                    let id = task["task_id"].as_str().unwrap_or_default();
-                    let done = agent_request(
-                        &host,
-                        &token,
-                        &format!("/v1/tasks/{id}/complete"),
-                        &json!({"lease_token": task["lease_token"], "result": null}),
-                    );
+                    let done = complete_request(&host, &token, &task, json!(null));
                     if let Ok((200, _)) = call(&mut conn, &target, &done).await {
                         completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
