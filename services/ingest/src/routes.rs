@@ -57,11 +57,7 @@ async fn receive_webhook(
 ) -> HttpResponse {
     let started = Instant::now();
     let source = source.into_inner();
-    let label = if state.sources.get(&source).is_some() {
-        source.clone()
-    } else {
-        UNKNOWN_SOURCE.to_owned()
-    };
+    let label = source_label(&state, &source);
     let result = receive(&req, payload, &source, &state).await;
     let metrics = &state.metrics;
     let (outcome, response) = match result {
@@ -133,13 +129,19 @@ async fn receive_webhook(
     response
 }
 
-/// Anything but POST on a hook: 405, counted like every refusal.
-async fn wrong_method(source: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    let source = if state.sources.get(&source).is_some() {
-        source.into_inner()
+/// The `source` metric label: the name when configured, else one shared
+/// value, so unknown names cannot grow the label set.
+fn source_label(state: &AppState, source: &str) -> String {
+    if state.sources.get(source).is_some() {
+        source.to_owned()
     } else {
         UNKNOWN_SOURCE.to_owned()
-    };
+    }
+}
+
+/// Anything but POST on a hook: 405, counted like every refusal.
+async fn wrong_method(source: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let source = source_label(&state, &source);
     state
         .metrics
         .errors
