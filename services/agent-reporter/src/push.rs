@@ -105,6 +105,8 @@ pub struct PushSummary {
     pub pushed: usize,
     pub failed: usize,
     pub deleted: usize,
+    /// Groups another replica was pushing or had just pushed.
+    pub skipped: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -144,54 +146,104 @@ impl Pusher {
     }
 
     /// Pushes every group that changed (or is due for a refresh), then
-    /// deletes the groups of agents silent longer than the TTL.
+    /// deletes the groups of agents silent longer than the TTL. Each group
+    /// is pushed or deleted under its own lock, so with several replicas
+    /// one group has one pusher at a time; groups another replica holds are
+    /// skipped (it is pushing them).
     pub async fn push_once(&self) -> anyhow::Result<PushSummary> {
         let now = self.clock.now();
         let mut summary = PushSummary::default();
         let interval = Duration::from_secs(self.settings.interval_secs);
-        for (agent, version) in store::due_groups(&self.pool, now, interval).await? {
-            let body = render(&store::group_series(&self.pool, &agent).await?);
-            match self.put(&agent, body).await {
-                Ok(()) => {
-                    store::mark_pushed(&self.pool, &agent, version, now).await?;
-                    self.metrics.pushes.inc();
-                    summary.pushed += 1;
-                }
-                Err(e) => {
-                    self.metrics.push_failures.inc();
-                    store::mark_push_failed(&self.pool, &agent, &e).await?;
-                    summary.failed += 1;
-                }
+        for agent in store::due_groups(&self.pool, now, interval).await? {
+            match self.push_group(&agent, now, interval).await? {
+                Some(true) => summary.pushed += 1,
+                Some(false) => summary.failed += 1,
+                None => summary.skipped += 1,
             }
         }
         let before = now - self.settings.group_ttl();
         for agent in store::silent_groups(&self.pool, before).await? {
-            let response = self
-                .http
-                .delete(group_url(&self.url, &self.settings.job, &agent))
-                .send()
-                .await;
-            match response {
-                Ok(r) if r.status().is_success() => {
-                    if store::forget_group(&self.pool, &agent, before).await? {
-                        self.metrics.groups_deleted.inc();
-                        summary.deleted += 1;
-                        tracing::info!(
-                            agent,
-                            "deleted the group of a silent agent from the Pushgateway"
-                        );
-                    }
-                }
-                Ok(r) => {
-                    tracing::warn!(agent, status = %r.status(), "deleting a silent agent's group failed")
-                }
-                Err(e) => {
-                    tracing::warn!(agent, error = %e, "deleting a silent agent's group failed")
-                }
+            if self.delete_group(&agent, before).await? {
+                summary.deleted += 1;
             }
         }
         store::prune_reports(&self.pool, now - self.report_retention).await?;
         Ok(summary)
+    }
+
+    /// Pushes one group under its lock: `None` when another replica holds
+    /// it or already pushed it, else whether the push succeeded.
+    async fn push_group(
+        &self,
+        agent: &str,
+        now: time::OffsetDateTime,
+        interval: Duration,
+    ) -> anyhow::Result<Option<bool>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !store::try_lock_group(&tx, agent).await? {
+            return Ok(None);
+        }
+        let Some(version) = store::due_version(&tx, agent, now, interval).await? else {
+            return Ok(None);
+        };
+        let body = render(&store::group_series(&tx, agent).await?);
+        let pushed = match self.put(agent, body).await {
+            Ok(()) => {
+                store::mark_pushed(&tx, agent, version, now).await?;
+                self.metrics.pushes.inc();
+                true
+            }
+            Err(e) => {
+                self.metrics.push_failures.inc();
+                store::mark_push_failed(&tx, agent, &e).await?;
+                false
+            }
+        };
+        tx.commit().await?;
+        Ok(Some(pushed))
+    }
+
+    /// Deletes a silent agent's group from the Pushgateway, then forgets
+    /// it, under the group's lock; whether it was deleted.
+    async fn delete_group(
+        &self,
+        agent: &str,
+        before: time::OffsetDateTime,
+    ) -> anyhow::Result<bool> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !store::try_lock_group(&tx, agent).await?
+            || !store::still_silent(&tx, agent, before).await?
+        {
+            return Ok(false);
+        }
+        let response = self
+            .http
+            .delete(group_url(&self.url, &self.settings.job, agent))
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                tracing::warn!(agent, status = %r.status(), "deleting a silent agent's group failed");
+                return Ok(false);
+            }
+            Err(e) => {
+                tracing::warn!(agent, error = %e, "deleting a silent agent's group failed");
+                return Ok(false);
+            }
+        }
+        let forgotten = store::forget_group(&tx, agent, before).await?;
+        tx.commit().await?;
+        if forgotten {
+            self.metrics.groups_deleted.inc();
+            tracing::info!(
+                agent,
+                "deleted the group of a silent agent from the Pushgateway"
+            );
+        }
+        Ok(forgotten)
     }
 
     async fn put(&self, agent: &str, body: String) -> Result<(), String> {

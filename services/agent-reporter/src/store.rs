@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rave_pg::Pool;
+use rave_pg::{GenericClient, Pool};
 use rave_service::ids::AgentId;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -170,8 +170,10 @@ pub async fn record(
 /// A series as pushed: kind, name, extra labels, value.
 pub type SeriesRow = (String, String, BTreeMap<String, String>, f64);
 
-pub async fn group_series(pool: &Pool, agent: &str) -> anyhow::Result<Vec<SeriesRow>> {
-    let client = pool.get().await?;
+pub async fn group_series(
+    client: &impl GenericClient,
+    agent: &str,
+) -> anyhow::Result<Vec<SeriesRow>> {
     let rows = client
         .query(
             "SELECT kind, name, labels, value FROM series WHERE agent = $1 ORDER BY name, kind, labels::text",
@@ -190,52 +192,88 @@ pub async fn group_series(pool: &Pool, agent: &str) -> anyhow::Result<Vec<Series
         .collect()
 }
 
-/// Groups to push now: changed since their last push, or not pushed for
-/// `interval` (the Pushgateway may have restarted without persistence).
+/// The condition for a group to be pushed now: changed since its last push,
+/// or not pushed for `$2` seconds (the Pushgateway may have restarted
+/// without persistence).
+const DUE: &str = "(version > pushed_version OR last_pushed_at IS NULL
+                   OR last_pushed_at < $1::timestamptz - make_interval(secs => $2))";
+
+/// Groups to push now (see [`DUE`]).
 pub async fn due_groups(
     pool: &Pool,
     now: OffsetDateTime,
     interval: std::time::Duration,
-) -> anyhow::Result<Vec<(String, i64)>> {
+) -> anyhow::Result<Vec<String>> {
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT agent, version FROM agent_groups
-             WHERE version > pushed_version OR last_pushed_at IS NULL
-                OR last_pushed_at < $1::timestamptz - make_interval(secs => $2)
-             ORDER BY agent",
+            &format!("SELECT agent FROM agent_groups WHERE {DUE} ORDER BY agent"),
             &[&now, &interval.as_secs_f64()],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Advisory-lock class of agent groups (the key is `hashtext(agent)`).
+pub const GROUP_LOCK_CLASS: i32 = 0x7261_7667; // "ravg"
+
+/// Takes the group's lock for the rest of `tx`, unless another replica
+/// holds it (then `false`: that replica is pushing or deleting the group).
+/// Reads after this see everything the previous holder committed, so
+/// pushes of one group never overtake each other.
+pub async fn try_lock_group(tx: &impl GenericClient, agent: &str) -> anyhow::Result<bool> {
+    Ok(tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
+            &[&GROUP_LOCK_CLASS, &agent],
+        )
+        .await?
+        .get(0))
+}
+
+/// The group's version if it is still due (checked again under its lock:
+/// another replica may have pushed it since [`due_groups`]).
+pub async fn due_version(
+    tx: &impl GenericClient,
+    agent: &str,
+    now: OffsetDateTime,
+    interval: std::time::Duration,
+) -> anyhow::Result<Option<i64>> {
+    Ok(tx
+        .query_opt(
+            &format!("SELECT version FROM agent_groups WHERE agent = $3 AND {DUE}"),
+            &[&now, &interval.as_secs_f64(), &agent],
+        )
+        .await?
+        .map(|r| r.get(0)))
 }
 
 pub async fn mark_pushed(
-    pool: &Pool,
+    tx: &impl GenericClient,
     agent: &str,
     version: i64,
     now: OffsetDateTime,
 ) -> anyhow::Result<()> {
-    let client = pool.get().await?;
-    client
-        .execute(
-            "UPDATE agent_groups SET pushed_version = greatest(pushed_version, $2), last_pushed_at = $3,
-                    last_push_error = NULL
-             WHERE agent = $1",
-            &[&agent, &version, &now],
-        )
-        .await?;
+    tx.execute(
+        "UPDATE agent_groups SET pushed_version = greatest(pushed_version, $2), last_pushed_at = $3,
+                last_push_error = NULL
+         WHERE agent = $1",
+        &[&agent, &version, &now],
+    )
+    .await?;
     Ok(())
 }
 
-pub async fn mark_push_failed(pool: &Pool, agent: &str, error: &str) -> anyhow::Result<()> {
-    let client = pool.get().await?;
-    client
-        .execute(
-            "UPDATE agent_groups SET last_push_error = $2 WHERE agent = $1",
-            &[&agent, &error],
-        )
-        .await?;
+pub async fn mark_push_failed(
+    tx: &impl GenericClient,
+    agent: &str,
+    error: &str,
+) -> anyhow::Result<()> {
+    tx.execute(
+        "UPDATE agent_groups SET last_push_error = $2 WHERE agent = $1",
+        &[&agent, &error],
+    )
+    .await?;
     Ok(())
 }
 
@@ -251,15 +289,28 @@ pub async fn silent_groups(pool: &Pool, before: OffsetDateTime) -> anyhow::Resul
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Forgets a silent agent's aggregates (its counters restart from zero if it
-/// reports again, which Prometheus' rate() handles as a reset).
-pub async fn forget_group(
-    pool: &Pool,
+/// Whether the agent is still silent since `before` (checked under its lock).
+pub async fn still_silent(
+    tx: &impl GenericClient,
     agent: &str,
     before: OffsetDateTime,
 ) -> anyhow::Result<bool> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM agent_groups WHERE agent = $1 AND last_report_at < $2",
+            &[&agent, &before],
+        )
+        .await?
+        .is_some())
+}
+
+/// Forgets a silent agent's aggregates (its counters restart from zero if it
+/// reports again, which Prometheus' rate() handles as a reset).
+pub async fn forget_group(
+    tx: &impl GenericClient,
+    agent: &str,
+    before: OffsetDateTime,
+) -> anyhow::Result<bool> {
     let gone = tx
         .execute(
             "DELETE FROM agent_groups WHERE agent = $1 AND last_report_at < $2",
@@ -270,7 +321,6 @@ pub async fn forget_group(
         tx.execute("DELETE FROM series WHERE agent = $1", &[&agent])
             .await?;
     }
-    tx.commit().await?;
     Ok(gone == 1)
 }
 

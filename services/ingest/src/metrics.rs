@@ -51,6 +51,7 @@ pub struct Metrics {
     pub spooled: Counter,
     pub spool_replayed: Counter,
     pub spool_rejected: Counter,
+    pub spool_adopted: Counter,
     pub spool_events: Gauge,
     pub spool_bytes: Gauge,
     pub spool_oldest_age: Gauge<f64, AtomicU64>,
@@ -116,6 +117,12 @@ impl Metrics {
             "Spooled events dedup-store refused outright, kept in rejected.log",
             spool_rejected.clone(),
         );
+        let spool_adopted = Counter::default();
+        registry.register(
+            "ingest_spool_adopted_events",
+            "Events replayed from another replica's spool while that replica was down",
+            spool_adopted.clone(),
+        );
         let spool_events = Gauge::default();
         registry.register(
             "ingest_spool_depth_events",
@@ -138,6 +145,7 @@ impl Metrics {
             spooled,
             spool_replayed,
             spool_rejected,
+            spool_adopted,
             spool_events,
             spool_bytes,
             spool_oldest_age,

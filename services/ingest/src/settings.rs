@@ -31,6 +31,11 @@ pub struct SpoolSettings {
     pub max_bytes: u64,
     /// How often a waiting spool tries the store again.
     pub replay_interval_ms: u64,
+    /// Other replicas' spool directories (same machine or shared storage
+    /// with working `flock`): replayed by this replica while their owner is
+    /// gone, so a dead replica's acknowledged events are not stranded.
+    #[serde(default)]
+    pub peer_dirs: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +143,20 @@ impl ServiceSettings for Settings {
             return Err(SettingsError::invalid(
                 "spool.max_bytes",
                 "must hold at least two bodies of limits.max_body_bytes",
+            ));
+        }
+        if !self.spool.peer_dirs.is_empty() && self.spool.dir.is_none() {
+            return Err(SettingsError::invalid(
+                "spool.peer_dirs",
+                "needs spool.dir (a replica without a spool cannot replay others')",
+            ));
+        }
+        if let Some(dir) = &self.spool.dir
+            && self.spool.peer_dirs.contains(dir)
+        {
+            return Err(SettingsError::invalid(
+                "spool.peer_dirs",
+                "must not list this replica's own spool.dir",
             ));
         }
         // Building the verifiers checks every secret's format.

@@ -10,6 +10,13 @@
 //! `spool.offset`, the replay position. A torn tail (a crash mid-append,
 //! never acknowledged) is cut when the spool opens. Once everything is
 //! replayed the file is truncated.
+//!
+//! Replicas: each ingest owns its directory through an exclusive `flock` on
+//! `spool.lock`, held while it runs, so two processes never share a spool.
+//! A replica also lists its peers' directories (`spool.peer_dirs`); when a
+//! peer's lock is free (that ingest is gone) and its spool holds events, it
+//! adopts the spool, replays a bounded batch and lets go again, so events a
+//! dead replica acknowledged are delivered without waiting for it.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -44,7 +51,13 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     inner: Mutex<Inner>,
+    /// `spool.lock`, flocked for as long as this value lives.
+    _owner: File,
 }
+
+/// How long a starting ingest waits for its spool's lock: a peer adopting
+/// it holds it for one bounded replay batch.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Debug)]
 struct Inner {
@@ -63,12 +76,51 @@ pub struct Next {
 }
 
 impl Spool {
-    /// Opens (or creates, mode 0700) the spool in `dir`, cutting a torn tail.
+    /// Opens (or creates, mode 0700) the spool in `dir` and locks it,
+    /// cutting a torn tail. Fails if another process keeps it locked.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let owner = loop {
+            if let Some(owner) = try_lock(dir)? {
+                break owner;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is locked by another ingest process; each replica needs its own spool.dir",
+                        dir.display()
+                    ),
+                ));
+            }
+            // A peer replaying this spool lets go after one batch.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        Self::open_locked(dir, max_bytes, owner)
+    }
+
+    /// Opens a peer's spool if it holds events and no process owns it;
+    /// `None` otherwise. Never creates anything.
+    pub fn try_adopt(dir: &Path, max_bytes: u64) -> std::io::Result<Option<Self>> {
+        let waiting = std::fs::metadata(dir.join("spool.log")).is_ok_and(|m| m.len() > 0);
+        if !waiting {
+            return Ok(None);
+        }
+        match try_lock(dir)? {
+            Some(owner) => Ok(Some(Self::open_locked(dir, max_bytes, owner)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn open_locked(dir: &Path, max_bytes: u64, owner: File) -> std::io::Result<Self> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -108,6 +160,7 @@ impl Spool {
                 offset,
                 waiting,
             }),
+            _owner: owner,
         };
         Ok(spool)
     }
@@ -223,29 +276,70 @@ pub struct Replayer {
     pub spool: std::sync::Arc<Spool>,
     pub store: std::sync::Arc<crate::store_client::StoreClient>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Other replicas' spool directories, adopted when their owner is gone.
+    pub peers: Vec<PathBuf>,
 }
+
+/// Records replayed from an adopted spool before letting go of it, so its
+/// owner, restarting, waits at most one batch for the lock.
+const ADOPT_BATCH: u64 = 500;
 
 impl Replayer {
     /// Sends waiting events until the spool is empty or the store fails;
     /// returns how many the store committed.
     pub async fn step(&self) -> anyhow::Result<u64> {
+        self.replay(&self.spool, u64::MAX).await
+    }
+
+    /// Replays the spools of peers that are gone (unlocked, not empty), a
+    /// bounded batch each; returns how many events the store committed.
+    pub async fn adopt_step(&self) -> anyhow::Result<u64> {
         let mut replayed = 0;
-        loop {
-            let spool = self.spool.clone();
-            let Some(next) = tokio::task::spawn_blocking(move || spool.peek()).await?? else {
+        for dir in &self.peers {
+            let (dir, max_bytes) = (dir.clone(), u64::MAX);
+            let Some(spool) =
+                tokio::task::spawn_blocking(move || Spool::try_adopt(&dir, max_bytes)).await??
+            else {
+                continue;
+            };
+            let spool = std::sync::Arc::new(spool);
+            let n = self.replay(&spool, ADOPT_BATCH).await?;
+            self.metrics.spool_adopted.inc_by(n);
+            tracing::warn!(
+                dir = %spool.dir().display(),
+                replayed = n,
+                waiting = spool.depth().events,
+                "spool: replayed events from the spool of a replica that is gone"
+            );
+            replayed += n;
+        }
+        Ok(replayed)
+    }
+
+    /// Sends up to `limit` of `spool`'s events, oldest first, until it is
+    /// empty or the store fails.
+    async fn replay(&self, spool: &std::sync::Arc<Spool>, limit: u64) -> anyhow::Result<u64> {
+        let mut replayed = 0;
+        while replayed < limit {
+            let spool = spool.clone();
+            let Some(next) = tokio::task::spawn_blocking({
+                let spool = spool.clone();
+                move || spool.peek()
+            })
+            .await??
+            else {
                 return Ok(replayed);
             };
             let payload = actix_web::web::Bytes::from(next.payload.clone());
             match self.store.store(payload).await {
                 Ok(_) => {
-                    let spool = self.spool.clone();
                     tokio::task::spawn_blocking(move || spool.advance(&next)).await??;
                     self.metrics.spool_replayed.inc();
                     replayed += 1;
                 }
                 Err(crate::error::IngestError::StoreUnavailable { cause, .. }) => {
                     tracing::info!(
-                        waiting = self.spool.depth().events,
+                        waiting = spool.depth().events,
                         error = format!("{cause:#}"),
                         "spool: dedup-store still unreachable"
                     );
@@ -253,15 +347,16 @@ impl Replayer {
                 }
                 Err(e) => {
                     let why = format!("{:#}", anyhow::Error::new(e));
-                    let spool = self.spool.clone();
                     tokio::task::spawn_blocking(move || spool.set_aside(&next, &why)).await??;
                     self.metrics.spool_rejected.inc();
                 }
             }
         }
+        Ok(replayed)
     }
 
-    /// Steps every `interval` while anything waits, until `stop`.
+    /// Steps every `interval` while anything waits, and looks at the
+    /// peers' spools, until `stop`.
     pub async fn run(
         self,
         interval: std::time::Duration,
@@ -273,6 +368,14 @@ impl Replayer {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = stop.changed() => return,
+            }
+            if !self.peers.is_empty()
+                && let Err(e) = self.adopt_step().await
+            {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "spool: replaying a peer's spool failed"
+                );
             }
             if self.spool.is_empty() {
                 continue;
@@ -287,6 +390,23 @@ impl Replayer {
                 Err(e) => tracing::error!(error = format!("{e:#}"), "spool: replay failed"),
             }
         }
+    }
+}
+
+/// `dir/spool.lock`, flocked exclusively; `None` while another process
+/// holds it. The lock goes with the process, however it ends.
+fn try_lock(dir: &Path) -> std::io::Result<Option<File>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(dir.join("spool.lock"))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

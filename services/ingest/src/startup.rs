@@ -56,6 +56,7 @@ impl Application {
             spool: spool.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
+            peers: settings.spool.peer_dirs.clone(),
         });
         if let Some(spool) = &spool {
             let depth = spool.depth();

@@ -2,4 +2,5 @@
 
 mod helpers;
 mod pushing;
+mod replicas;
 mod reports;

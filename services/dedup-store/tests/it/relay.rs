@@ -197,3 +197,43 @@ async fn a_relay_with_the_wrong_token_is_refused_and_keeps_its_events() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn two_replicas_relaying_at_once_deliver_each_event_once() {
+    let dispatcher_db = PgCluster::shared().create_database().await.unwrap();
+    let (dispatcher_a, _) = spawn_dispatcher(&dispatcher_db).await;
+    let (dispatcher_b, _) = spawn_dispatcher(&dispatcher_db).await;
+    let (store, relay_a) = spawn_store_relaying_to(&dispatcher_a, 25).await;
+    let mut settings = settings_for(&store.db).await;
+    settings.relay.dispatcher_url = Some(dispatcher_b);
+    settings.relay.token = Some(Secret::new(RELAY_TOKEN));
+    settings.relay.batch_size = 25;
+    let relay_b = Relay::new(
+        rave_pg::pool(&settings.database, "relay-b").unwrap(),
+        &settings.relay,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap()
+    .unwrap();
+    for i in 0..400 {
+        store
+            .post_event(&event("github", &format!("e-{i}"), b"{}"))
+            .await;
+    }
+    let (mut by_a, mut by_b) = (0, 0);
+    loop {
+        let (x, y) = tokio::join!(relay_a.relay_once(), relay_b.relay_once());
+        let (x, y) = (x.unwrap(), y.unwrap());
+        if x + y == 0 {
+            break;
+        }
+        (by_a, by_b) = (by_a + x, by_b + y);
+    }
+    assert_eq!(by_a + by_b, 400, "no event sent by both replicas");
+    assert!(by_a > 0 && by_b > 0, "both took part: {by_a} + {by_b}");
+    assert_eq!(count(&store.db, "SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(
+        count(&dispatcher_db, "SELECT count(DISTINCT task_id) FROM tasks").await,
+        400
+    );
+}

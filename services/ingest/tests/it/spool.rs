@@ -212,3 +212,68 @@ async fn spooled_deliveries_survive_an_ingest_restart() {
         ["before-restart"]
     );
 }
+
+#[tokio::test]
+async fn a_replica_replays_the_spool_of_a_peer_that_is_gone_but_not_of_one_that_runs() {
+    let mut outage = ingest_with_store_down(|_| {}).await;
+    let app = outage.app.take().unwrap();
+    let handle = app.handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    let (status, _) = send(outage.stack.github("acknowledged-by-a", b"{}")).await;
+    assert_eq!(status, 202);
+    let peer_dir = outage.spool_dir.path().join("spool");
+
+    // Replica B, with the store back, lists A's spool as a peer's.
+    start_store_on(&outage.stack.db, outage.store_port).await;
+    let own = tempfile::tempdir().unwrap();
+    let mut settings = ingest_settings(
+        &outage.stack.store,
+        &outage.stack.standard_secret,
+        &outage.stack.gitlab_signing_secret,
+    );
+    settings.spool.dir = Some(own.path().join("spool"));
+    settings.spool.peer_dirs = vec![peer_dir.clone()];
+    let b = ingest::Application::build_with(settings, false)
+        .await
+        .unwrap();
+    let b_url = format!("http://127.0.0.1:{}", b.port());
+    let b_replayer = b.replayer().unwrap();
+    tokio::spawn(b.run_until_stopped());
+    assert_eq!(
+        b_replayer.adopt_step().await.unwrap(),
+        0,
+        "A runs and owns its spool"
+    );
+    assert!(stored_deliveries(&outage.stack.db).await.is_empty());
+
+    // A goes away with its event still spooled; B delivers it.
+    handle.stop(true).await;
+    server.await.unwrap().unwrap();
+    drop(outage.replayer);
+    assert_eq!(b_replayer.adopt_step().await.unwrap(), 1);
+    assert_eq!(
+        stored_deliveries(&outage.stack.db).await,
+        ["acknowledged-by-a"]
+    );
+    assert_eq!(b_replayer.adopt_step().await.unwrap(), 0, "nothing twice");
+    let metrics = reqwest::get(format!("{b_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(sample(&metrics, "ingest_spool_adopted_events_total"), 1.0);
+
+    // A restarting on its directory gets it back, empty, and owns it again.
+    let spool = ingest::spool::Spool::open(&peer_dir, 1 << 20).expect("A's lock is free again");
+    assert!(spool.is_empty());
+    spool
+        .append(b"{}", time::OffsetDateTime::now_utc())
+        .unwrap();
+    assert!(
+        ingest::spool::Spool::try_adopt(&peer_dir, 1 << 20)
+            .unwrap()
+            .is_none(),
+        "a spool with events is not adopted while its owner holds it"
+    );
+}

@@ -61,11 +61,16 @@ pub fn agent_token(name: &str) -> String {
 }
 
 pub async fn spawn_dispatcher() -> TestDispatcher {
-    rave_service::telemetry::init_for_tests();
     let db = PgCluster::shared()
         .create_database()
         .await
         .expect("test database");
+    spawn_dispatcher_on(db).await
+}
+
+/// Another replica over `db` (each replica has its own clock).
+pub async fn spawn_dispatcher_on(db: TestDatabase) -> TestDispatcher {
+    rave_service::telemetry::init_for_tests();
     let mut settings: Settings =
         rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load");
     #[derive(serde::Deserialize)]

@@ -6,4 +6,5 @@ mod handoff;
 mod helpers;
 mod leases;
 mod policies;
+mod replicas;
 mod retries;
