@@ -39,7 +39,8 @@ struct RelayedEvent {
 pub struct Relay {
     pool: Pool,
     http: reqwest_middleware::ClientWithMiddleware,
-    url: String,
+    /// Each task-dispatcher replica's hand-off URL, preferred first.
+    urls: Vec<String>,
     token: Secret,
     settings: RelaySettings,
     metrics: Arc<Metrics>,
@@ -58,7 +59,10 @@ impl Relay {
         Ok(Some(Self {
             pool,
             http: rave_service::http::traced_client(Duration::from_millis(settings.timeout_ms))?,
-            url: format!("{}/v1/internal/events", url.trim_end_matches('/')),
+            urls: std::iter::once(url)
+                .chain(&settings.fallback_urls)
+                .map(|url| format!("{}/v1/internal/events", url.trim_end_matches('/')))
+                .collect(),
             token: token.clone(),
             settings: settings.clone(),
             metrics,
@@ -113,13 +117,7 @@ impl Relay {
                 body_base64: BASE64.encode(r.get::<_, &[u8]>(7)),
             })
             .collect();
-        let response = self
-            .http
-            .post(&self.url)
-            .bearer_auth(self.token.expose())
-            .json(&serde_json::json!({ "events": events }))
-            .send()
-            .await?;
+        let response = self.post(&serde_json::json!({ "events": events })).await?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -130,6 +128,30 @@ impl Relay {
         tx.commit().await?;
         self.metrics.relayed.inc_by(ids.len() as u64);
         Ok(ids.len())
+    }
+
+    /// Posts to the first replica that takes the connection. A refused
+    /// connection proves nothing was delivered; anything later (a timeout)
+    /// leaves the rows for the next step, as with one replica.
+    async fn post(&self, body: &serde_json::Value) -> anyhow::Result<reqwest::Response> {
+        let mut refused = None;
+        for url in &self.urls {
+            match self
+                .http
+                .post(url)
+                .bearer_auth(self.token.expose())
+                .json(body)
+                .send()
+                .await
+            {
+                Ok(response) => return Ok(response),
+                Err(reqwest_middleware::Error::Reqwest(e)) if e.is_connect() => {
+                    refused = Some(anyhow::Error::new(e));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(refused.unwrap_or_else(|| anyhow::anyhow!("no task-dispatcher URL")))
     }
 
     /// Relays until `stop`: at once after new events (`wake`), otherwise

@@ -26,6 +26,10 @@ pub struct Settings {
 pub struct RelaySettings {
     /// task-dispatcher's base URL; unset: events wait in the outbox.
     pub dispatcher_url: Option<String>,
+    /// Other task-dispatcher replicas, tried in order when `dispatcher_url`
+    /// refuses the connection.
+    #[serde(default)]
+    pub fallback_urls: Vec<String>,
     /// The bearer token task-dispatcher knows as a relay token.
     pub token: Option<Secret>,
     /// Events per batch at most.

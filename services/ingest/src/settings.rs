@@ -43,6 +43,10 @@ pub struct SpoolSettings {
 pub struct StoreSettings {
     /// dedup-store's base URL (loopback).
     pub url: String,
+    /// Other dedup-store replicas, tried in order when `url` refuses the
+    /// connection (docs/scaling.md).
+    #[serde(default)]
+    pub fallback_urls: Vec<String>,
     pub timeout_ms: u64,
     pub retry_after_secs: u32,
 }
@@ -116,10 +120,17 @@ impl ServiceSettings for Settings {
 
     fn validate(&self) -> Result<(), SettingsError> {
         self.telemetry.validate("telemetry")?;
-        if !(self.store.url.starts_with("http://") || self.store.url.starts_with("https://")) {
+        let web = |url: &str| url.starts_with("http://") || url.starts_with("https://");
+        if !web(&self.store.url) {
             return Err(SettingsError::invalid(
                 "store.url",
                 "must be an http:// or https:// URL",
+            ));
+        }
+        if !self.store.fallback_urls.iter().all(|u| web(u)) {
+            return Err(SettingsError::invalid(
+                "store.fallback_urls",
+                "must be http:// or https:// URLs",
             ));
         }
         for (key, value) in [

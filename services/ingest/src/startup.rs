@@ -37,8 +37,11 @@ impl Application {
         if sources.names().next().is_none() {
             tracing::warn!("no webhook sources configured: every delivery will get 404");
         }
+        let store_urls: Vec<&str> = std::iter::once(settings.store.url.as_str())
+            .chain(settings.store.fallback_urls.iter().map(String::as_str))
+            .collect();
         let store = StoreClient::new(
-            &settings.store.url,
+            &store_urls,
             settings.store.timeout(),
             settings.store.retry_after_secs,
         )?;

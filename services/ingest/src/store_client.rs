@@ -51,18 +51,28 @@ pub struct VerifiedEvent<'a> {
 #[derive(Debug)]
 pub struct StoreClient {
     http: ClientWithMiddleware,
-    events_url: String,
-    ready_url: String,
+    /// (events URL, readiness URL) of each dedup-store replica, preferred first.
+    replicas: Vec<(String, String)>,
     retry_after_secs: u32,
 }
 
 impl StoreClient {
-    pub fn new(base_url: &str, timeout: Duration, retry_after_secs: u32) -> anyhow::Result<Self> {
-        let base = base_url.trim_end_matches('/');
+    /// `base_urls`: dedup-store replicas, this ingest's preferred one first.
+    pub fn new(
+        base_urls: &[&str],
+        timeout: Duration,
+        retry_after_secs: u32,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!base_urls.is_empty(), "no dedup-store URL");
         Ok(Self {
             http: rave_service::http::traced_client(timeout)?,
-            events_url: format!("{base}/v1/events"),
-            ready_url: format!("{base}/readyz"),
+            replicas: base_urls
+                .iter()
+                .map(|url| {
+                    let base = url.trim_end_matches('/');
+                    (format!("{base}/v1/events"), format!("{base}/readyz"))
+                })
+                .collect(),
             retry_after_secs,
         })
     }
@@ -81,19 +91,43 @@ impl StoreClient {
     }
 
     /// Stores an encoded event; answers only once dedup-store has committed it.
+    ///
+    /// A replica that refuses the connection (stopped, restarting) is passed
+    /// over for the next. Nothing else is retried elsewhere: a timeout may
+    /// hide a commit, and replicas share one database, so a 5xx from one
+    /// would come from the others too. (A retry that does reach a second
+    /// replica after a commit is deduplicated anyway.)
     pub async fn store(&self, request: Bytes) -> Result<StoreOutcome, IngestError> {
         let unavailable = |cause: anyhow::Error| IngestError::StoreUnavailable {
             retry_after_secs: self.retry_after_secs,
             cause,
         };
-        let response = self
-            .http
-            .post(&self.events_url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(request)
-            .send()
-            .await
-            .map_err(|e| unavailable(e.into()))?;
+        let mut refused = None;
+        let mut answer = None;
+        for (events_url, _) in &self.replicas {
+            let sent = self
+                .http
+                .post(events_url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(request.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) => {
+                    answer = Some(response);
+                    break;
+                }
+                Err(reqwest_middleware::Error::Reqwest(e)) if e.is_connect() => {
+                    refused = Some(anyhow::Error::new(e));
+                }
+                Err(e) => return Err(unavailable(e.into())),
+            }
+        }
+        let Some(response) = answer else {
+            return Err(unavailable(refused.unwrap_or_else(|| {
+                anyhow::anyhow!("no dedup-store replica answered")
+            })));
+        };
         let status = response.status();
         match status {
             StatusCode::CREATED | StatusCode::OK => {
@@ -128,10 +162,21 @@ impl StoreClient {
         self.retry_after_secs
     }
 
-    /// Whether dedup-store says it is ready.
+    /// Whether a dedup-store replica says it is ready.
     pub async fn ready(&self) -> anyhow::Result<()> {
-        let status = self.http.get(&self.ready_url).send().await?.status();
-        anyhow::ensure!(status.is_success(), "dedup-store /readyz answered {status}");
-        Ok(())
+        let mut last = None;
+        for (_, ready_url) in &self.replicas {
+            match self.http.get(ready_url).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => {
+                    last = Some(anyhow::anyhow!(
+                        "dedup-store /readyz answered {}",
+                        r.status()
+                    ))
+                }
+                Err(e) => last = Some(e.into()),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no dedup-store replica")))
     }
 }

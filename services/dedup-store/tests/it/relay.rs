@@ -237,3 +237,31 @@ async fn two_replicas_relaying_at_once_deliver_each_event_once() {
         400
     );
 }
+
+#[tokio::test]
+async fn a_dispatcher_replica_refusing_connections_is_passed_over_for_the_next() {
+    let dispatcher_db = PgCluster::shared().create_database().await.unwrap();
+    let (stopped, handle) = spawn_dispatcher(&dispatcher_db).await;
+    handle.stop(false).await;
+    let (live, _) = spawn_dispatcher(&dispatcher_db).await;
+    let db = PgCluster::shared().create_database().await.unwrap();
+    let mut settings = settings_for(&db).await;
+    settings.relay.dispatcher_url = Some(stopped);
+    settings.relay.fallback_urls = vec![live];
+    settings.relay.token = Some(Secret::new(RELAY_TOKEN));
+    let store = spawn_with(db, settings.clone()).await;
+    for i in 0..3 {
+        store
+            .post_event(&event("github", &format!("e-{i}"), b"{}"))
+            .await;
+    }
+    let relay = Relay::new(
+        rave_pg::pool(&settings.database, "relay").unwrap(),
+        &settings.relay,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(drain(&relay).await, 3);
+    assert_eq!(count(&dispatcher_db, "SELECT count(*) FROM tasks").await, 3);
+}

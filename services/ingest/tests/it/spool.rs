@@ -277,3 +277,21 @@ async fn a_replica_replays_the_spool_of_a_peer_that_is_gone_but_not_of_one_that_
         "a spool with events is not adopted while its owner holds it"
     );
 }
+
+#[tokio::test]
+async fn a_store_replica_refusing_connections_is_passed_over_for_the_next() {
+    let live = free_port();
+    let mut outage = ingest_with_store_down(|s| {
+        s.store.fallback_urls = vec![format!("http://127.0.0.1:{live}")];
+    })
+    .await;
+    start_store_on(&outage.stack.db, live).await;
+    outage.serve();
+    let (status, body) = send(outage.stack.github("via-the-second-replica", b"{}")).await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("accepted")));
+    assert!(outage.replayer.spool.is_empty(), "stored, not spooled");
+    assert_eq!(
+        stored_deliveries(&outage.stack.db).await,
+        ["via-the-second-replica"]
+    );
+}
