@@ -252,6 +252,14 @@ pub struct UpArgs {
     /// nginx's per-address limit on the agents' routes (burst 100); 0 lifts it.
     #[arg(long, default_value_t = 50)]
     pub agents_rate_limit: u32,
+    /// Replicas of each RAVE service, all over the one PostgreSQL, behind
+    /// nginx (docs/scaling.md). With more than one, they are named
+    /// `ingest@1`, `ingest@2`, ... in `status` and `logs`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub replicas: u16,
+    /// Replica k of a service listens on its port + (k - 1) × this.
+    #[arg(long, default_value_t = 100)]
+    pub replica_port_step: u16,
 }
 
 #[derive(Debug, clap::Args)]

@@ -29,6 +29,9 @@ pub struct StackFile {
     /// Every component started: name → (pid, port).
     #[serde(default)]
     pub components: std::collections::BTreeMap<String, (u32, u16)>,
+    /// Every replica's URL, by RAVE service (`*_url` name replica 1).
+    #[serde(default)]
+    pub replicas: std::collections::BTreeMap<String, Vec<String>>,
     /// A NixOS host's services: name → (systemd unit, port); their pids come
     /// from systemd when `verify` runs.
     #[serde(default)]
@@ -41,6 +44,21 @@ pub struct StackFile {
 impl StackFile {
     pub fn path(state_dir: &Path) -> PathBuf {
         state_dir.join("stack.json")
+    }
+
+    /// Every replica's URL of a RAVE service (one, on a stack without
+    /// replicas).
+    pub fn service_urls(&self, service: &str) -> Vec<String> {
+        if let Some(urls) = self.replicas.get(service) {
+            return urls.clone();
+        }
+        match service {
+            "ingest" => vec![self.ingest_url.clone()],
+            "dedup-store" => vec![self.store_url.clone()],
+            "task-dispatcher" => vec![self.dispatcher_url.clone()],
+            "agent-reporter" => self.reporter_url.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// A secret by name: from `secrets` (a NixOS host) or `secrets_dir`.

@@ -37,7 +37,9 @@ const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 struct Service {
-    name: &'static str,
+    name: String,
+    /// Where it listens (0: nowhere).
+    port: u16,
     child: Child,
     /// How to start it again: program, arguments, state directory.
     restart: Option<(PathBuf, Vec<std::ffi::OsString>, PathBuf)>,
@@ -46,6 +48,73 @@ struct Service {
 /// Crashed RAVE services are restarted, as systemd does on a host; more than
 /// this many restarts of one service within a minute stops the stack.
 const RESTARTS_PER_MINUTE: usize = 5;
+
+/// RAVE's services in start order: each one's callee before it.
+const SERVICES: [&str; 4] = ["task-dispatcher", "agent-reporter", "dedup-store", "ingest"];
+
+/// One replica of a RAVE service.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    pub service: &'static str,
+    /// 1-based.
+    pub index: u16,
+    /// `ingest` with one replica; `ingest@1`, `ingest@2`, ... with several.
+    pub name: String,
+    pub port: u16,
+}
+
+impl Replica {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// The port `--<service>-port` gives replica 1.
+fn base_port(args: &UpArgs, service: &str) -> u16 {
+    match service {
+        "ingest" => args.ingest_port,
+        "dedup-store" => args.store_port,
+        "task-dispatcher" => args.dispatcher_port,
+        _ => args.reporter_port,
+    }
+}
+
+/// Every replica of `service`: replica k on its port + (k - 1) × step.
+pub fn replicas_of(args: &UpArgs, service: &'static str) -> anyhow::Result<Vec<Replica>> {
+    (1..=args.replicas)
+        .map(|index| {
+            let port = u32::from(base_port(args, service))
+                + u32::from(index - 1) * u32::from(args.replica_port_step);
+            let port = u16::try_from(port).map_err(|_| {
+                anyhow::anyhow!(
+                    "replica {index} of {service} would need port {port}; lower --replica-port-step"
+                )
+            })?;
+            let name = if args.replicas == 1 {
+                service.to_owned()
+            } else {
+                format!("{service}@{index}")
+            };
+            Ok(Replica {
+                service,
+                index,
+                name,
+                port,
+            })
+        })
+        .collect()
+}
+
+/// `"http://127.0.0.1:p", ...` for every replica but `own`, starting after
+/// it, so each replica falls back to a different one first.
+fn fallbacks(all: &[Replica], own: u16) -> String {
+    let n = all.len();
+    (1..n)
+        .map(|step| &all[(usize::from(own) - 1 + step) % n])
+        .map(|r| format!("\"{}\"", r.url()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     // Running `up` twice is safe: the second one only says so.
@@ -58,20 +127,37 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     crate::packages::ensure(!args.no_install)?;
-    for (name, flag, port) in [
-        ("ingest", "--ingest-port", args.ingest_port),
-        ("dedup-store", "--store-port", args.store_port),
-        ("task-dispatcher", "--dispatcher-port", args.dispatcher_port),
-        ("agent-reporter", "--reporter-port", args.reporter_port),
-        ("Pushgateway", "--pushgateway-port", args.pushgateway_port),
-        ("nginx", "--nginx-port", args.nginx_port),
-        (
-            "nginx stub_status",
-            "--nginx-status-port",
-            args.nginx_status_port,
-        ),
-        ("PostgreSQL", "--pg-port", args.pg_port),
+    let mut rave_ports = Vec::new();
+    for (service, flag) in [
+        ("ingest", "--ingest-port"),
+        ("dedup-store", "--store-port"),
+        ("task-dispatcher", "--dispatcher-port"),
+        ("agent-reporter", "--reporter-port"),
     ] {
+        for replica in replicas_of(&args, service)? {
+            rave_ports.push((replica.name, flag, replica.port));
+        }
+    }
+    let mut taken: std::collections::BTreeSet<u16> = Default::default();
+    for (name, flag, port) in rave_ports
+        .iter()
+        .map(|(n, f, p)| (n.as_str(), *f, *p))
+        .chain([
+            ("Pushgateway", "--pushgateway-port", args.pushgateway_port),
+            ("nginx", "--nginx-port", args.nginx_port),
+            (
+                "nginx stub_status",
+                "--nginx-status-port",
+                args.nginx_status_port,
+            ),
+            ("PostgreSQL", "--pg-port", args.pg_port),
+        ])
+    {
+        if !taken.insert(port) {
+            bail!(
+                "port {port} ({name}) is given twice; choose another with {flag} or --replica-port-step"
+            );
+        }
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
             bail!("port {port} ({name}) is already in use; choose another with {flag}");
         }
@@ -258,14 +344,107 @@ async fn run_services(
         !secrets_dir.display().to_string().contains('\''),
         "the state directory's path must not contain a single quote"
     );
-    let dedup_config = state_dir.join("config/dedup-store.toml");
-    let ingest_config = state_dir.join("config/ingest.toml");
-    let dispatcher_config = state_dir.join("config/task-dispatcher.toml");
-    std::fs::write(&dedup_config, render(DEDUP_TEMPLATE))?;
-    std::fs::write(&ingest_config, render(INGEST_TEMPLATE))?;
-    std::fs::write(&dispatcher_config, render(DISPATCHER_TEMPLATE))?;
-    let reporter_config = state_dir.join("config/agent-reporter.toml");
-    std::fs::write(&reporter_config, render(REPORTER_TEMPLATE))?;
+    // Every replica of every service: its own config, port and log. Replica
+    // k calls replica k of its callee first, then the others.
+    let mut replicas: std::collections::BTreeMap<&'static str, Vec<Replica>> = Default::default();
+    for service in SERVICES {
+        replicas.insert(service, replicas_of(args, service)?);
+    }
+    let spool_root = state_dir.join("spool");
+    let quoted = |path: &Path| format!("'{}'", path.display());
+    let mut configs: Vec<(Replica, PathBuf)> = Vec::new();
+    for service in SERVICES {
+        let template = match service {
+            "ingest" => INGEST_TEMPLATE,
+            "dedup-store" => DEDUP_TEMPLATE,
+            "task-dispatcher" => DISPATCHER_TEMPLATE,
+            _ => REPORTER_TEMPLATE,
+        };
+        for replica in &replicas[service] {
+            let k = usize::from(replica.index) - 1;
+            let own_spool = spool_root.join(&replica.name);
+            // Peers: the other replicas' spools, and any left by an earlier
+            // run with more replicas.
+            let mut peers: std::collections::BTreeSet<PathBuf> = replicas["ingest"]
+                .iter()
+                .map(|r| spool_root.join(&r.name))
+                .collect();
+            if let Ok(entries) = std::fs::read_dir(&spool_root) {
+                peers.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("ingest"))
+                        .map(|e| e.path()),
+                );
+            }
+            peers.remove(&own_spool);
+            let text = template
+                .replace("{{NAME}}", &replica.name)
+                .replace("{{INGEST_PORT}}", &replicas["ingest"][k].port.to_string())
+                .replace(
+                    "{{STORE_PORT}}",
+                    &replicas["dedup-store"][k].port.to_string(),
+                )
+                .replace(
+                    "{{DISPATCHER_PORT}}",
+                    &replicas["task-dispatcher"][k].port.to_string(),
+                )
+                .replace(
+                    "{{REPORTER_PORT}}",
+                    &replicas["agent-reporter"][k].port.to_string(),
+                )
+                .replace(
+                    "{{STORE_FALLBACKS}}",
+                    &fallbacks(&replicas["dedup-store"], replica.index),
+                )
+                .replace(
+                    "{{DISPATCHER_FALLBACKS}}",
+                    &fallbacks(&replicas["task-dispatcher"], replica.index),
+                )
+                .replace(
+                    "{{SPOOL_PEERS}}",
+                    &peers
+                        .iter()
+                        .map(|p| quoted(p))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+            let path = config_dir.join(format!("{}.toml", replica.name));
+            std::fs::write(&path, render(&text))?;
+            configs.push((replica.clone(), path));
+        }
+    }
+    // nginx balances over every replica; Prometheus scrapes each.
+    let servers = |service: &str| -> String {
+        replicas[service]
+            .iter()
+            .map(|r| {
+                format!(
+                    "    server 127.0.0.1:{} max_fails=2 fail_timeout=5s;\n",
+                    r.port
+                )
+            })
+            .collect()
+    };
+    let targets = |service: &str| -> String {
+        replicas[service]
+            .iter()
+            .map(|r| format!("\"127.0.0.1:{}\"", r.port))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let render = |template: &str| {
+        render(
+            &template
+                .replace("{{INGEST_SERVERS}}", &servers("ingest"))
+                .replace("{{DISPATCHER_SERVERS}}", &servers("task-dispatcher"))
+                .replace("{{REPORTER_SERVERS}}", &servers("agent-reporter"))
+                .replace("{{INGEST_TARGETS}}", &targets("ingest"))
+                .replace("{{STORE_TARGETS}}", &targets("dedup-store"))
+                .replace("{{DISPATCHER_TARGETS}}", &targets("task-dispatcher"))
+                .replace("{{REPORTER_TARGETS}}", &targets("agent-reporter")),
+        )
+    };
     // The repo's alerting and recording rules, as the NixOS image loads them.
     std::fs::create_dir_all(config_dir.join("rules"))?;
     for (file, rules) in RULES {
@@ -297,10 +476,11 @@ async fn run_services(
         String::from_utf8_lossy(&tested.stderr)
     );
 
-    let store_url = format!("http://127.0.0.1:{}", args.store_port);
-    let ingest_url = format!("http://127.0.0.1:{}", args.ingest_port);
-    let dispatcher_url = format!("http://127.0.0.1:{}", args.dispatcher_port);
-    let reporter_url = format!("http://127.0.0.1:{}", args.reporter_port);
+    let first_url = |service: &str| replicas[service][0].url();
+    let store_url = first_url("dedup-store");
+    let ingest_url = first_url("ingest");
+    let dispatcher_url = first_url("task-dispatcher");
+    let reporter_url = first_url("agent-reporter");
     let pushgateway_url = format!("http://127.0.0.1:{}", args.pushgateway_port);
     let pushgateway_args: Vec<std::ffi::OsString> = vec![
         format!("--web.listen-address=127.0.0.1:{}", args.pushgateway_port).into(),
@@ -315,6 +495,7 @@ async fn run_services(
         services.push(spawn(
             Path::new(PUSHGATEWAY),
             "pushgateway",
+            args.pushgateway_port,
             &pushgateway_args,
             state_dir,
         )?);
@@ -324,14 +505,14 @@ async fn run_services(
             &mut services,
         )
         .await?;
-        for (name, config, url) in [
-            ("task-dispatcher", &dispatcher_config, &dispatcher_url),
-            ("agent-reporter", &reporter_config, &reporter_url),
-            ("dedup-store", &dedup_config, &store_url),
-            ("ingest", &ingest_config, &ingest_url),
-        ] {
-            services.push(spawn_service(bin_dir, name, config, state_dir)?);
-            wait_ready(name, &format!("{url}/readyz"), &mut services).await?;
+        for (replica, config) in &configs {
+            services.push(spawn_service(bin_dir, replica, config, state_dir)?);
+            wait_ready(
+                &replica.name,
+                &format!("{}/readyz", replica.url()),
+                &mut services,
+            )
+            .await?;
         }
         let nginx_args: Vec<std::ffi::OsString> = vec![
             "-c".into(),
@@ -339,7 +520,13 @@ async fn run_services(
             "-e".into(),
             state_dir.join("logs/nginx-error.log").into(),
         ];
-        services.push(spawn(Path::new(NGINX), "nginx", &nginx_args, state_dir)?);
+        services.push(spawn(
+            Path::new(NGINX),
+            "nginx",
+            args.nginx_port,
+            &nginx_args,
+            state_dir,
+        )?);
         let status_url = format!("http://127.0.0.1:{}/stub_status", args.nginx_status_port);
         wait_ready("nginx", &status_url, &mut services).await?;
         // Observability: exporters, then Prometheus scraping everything.
@@ -379,6 +566,7 @@ async fn run_services(
             services.push(spawn_with_env(
                 Path::new(program),
                 name,
+                port,
                 &exporter_args,
                 state_dir,
                 &env,
@@ -404,6 +592,7 @@ async fn run_services(
         services.push(spawn(
             Path::new(PROMETHEUS),
             "prometheus",
+            args.prometheus_port,
             &prometheus_args,
             state_dir,
         )?);
@@ -443,7 +632,11 @@ async fn run_services(
         supervisor_pid: Some(std::process::id()),
         components: services
             .iter()
-            .filter_map(|s| Some((s.name.to_owned(), (s.child.id()?, port_of(args, s.name)))))
+            .filter_map(|s| Some((s.name.clone(), (s.child.id()?, s.port))))
+            .collect(),
+        replicas: replicas
+            .iter()
+            .map(|(service, all)| (service.to_string(), all.iter().map(Replica::url).collect()))
             .collect(),
         systemd_units: Default::default(),
         secrets: Default::default(),
@@ -453,17 +646,18 @@ async fn run_services(
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut restarts: Vec<(&'static str, Instant)> = Vec::new();
+    let mut restarts: Vec<(String, Instant)> = Vec::new();
     let code = loop {
         let (index, status) = tokio::select! {
             _ = terminate.recv() => break 0,
             _ = interrupt.recv() => break 0,
             exited = first_exit(&mut services) => exited,
         };
-        let name = services[index].name;
+        let name = services[index].name.clone();
         let log = state_dir.join("logs").join(format!("{name}.log"));
         restarts.retain(|(_, at)| at.elapsed() < Duration::from_secs(60));
         let recent = restarts.iter().filter(|(n, _)| *n == name).count();
+        let port = services[index].port;
         let Some((program, args, dir)) = services[index].restart.clone() else {
             eprintln!(
                 "{name} exited unexpectedly ({status}); see {}",
@@ -482,12 +676,12 @@ async fn run_services(
             "{name} exited ({status}); restarting it; see {}",
             log.display()
         );
-        restarts.push((name, Instant::now()));
+        restarts.push((name.clone(), Instant::now()));
         // A short pause, as systemd's RestartSec, so a crash loop does not spin.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut service = spawn(&program, name, &args, &dir)?;
+        let mut service = spawn(&program, &name, port, &args, &dir)?;
         service.restart = Some((program, args, dir));
-        if let (Some(pid), Some(entry)) = (service.child.id(), stack.components.get_mut(name)) {
+        if let (Some(pid), Some(entry)) = (service.child.id(), stack.components.get_mut(&name)) {
             entry.0 = pid;
         }
         services[index] = service;
@@ -517,37 +711,22 @@ fn grafana_note() -> String {
     }
 }
 
-/// The port a component listens on.
-fn port_of(args: &UpArgs, name: &str) -> u16 {
-    match name {
-        "ingest" => args.ingest_port,
-        "dedup-store" => args.store_port,
-        "task-dispatcher" => args.dispatcher_port,
-        "agent-reporter" => args.reporter_port,
-        "pushgateway" => args.pushgateway_port,
-        "nginx" => args.nginx_port,
-        "node-exporter" => args.node_exporter_port,
-        "nginx-exporter" => args.nginx_exporter_port,
-        "postgres-exporter" => args.postgres_exporter_port,
-        "prometheus" => args.prometheus_port,
-        _ => 0,
-    }
-}
-
 /// Starts `program args...` with its output in `logs/<name>.log`.
 fn spawn(
     program: &Path,
-    name: &'static str,
+    name: &str,
+    port: u16,
     args: &[std::ffi::OsString],
     state_dir: &Path,
 ) -> anyhow::Result<Service> {
-    spawn_with_env(program, name, args, state_dir, &[])
+    spawn_with_env(program, name, port, args, state_dir, &[])
 }
 
 /// [`spawn`] with extra environment variables.
 fn spawn_with_env(
     program: &Path,
-    name: &'static str,
+    name: &str,
+    port: u16,
     args: &[std::ffi::OsString],
     state_dir: &Path,
     env: &[(&str, String)],
@@ -567,22 +746,24 @@ fn spawn_with_env(
         .spawn()
         .with_context(|| format!("starting {name} ({})", program.display()))?;
     Ok(Service {
-        name,
+        name: name.to_owned(),
+        port,
         child,
         restart: None,
     })
 }
 
-/// Starts one of RAVE's services with its config file.
+/// Starts a replica of one of RAVE's services with its config file.
 fn spawn_service(
     bin_dir: &Path,
-    name: &'static str,
+    replica: &Replica,
     config: &Path,
     state_dir: &Path,
 ) -> anyhow::Result<Service> {
+    let program = bin_dir.join(replica.service);
     let args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
-    let mut service = spawn(&bin_dir.join(name), name, &args, state_dir)?;
-    service.restart = Some((bin_dir.join(name), args, state_dir.to_path_buf()));
+    let mut service = spawn(&program, &replica.name, replica.port, &args, state_dir)?;
+    service.restart = Some((program, args, state_dir.to_path_buf()));
     Ok(service)
 }
 
@@ -688,6 +869,16 @@ fn print_table(stack: &StackFile, state_dir: &Path, created: &[(&'static str, St
     println!("{:<12} {:<56} NOTES", "COMPONENT", "URL");
     for (name, url, notes) in rows {
         println!("{name:<12} {url:<56} {notes}");
+    }
+    let replicas = stack.service_urls("ingest").len();
+    if replicas > 1 {
+        println!();
+        println!(
+            "{replicas} replicas of each RAVE service (the URLs above are replica 1's); nginx balances over them:"
+        );
+        for (service, urls) in &stack.replicas {
+            println!("  {service:<16} {}", urls.join("  "));
+        }
     }
     println!();
     println!("secrets (mode 0600): {}", stack.secrets_dir.display());

@@ -217,12 +217,11 @@ fn main_pid(unit: &str) -> anyhow::Result<u32> {
 
 async fn healthy(ctx: &Ctx) -> anyhow::Result<String> {
     let s = &ctx.stack;
-    let mut urls = vec![
-        format!("{}/readyz", s.ingest_url),
-        format!("{}/readyz", s.store_url),
-        format!("{}/readyz", s.dispatcher_url),
-    ];
-    urls.extend(s.reporter_url.iter().map(|u| format!("{u}/readyz")));
+    let mut urls: Vec<String> = ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"]
+        .iter()
+        .flat_map(|service| s.service_urls(service))
+        .map(|u| format!("{u}/readyz"))
+        .collect();
     urls.extend(s.pushgateway_url.iter().map(|u| format!("{u}/-/ready")));
     urls.extend(s.prometheus_url.iter().map(|u| format!("{u}/-/ready")));
     for url in &urls {
@@ -532,29 +531,34 @@ async fn scraping(ctx: &Ctx) -> anyhow::Result<String> {
         let answer = ctx
             .get_json(&format!("{prometheus}/api/v1/query?query=up"))
             .await?;
-        let up: BTreeMap<String, String> = answer["data"]["result"]
+        // Targets answering, per job: every replica of a RAVE service.
+        let mut up: BTreeMap<String, usize> = BTreeMap::new();
+        for r in answer["data"]["result"]
             .as_array()
             .cloned()
             .unwrap_or_default()
-            .iter()
-            .map(|r| {
-                (
-                    r["metric"]["job"].as_str().unwrap_or_default().to_owned(),
-                    r["value"][1].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
+        {
+            let job = r["metric"]["job"].as_str().unwrap_or_default().to_owned();
+            let answering = usize::from(r["value"][1].as_str() == Some("1"));
+            *up.entry(job).or_default() += answering;
+        }
         for job in expected {
-            ensure!(
-                up.get(job).map(String::as_str) == Some("1"),
-                "job {job}: up = {:?}",
-                up.get(job)
-            );
+            let want = ctx.stack.service_urls(job).len().max(1);
+            let got = up.get(job).copied().unwrap_or_default();
+            ensure!(got == want, "job {job}: {got} of {want} targets up");
         }
         Ok(())
     })
     .await?;
-    Ok(format!("up == 1 for all {} jobs", expected.len()))
+    let targets: usize = expected
+        .iter()
+        .map(|job| ctx.stack.service_urls(job).len().max(1))
+        .sum();
+    Ok(format!(
+        "up == 1 for all {} targets of {} jobs",
+        targets,
+        expected.len()
+    ))
 }
 
 fn exposure(ctx: &Ctx) -> anyhow::Result<String> {
@@ -637,8 +641,9 @@ fn listening_sockets() -> anyhow::Result<Vec<(std::net::IpAddr, u16)>> {
 fn resources(ctx: &Ctx) -> anyhow::Result<String> {
     let mut seen = Vec::new();
     for (name, (pid, _)) in &ctx.stack.components {
-        if !["ingest", "dedup-store", "task-dispatcher", "agent-reporter"].contains(&name.as_str())
-        {
+        // `ingest`, or a replica: `ingest@2`.
+        let service = name.split('@').next().unwrap_or_default();
+        if !["ingest", "dedup-store", "task-dispatcher", "agent-reporter"].contains(&service) {
             continue;
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

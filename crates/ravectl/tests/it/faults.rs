@@ -1,10 +1,11 @@
-//! Faults under load, counted. A load generator sends signed webhooks to
-//! ingest and retries anything not 2xx, as senders do; meanwhile each RAVE
-//! service is killed with SIGKILL in turn (`ravectl up` restarts it, as
+//! Faults under load, counted. A load generator sends signed webhooks
+//! through nginx and retries anything not 2xx, as senders do; meanwhile each
+//! RAVE service is killed with SIGKILL in turn (`ravectl up` restarts it, as
 //! systemd does on a host), PostgreSQL is restarted, and the Pushgateway
-//! stops answering for a while. Afterwards every acknowledged delivery must
-//! be stored exactly once, have exactly one task, and that task must have
-//! completed exactly once.
+//! stops answering for a while. With two replicas of each service, one
+//! replica of every service is killed at once, then the other. Afterwards
+//! every acknowledged delivery must be stored exactly once, have exactly one
+//! task, and that task must have completed exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,10 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ravectl::bench::http::{Conn, Target, request};
 use ravectl::stack::StackFile;
 use serde_json::Value;
 
-use super::{free_port, ravectl, up};
+use super::{free_port, ravectl, replica_ports, up_with};
 
 const SENDERS: usize = 4;
 /// Acknowledged deliveries between one fault and the next.
@@ -60,20 +62,17 @@ struct Load {
     refused: usize,
 }
 
-/// Sends deliveries `sender`, `sender + SENDERS`, ... until `stop`, each
-/// retried until a 2xx, as GitHub's redelivery or a Standard Webhooks
-/// sender would; returns how many it started.
+/// Sends deliveries `sender`, `sender + SENDERS`, ... through nginx until
+/// `stop`, each retried until a 2xx, as GitHub's redelivery or a Standard
+/// Webhooks sender would; returns how many it started.
 async fn send_all(
-    ingest: String,
+    nginx: Target,
     secret: String,
     sender: usize,
     load: Arc<Mutex<Load>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> usize {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let mut conn: Option<Conn> = None;
     let mut started = 0;
     for i in (sender..).step_by(SENDERS) {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -84,21 +83,41 @@ async fn send_all(
         tokio::time::sleep(Duration::from_millis(20)).await;
         let delivery = format!("fault-{i:04}");
         let body = format!("{{\"n\":{i}}}");
+        let signature = rave_service::sign::github(&secret, body.as_bytes());
+        let raw = request(
+            "POST",
+            nginx.host(),
+            "/hooks/github",
+            &[
+                ("content-type", "application/json"),
+                ("x-github-event", "push"),
+                ("x-github-delivery", &delivery),
+                ("x-hub-signature-256", &signature),
+            ],
+            body.as_bytes(),
+        );
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let sent = http
-                .post(format!("{ingest}/hooks/github"))
-                .header("content-type", "application/json")
-                .header("x-github-event", "push")
-                .header("x-github-delivery", &delivery)
-                .header(
-                    "x-hub-signature-256",
-                    rave_service::sign::github(&secret, body.as_bytes()),
-                )
-                .body(body.clone())
-                .send()
-                .await;
-            let status = sent.map(|r| r.status().as_u16()).unwrap_or(0);
+            let sent = tokio::time::timeout(Duration::from_secs(15), async {
+                if conn.is_none() {
+                    conn = Some(nginx.connect().await?);
+                }
+                conn.as_mut().expect("connected").send(&raw).await
+            })
+            .await;
+            let status = match sent {
+                Ok(Ok(response)) => {
+                    if response.close {
+                        conn = None;
+                    }
+                    response.status
+                }
+                // A broken connection or no answer: reconnect and resend.
+                _ => {
+                    conn = None;
+                    0
+                }
+            };
             let done = {
                 let mut load = load.lock().unwrap();
                 load.attempts += 1;
@@ -154,11 +173,75 @@ async fn all_pages(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_each_service_and_restarting_postgresql_under_load_loses_and_duplicates_nothing() {
+    faults_under_load(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_each_service_s_replicas_in_turn_under_load_with_two_replicas_loses_and_duplicates_nothing()
+ {
+    faults_under_load(2).await;
+}
+
+/// Webhook requests an ingest replica served since it started.
+async fn ingest_requests(http: &reqwest::Client, url: &str) -> f64 {
+    let Ok(response) = http.get(format!("{url}/metrics")).send().await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("webhook_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// SIGKILLs `name` and waits until `ravectl up` has it back, ready.
+async fn kill_and_await_restart(state: &Path, http: &reqwest::Client, name: &str) -> u32 {
+    let stack = StackFile::read(state).unwrap();
+    let before = pid_of(state, name);
+    let killed = Command::new("kill")
+        .args(["-KILL", &before.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let ready_url = format!("http://127.0.0.1:{}/readyz", stack.components[name].1);
+    eventually(
+        &format!("{name} restarted"),
+        Duration::from_secs(30),
+        async || {
+            pid_of(state, name) != before
+                && http
+                    .get(&ready_url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+        },
+    )
+    .await;
+    before
+}
+
+async fn faults_under_load(replicas: u16) {
     let dir = tempfile::tempdir().unwrap();
     let state: PathBuf = dir.path().to_path_buf();
-    let ports: [u16; 12] = std::array::from_fn(|_| free_port());
-    let _stack = up(&state, ports);
+    let ports: [u16; 12] = if replicas == 1 {
+        std::array::from_fn(|_| free_port())
+    } else {
+        replica_ports()
+    };
+    // The load comes from one address: lift nginx's per-address limit.
+    let replicas_arg = replicas.to_string();
+    let _stack = up_with(
+        &state,
+        ports,
+        &["--hooks-rate-limit", "0", "--replicas", &replicas_arg],
+    );
     let stack = StackFile::read(&state).unwrap();
+    let nginx = Target::new(
+        stack.public_url.as_deref().unwrap(),
+        stack.tls_cert.as_deref(),
+    )
+    .await
+    .unwrap();
     let http = reqwest::Client::new();
     let operator = secret(&state, "operator.token");
 
@@ -184,7 +267,7 @@ async fn killing_each_service_and_restarting_postgresql_under_load_loses_and_dup
     let senders: Vec<_> = (0..SENDERS)
         .map(|s| {
             tokio::spawn(send_all(
-                stack.ingest_url.clone(),
+                nginx.clone(),
                 secret(&state, "github.secret"),
                 s,
                 load.clone(),
@@ -194,38 +277,55 @@ async fn killing_each_service_and_restarting_postgresql_under_load_loses_and_dup
         .collect();
     let acknowledged = || load.lock().unwrap().acknowledged.len();
 
-    // Each service in turn, SIGKILL, at a point where the load is running.
-    for name in SERVICES {
+    // One service at a time, SIGKILL, at a point where the load is running;
+    // with replicas, one replica of every service at once, then the other.
+    let rounds: Vec<Vec<String>> = if replicas == 1 {
+        SERVICES.iter().map(|s| vec![s.to_string()]).collect()
+    } else {
+        (1..=replicas)
+            .map(|k| SERVICES.iter().map(|s| format!("{s}@{k}")).collect())
+            .collect()
+    };
+    for names in rounds {
         let progress = acknowledged() + BETWEEN_FAULTS;
         eventually("load progress", Duration::from_secs(60), async || {
             acknowledged() >= progress
         })
         .await;
-        let before = pid_of(&state, name);
-        let killed = Command::new("kill")
-            .args(["-KILL", &before.to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let ready_url = format!("http://127.0.0.1:{}/readyz", stack.components[name].1);
-        eventually(
-            &format!("{name} restarted"),
-            Duration::from_secs(30),
-            async || {
-                pid_of(&state, name) != before
-                    && http
-                        .get(&ready_url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-            },
-        )
-        .await;
+        if replicas > 1 {
+            // nginx balances over every ingest replica again (one restarted
+            // in the last round sits out its fail_timeout first).
+            eventually(
+                "every ingest replica serving",
+                Duration::from_secs(60),
+                async || {
+                    for url in stack.service_urls("ingest") {
+                        if ingest_requests(&http, &url).await == 0.0 {
+                            return false;
+                        }
+                    }
+                    true
+                },
+            )
+            .await;
+        }
+        let at = acknowledged();
+        let kills = names
+            .iter()
+            .map(|name| kill_and_await_restart(&state, &http, name));
+        let before = futures_util::future::join_all(kills).await;
         eprintln!(
-            "fault: killed {name} (pid {before}) with {} deliveries acknowledged; restarted as pid {}",
-            acknowledged(),
-            pid_of(&state, name)
+            "fault: killed {} (pids {before:?}) with {at} deliveries acknowledged; \
+             {} more acknowledged until all were back",
+            names.join(", "),
+            acknowledged() - at
         );
+        if replicas > 1 {
+            assert!(
+                acknowledged() > at,
+                "the other replicas carried the load while these were down"
+            );
+        }
     }
 
     // PostgreSQL restarts under load: ingest spools, services reconnect.

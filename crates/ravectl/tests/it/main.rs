@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod bench;
 mod faults;
+mod replicas;
 
 fn ravectl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ravectl"))
@@ -20,6 +21,20 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Ports for `up_with(.., ["--replicas", "2"])`: the four RAVE services'
+/// (indexes 0, 1, 3 and 4) also need their port + 100 free for replica 2.
+fn replica_ports() -> [u16; 12] {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    std::array::from_fn(|i| {
+        loop {
+            let port = free_port();
+            if ![0, 1, 3, 4].contains(&i) || port.checked_add(100).is_some_and(free) {
+                return port;
+            }
+        }
+    })
 }
 
 /// A running `ravectl up`, stopped with SIGTERM when dropped, so a failed
