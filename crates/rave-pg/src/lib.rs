@@ -1,13 +1,33 @@
 //! PostgreSQL plumbing every RAVE service with a database shares: its
-//! settings, a connection pool, and migrations applied one replica at a time.
+//! settings, a connection pool (plain on a local host, TLS to a remote or
+//! managed one), and migrations applied one replica at a time.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 pub use deadpool_postgres::{GenericClient, Pool};
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use rave_service::settings::{Secret, SettingsError};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 use serde::Deserialize;
+use tokio_postgres::AsyncMessage;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+/// TLS to PostgreSQL, named as libpq names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP or a Unix socket: loopback and the local socket only.
+    #[default]
+    Disable,
+    /// TLS, the server's certificate chained to `sslrootcert` and naming
+    /// `host`. (`require` without verification is not offered: it lets
+    /// anyone on the path read the traffic.)
+    VerifyFull,
+}
 
 /// `[database]` in a service's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -22,6 +42,12 @@ pub struct DatabaseSettings {
     pub pool_size: usize,
     /// How long a caller waits for a connection, or for a new one to open.
     pub connect_timeout_ms: u64,
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// PEM certificates to trust for `verify-full` (a managed service's CA
+    /// bundle, or your own CA).
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
 }
 
 impl DatabaseSettings {
@@ -38,7 +64,46 @@ impl DatabaseSettings {
                 "pool_size and connect_timeout_ms must be positive",
             ));
         }
+        match (self.sslmode, &self.sslrootcert) {
+            (SslMode::VerifyFull, None) => {
+                return Err(SettingsError::invalid(
+                    key,
+                    "sslmode = \"verify-full\" needs sslrootcert, the CA certificates to trust",
+                ));
+            }
+            (SslMode::VerifyFull, Some(_)) => {
+                if let Err(e) = self.tls() {
+                    return Err(SettingsError::invalid(key, format!("{e:#}")));
+                }
+            }
+            (SslMode::Disable, _) => {}
+        }
         Ok(())
+    }
+
+    /// The TLS connector for `verify-full` (`None` when TLS is off).
+    pub fn tls(&self) -> anyhow::Result<Option<tokio_postgres_rustls::MakeRustlsConnect>> {
+        let (SslMode::VerifyFull, Some(file)) = (self.sslmode, &self.sslrootcert) else {
+            return Ok(None);
+        };
+        let mut roots = RootCertStore::empty();
+        let certificates = CertificateDer::pem_file_iter(file)
+            .with_context(|| format!("reading sslrootcert {}", file.display()))?;
+        for certificate in certificates {
+            roots.add(certificate.with_context(|| format!("sslrootcert {}", file.display()))?)?;
+        }
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "sslrootcert {} holds no certificate",
+            file.display()
+        );
+        let config = ClientConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
     }
 
     /// A `tokio_postgres` configuration (for connections outside the pool).
@@ -54,20 +119,51 @@ impl DatabaseSettings {
         if let Some(password) = &self.password {
             config.password(password.expose());
         }
+        if self.sslmode == SslMode::VerifyFull {
+            // Refuse to fall back to plain text if the server offers no TLS.
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         config
     }
+}
+
+/// A connection's notifications and notices, as a stream.
+pub type Messages = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Send>,
+>;
+
+/// One connection outside the pool (a LISTEN connection): its client, and
+/// the stream that drives it, which the caller must poll.
+pub async fn connect(
+    settings: &DatabaseSettings,
+    application_name: &str,
+) -> anyhow::Result<(tokio_postgres::Client, Messages)> {
+    let config = settings.config(application_name);
+    Ok(match settings.tls()? {
+        None => {
+            let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+            let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            (client, Box::pin(messages))
+        }
+        Some(tls) => {
+            let (client, mut connection) = config.connect(tls).await?;
+            let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            (client, Box::pin(messages))
+        }
+    })
 }
 
 /// A pool that opens connections lazily (a database down at start is
 /// reported by `/readyz`, not by a crash).
 pub fn pool(settings: &DatabaseSettings, application_name: &str) -> anyhow::Result<Pool> {
-    let manager = Manager::from_config(
-        settings.config(application_name),
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let config = settings.config(application_name);
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match settings.tls()? {
+        None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+        Some(tls) => Manager::from_config(config, tls, manager_config),
+    };
     let timeout = Some(Duration::from_millis(settings.connect_timeout_ms));
     Ok(Pool::builder(manager)
         .max_size(settings.pool_size)

@@ -24,6 +24,9 @@ pub struct PgCluster {
     pub host: String,
     pub port: u16,
     pub superuser: String,
+    /// The server's self-signed certificate (it also accepts TLS): the
+    /// `sslrootcert` that verifies it.
+    pub tls_cert: std::path::PathBuf,
     _supervisor: Child,
     _lifeline: ChildStdin,
 }
@@ -58,6 +61,8 @@ impl TestDatabase {
             dbname: self.name.clone(),
             pool_size: 16,
             connect_timeout_ms: 2000,
+            sslmode: rave_pg::SslMode::Disable,
+            sslrootcert: None,
         }
     }
 
@@ -103,7 +108,7 @@ impl TestDatabase {
 
 const SUPERVISOR: &str = r#"
 set -u
-base="$1"; bindir="$2"; port="$3"
+base="$1"; bindir="$2"; port="$3"; cert="$4"; key="$5"
 if ! "$bindir/initdb" -D "$base/data" -U postgres -A trust --no-sync -E UTF8 --locale=C >"$base/initdb.log" 2>&1; then
   echo "initdb-failed"; exit 1
 fi
@@ -111,6 +116,7 @@ fi
 "$bindir/postgres" -D "$base/data" -p "$port" -k "$base" \
   -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
   -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB \
+  -c ssl=on -c ssl_cert_file="$cert" -c ssl_key_file="$key" \
   >"$base/postgres.log" 2>&1 &
 pid=$!
 echo "started"
@@ -136,11 +142,14 @@ impl PgCluster {
             .tempdir()?
             .keep();
         let as_root = ravectl::packages::is_root();
+        let (tls_cert, tls_key) = ravectl::tls::ensure_certificate(&base)?;
         let mut command = if as_root {
             let uid = user_id("postgres").context(
                 "running as root needs a `postgres` user to run PostgreSQL (apt-get install postgresql)",
             )?;
-            std::os::unix::fs::chown(&base, Some(uid), None)?;
+            for path in [&base, &tls_cert, &tls_key] {
+                std::os::unix::fs::chown(path, Some(uid), None)?;
+            }
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--", "sh", "-c", SUPERVISOR, "sh"]);
             c
@@ -153,6 +162,8 @@ impl PgCluster {
             .arg(&base)
             .arg(&bindir)
             .arg(port.to_string())
+            .arg(&tls_cert)
+            .arg(&tls_key)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -172,6 +183,7 @@ impl PgCluster {
             host: "127.0.0.1".into(),
             port,
             superuser: "postgres".into(),
+            tls_cert,
             _supervisor: supervisor,
             _lifeline: lifeline,
         })

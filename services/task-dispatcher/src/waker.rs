@@ -92,13 +92,9 @@ pub async fn listen(
 }
 
 async fn listen_once(database: &DatabaseSettings, waker: &Waker) -> anyhow::Result<()> {
-    let (client, mut connection) = database
-        .config("task-dispatcher-listen")
-        .connect(tokio_postgres::NoTls)
-        .await?;
+    let (client, mut messages) = rave_pg::connect(database, "task-dispatcher-listen").await?;
     let (notified, mut notifications) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(_)) => {
