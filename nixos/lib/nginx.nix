@@ -6,7 +6,14 @@
 # `nginx -t` on the result (tests/nixos-checks).
 { listen ? "3002"
 , statusPort ? 3003
-, ports
+, # Replica 1's port per service; replica k's is + (k - 1) × replicaPortStep.
+  ports
+, replicas ? { }
+, replicaPortStep ? 100
+, # Passive health checks: a replica failing maxFails times within
+  # failTimeout sits out failTimeout.
+  maxFails ? 2
+, failTimeout ? "5s"
 , certificate
 , key
 , # Extra `location` blocks inside the public server (Grafana on P2).
@@ -17,12 +24,15 @@
 }:
 let
   template = builtins.readFile ../../crates/ravectl/templates/nginx-sites.conf;
+  servers = name: builtins.concatStringsSep "" (builtins.genList
+    (i: "    server 127.0.0.1:${toString (ports.${name} + i * replicaPortStep)} max_fails=${toString maxFails} fail_timeout=${failTimeout};\n")
+    (replicas.${name} or 1));
   values = {
     NGINX_LISTEN = listen;
     NGINX_STATUS_PORT = toString statusPort;
-    INGEST_PORT = toString ports.ingest;
-    DISPATCHER_PORT = toString ports.task-dispatcher;
-    REPORTER_PORT = toString ports.agent-reporter;
+    INGEST_SERVERS = servers "ingest";
+    DISPATCHER_SERVERS = servers "task-dispatcher";
+    REPORTER_SERVERS = servers "agent-reporter";
     TLS_CERT = toString certificate;
     TLS_KEY = toString key;
     EXTRA_LOCATIONS = extraLocations;

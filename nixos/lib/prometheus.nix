@@ -3,7 +3,12 @@
 # checks the two agree).
 #
 # Plain Nix with no nixpkgs.
-{ ports ? { } }:
+{ ports ? { }
+, # RAVE services with several replicas: name -> count; replica k listens
+  # on the port + (k - 1) × replicaPortStep, and each is a target.
+  replicas ? { }
+, replicaPortStep ? 100
+}:
 let
   port = {
     prometheus = 9090;
@@ -18,7 +23,11 @@ let
   } // ports;
   job = name: {
     job_name = name;
-    static_configs = [{ targets = [ "127.0.0.1:${toString port.${name}}" ]; }];
+    static_configs = [{
+      targets = builtins.genList
+        (i: "127.0.0.1:${toString (port.${name} + i * replicaPortStep)}")
+        (replicas.${name} or 1);
+    }];
   };
 in
 map job [ "prometheus" "node" "nginx" "postgres" ]

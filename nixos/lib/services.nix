@@ -1,7 +1,14 @@
-# The four RAVE services as a NixOS host runs them: unit, system user, port,
-# socket families, systemd credentials (id -> file to load) and the settings
-# each starts with. The module renders `settings` to the service's TOML after
-# merging `services.rave.<name>.settings` over it.
+# The four RAVE services as a NixOS host runs them: system user, socket
+# families, systemd credentials (id -> file to load), and each replica's
+# unit, port and settings. The module renders a replica's `settings` to its
+# TOML after merging `services.rave.<name>.settings` over them.
+#
+# Replicas: with one (the default) a service runs as `rave-<name>`; with
+# several, as `rave-<name>@1`, `rave-<name>@2`, ..., replica k on the port
+# + (k - 1) × replicaPortStep. Replica k of ingest calls replica k of
+# dedup-store first and the others when it refuses (likewise dedup-store's
+# relay to task-dispatcher); each ingest replica has its own spool and
+# replays the others' while they are down.
 #
 # Secrets never enter the settings or the Nix store: a setting names the file
 # systemd's LoadCredential= exposes, and systemd reads the real file (given
@@ -12,9 +19,14 @@
 {
   # Where LoadCredential= puts a unit's credentials.
   credentialsDir ? unit: "/run/credentials/${unit}.service"
-, # PostgreSQL: the local socket directory (peer authentication), or a host.
+, # PostgreSQL: the local socket directory (peer authentication), or a
+  # remote host with TLS (sslmode = "verify-full", sslrootcert = a CA file)
+  # and a password file per service (passwordFiles.<name>).
   database ? { host = "/run/postgresql"; port = 5432; }
 , ports ? { }
+, # name -> number of replicas (1 when absent).
+  replicas ? { }
+, replicaPortStep ? 100
 , # ingest: name -> { kind; secretFiles ? [ ]; tokenFiles ? [ ]; requireSignature ? false; }
   sources ? { }
 , # task-dispatcher and agent-reporter: name -> { kinds; tokenSha256; }
@@ -36,6 +48,17 @@ let
     agent-reporter = 3030;
   } // ports;
 
+  countOf = name: replicas.${name} or 1;
+  portOfReplica = name: k: portOf.${name} + (k - 1) * replicaPortStep;
+  urlOf = name: k: "http://127.0.0.1:${toString (portOfReplica name k)}";
+  mod = a: b: a - (a / b) * b;
+  # The replica of `name` that replica k of its caller prefers, and the
+  # others in turn after it.
+  preferred = name: k: mod (k - 1) (countOf name) + 1;
+  othersOf = name: k:
+    let n = countOf name; first = preferred name k;
+    in builtins.genList (i: urlOf name (mod (first + i) n + 1)) (n - 1);
+
   # `prefix-0`, `prefix-1`, ... for a list of files.
   numbered = prefix: files: builtins.listToAttrs (builtins.genList
     (i: { name = "${prefix}-${toString i}"; value = builtins.elemAt files i; })
@@ -47,15 +70,23 @@ let
   telemetry = { log_format = "json"; }
     // (if otlpEndpoint == null then { } else { otlp_endpoint = otlpEndpoint; });
 
-  server = name: { host = "127.0.0.1"; port = portOf.${name}; };
+  server = port: { host = "127.0.0.1"; inherit port; };
 
-  # One database per service, named after its role and system user, so peer
-  # authentication over the socket needs no password.
-  databaseOf = user: {
+  # One database per service, named after its role and system user: peer
+  # authentication over the local socket needs no password; a remote server
+  # gets TLS and the service's password file.
+  passwordFiles = database.passwordFiles or { };
+  databaseCredential = name:
+    if passwordFiles ? ${name} then { db-password = passwordFiles.${name}; } else { };
+  databaseOf = name: user: unit: {
     inherit (database) host port;
     inherit user;
     dbname = user;
-  };
+  }
+  // (if (database.sslmode or "disable") == "disable" then { } else {
+    inherit (database) sslmode sslrootcert;
+  })
+  // (if passwordFiles ? ${name} then { password = credential unit "db-password"; } else { });
 
   agentList = map
     (name: {
@@ -71,87 +102,126 @@ let
   sourceCredentials = name: source:
     numbered "source-${name}-secret" (source.secretFiles or [ ])
     // numbered "source-${name}-token" (source.tokenFiles or [ ]);
-  sourceSettings = name: source:
+  sourceSettings = unit: name: source:
     let
       secrets = numbered "source-${name}-secret" (source.secretFiles or [ ]);
       tokens = numbered "source-${name}-token" (source.tokenFiles or [ ]);
     in
-    { inherit (source) kind; secrets = credentialFiles "rave-ingest" secrets; }
-    // (if tokens == { } then { } else { tokens = credentialFiles "rave-ingest" tokens; })
+    { inherit (source) kind; secrets = credentialFiles unit secrets; }
+    // (if tokens == { } then { } else { tokens = credentialFiles unit tokens; })
     // (if source.kind == "gitlab" then { require_signature = source.requireSignature or false; } else { });
 
   operatorTokens = numbered "operator-token" operatorTokenFiles;
+
+  # The spool directory of ingest replica k, and every replica's.
+  spoolOf = k: if countOf "ingest" == 1 then "spool" else "spool-${toString k}";
+  spools = builtins.genList (i: spoolOf (i + 1)) (countOf "ingest");
+
+  # A service: `common` fields plus one instance per replica (`instance k
+  # unit port` gives its extra fields and settings). The service's own
+  # unit, port and settings are replica 1's.
+  service = name: common: instance:
+    let
+      units = import ./unit-names.nix name (countOf name);
+      instances = builtins.genList
+        (i:
+          let
+            k = i + 1;
+            unit = builtins.elemAt units i;
+            port = portOfReplica name k;
+          in
+          {
+            index = k;
+            name = if countOf name == 1 then name else "${name}@${toString k}";
+            inherit unit port;
+          } // instance k unit port)
+        (countOf name);
+    in
+    common // builtins.head instances // { inherit instances; replicas = countOf name; };
 in
 {
-  ingest = rec {
-    unit = "rave-ingest";
-    user = "rave_ingest";
-    port = portOf.ingest;
-    database = null;
-    addressFamilies = [ "AF_INET" "AF_INET6" ];
-    credentials = builtins.foldl' (acc: name: acc // sourceCredentials name sources.${name}) { }
-      (builtins.attrNames sources);
-    # The spool (verified events waiting out a store outage) lives here.
-    stateDirectory = "rave-ingest";
-    settings = {
-      server = server "ingest";
-      spool.dir = "/var/lib/rave-ingest/spool";
-      store.url = "http://127.0.0.1:${toString portOf.dedup-store}";
-      inherit telemetry;
-      sources = builtins.mapAttrs sourceSettings sources;
-    };
-  };
-
-  dedup-store = rec {
-    unit = "rave-dedup-store";
-    user = "rave_dedup_store";
-    port = portOf.dedup-store;
-    database = user;
-    addressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-    credentials = { relay-token = relayTokenFile; };
-    settings = {
-      server = server "dedup-store";
-      database = databaseOf user;
-      relay = {
-        dispatcher_url = "http://127.0.0.1:${toString portOf.task-dispatcher}";
-        token = credential unit "relay-token";
+  ingest = service "ingest"
+    {
+      user = "rave_ingest";
+      database = null;
+      addressFamilies = [ "AF_INET" "AF_INET6" ];
+      credentials = builtins.foldl' (acc: name: acc // sourceCredentials name sources.${name}) { }
+        (builtins.attrNames sources);
+    }
+    (k: unit: port: {
+      # The spools (verified events waiting out a store outage) live here;
+      # every replica may write every replica's, to replay a dead one's.
+      stateDirectory = if countOf "ingest" == 1 then "rave-ingest" else map (s: "rave-ingest/${s}") spools;
+      settings = {
+        server = server port;
+        spool = {
+          dir = "/var/lib/rave-ingest/${spoolOf k}";
+          peer_dirs = map (s: "/var/lib/rave-ingest/${s}") (builtins.filter (s: s != spoolOf k) spools);
+        };
+        store = {
+          url = urlOf "dedup-store" (preferred "dedup-store" k);
+          fallback_urls = othersOf "dedup-store" k;
+        };
+        inherit telemetry;
+        sources = builtins.mapAttrs (sourceSettings unit) sources;
       };
-      inherit telemetry;
-    };
-  };
+    });
 
-  task-dispatcher = rec {
-    unit = "rave-task-dispatcher";
-    user = "rave_task_dispatcher";
-    port = portOf.task-dispatcher;
-    database = user;
-    addressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-    credentials = { relay-token = relayTokenFile; } // operatorTokens // agentsFileCredential;
-    settings = {
-      agents = agentList;
-      relay_tokens = [ (credential unit "relay-token") ];
-      operator_tokens = credentialFiles unit operatorTokens;
-      server = server "task-dispatcher";
-      database = databaseOf user;
-      inherit telemetry;
-      # Every event becomes a `webhook` task until routes are configured.
-      routes = [{ kind = "webhook"; }];
-    } // agentsFileSetting unit;
-  };
+  dedup-store = service "dedup-store"
+    rec {
+      user = "rave_dedup_store";
+      database = user;
+      addressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+      credentials = { relay-token = relayTokenFile; } // databaseCredential "dedup-store";
+    }
+    (k: unit: port: {
+      settings = {
+        server = server port;
+        database = databaseOf "dedup-store" "rave_dedup_store" unit;
+        relay = {
+          dispatcher_url = urlOf "task-dispatcher" (preferred "task-dispatcher" k);
+          fallback_urls = othersOf "task-dispatcher" k;
+          token = credential unit "relay-token";
+        };
+        inherit telemetry;
+      };
+    });
 
-  agent-reporter = rec {
-    unit = "rave-agent-reporter";
-    user = "rave_agent_reporter";
-    port = portOf.agent-reporter;
-    database = user;
-    addressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-    credentials = agentsFileCredential;
-    settings = {
-      agents = agentList;
-      server = server "agent-reporter";
-      database = databaseOf user;
-      pushgateway.url = pushgatewayUrl;
-      inherit telemetry;
-    } // agentsFileSetting unit;
-  };
+  task-dispatcher = service "task-dispatcher"
+    rec {
+      user = "rave_task_dispatcher";
+      database = user;
+      addressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+      credentials = { relay-token = relayTokenFile; } // operatorTokens // agentsFileCredential
+        // databaseCredential "task-dispatcher";
+    }
+    (_: unit: port: {
+      settings = {
+        agents = agentList;
+        relay_tokens = [ (credential unit "relay-token") ];
+        operator_tokens = credentialFiles unit operatorTokens;
+        server = server port;
+        database = databaseOf "task-dispatcher" "rave_task_dispatcher" unit;
+        inherit telemetry;
+        # Every event becomes a `webhook` task until routes are configured.
+        routes = [{ kind = "webhook"; }];
+      } // agentsFileSetting unit;
+    });
+
+  agent-reporter = service "agent-reporter"
+    rec {
+      user = "rave_agent_reporter";
+      database = user;
+      addressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+      credentials = agentsFileCredential // databaseCredential "agent-reporter";
+    }
+    (_: unit: port: {
+      settings = {
+        agents = agentList;
+        server = server port;
+        database = databaseOf "agent-reporter" "rave_agent_reporter" unit;
+        pushgateway.url = pushgatewayUrl;
+        inherit telemetry;
+      } // agentsFileSetting unit;
+    });
 }

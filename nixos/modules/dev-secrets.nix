@@ -9,6 +9,9 @@ let
   inherit (lib) mkEnableOption mkIf;
   grafana = config.services.rave-observability.enable && config.services.rave-observability.grafana.enable;
   file = name: "${dir}/${name}";
+  raveUnits = lib.concatMap
+    (name: map (u: "${u}.service") (import ../lib/unit-names.nix name config.services.rave.${name}.replicas))
+    [ "ingest" "dedup-store" "task-dispatcher" "agent-reporter" ];
 in
 {
   options.services.rave-dev-secrets.enable = mkEnableOption ''
@@ -21,21 +24,8 @@ in
     systemd.services.rave-dev-secrets = {
       description = "Generate RAVE's development secrets";
       wantedBy = [ "multi-user.target" ];
-      before = [
-        "rave-ingest.service"
-        "rave-dedup-store.service"
-        "rave-task-dispatcher.service"
-        "rave-agent-reporter.service"
-        "nginx.service"
-        "grafana.service"
-      ];
-      requiredBy = [
-        "rave-ingest.service"
-        "rave-dedup-store.service"
-        "rave-task-dispatcher.service"
-        "rave-agent-reporter.service"
-        "nginx.service"
-      ];
+      before = raveUnits ++ [ "nginx.service" "grafana.service" ];
+      requiredBy = raveUnits ++ [ "nginx.service" ];
       path = [ pkgs.openssl pkgs.coreutils ];
       serviceConfig = {
         Type = "oneshot";

@@ -58,6 +58,10 @@ in
           task-dispatcher = rave.task-dispatcher.port;
           agent-reporter = rave.agent-reporter.port;
         };
+        # Every replica is a target.
+        replicas = lib.genAttrs [ "ingest" "dedup-store" "task-dispatcher" "agent-reporter" ]
+          (name: rave.${name}.replicas);
+        inherit (rave) replicaPortStep;
       };
 
       pushgateway = {

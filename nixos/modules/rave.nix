@@ -9,8 +9,13 @@ let
   enabled = builtins.filter (name: cfg.${name}.enable) names;
 
   defs = import ../lib/services.nix {
-    database = { inherit (cfg.database) host port; };
+    database = {
+      inherit (cfg.database) host port sslmode passwordFiles;
+      sslrootcert = cfg.database.sslRootCertFile;
+    };
     ports = lib.genAttrs names (name: cfg.${name}.port);
+    replicas = lib.genAttrs names (name: cfg.${name}.replicas);
+    inherit (cfg) replicaPortStep;
     sources = lib.mapAttrs
       (_: s: { inherit (s) kind secretFiles tokenFiles requireSignature; })
       cfg.ingest.sources;
@@ -25,10 +30,13 @@ let
   secretFiles = [ cfg.relayTokenFile cfg.tls.keyFile ]
     ++ lib.optional (cfg.agentsFile != null) cfg.agentsFile
     ++ cfg.task-dispatcher.operatorTokenFiles
+    ++ lib.attrValues cfg.database.passwordFiles
     ++ lib.concatMap (s: s.secretFiles ++ s.tokenFiles) (lib.attrValues cfg.ingest.sources);
 
-  configFile = name: settingsFormat.generate "${name}.toml"
-    (lib.recursiveUpdate defs.${name}.settings cfg.${name}.settings);
+  # One file per replica (store path names allow no `@`).
+  configFile = name: instance: settingsFormat.generate
+    "${lib.replaceStrings [ "@" ] [ "-" ] instance.name}.toml"
+    (lib.recursiveUpdate instance.settings cfg.${name}.settings);
 
   serviceOptions = name: default: {
     enable = mkEnableOption "RAVE's ${name}" // { default = cfg.enable; defaultText = lib.literalExpression "config.services.rave.enable"; };
@@ -41,7 +49,17 @@ let
     port = mkOption {
       type = types.port;
       inherit default;
-      description = "Port ${name} listens on, on loopback.";
+      description = "Port ${name} (its first replica) listens on, on loopback.";
+    };
+    replicas = mkOption {
+      type = types.ints.between 1 16;
+      default = 1;
+      description = ''
+        Replicas of ${name}, all over the one database. One runs as
+        `rave-${name}.service`; several as `rave-${name}@1.service`,
+        `rave-${name}@2.service`, ..., replica k on `port` + (k - 1) ×
+        `services.rave.replicaPortStep`. nginx and Prometheus follow.
+      '';
     };
     settings = mkOption {
       type = types.submodule { freeformType = settingsFormat.type; };
@@ -56,22 +74,22 @@ let
     cpuQuota = mkOption { type = types.str; default = "50%"; description = "CPUQuota= of the unit."; };
   };
 
-  unitFor = name:
+  unitFor = name: instance:
     let
-      def = defs.${name};
+      def = defs.${name} // instance;
       svc = cfg.${name};
     in
     {
-      description = "RAVE ${name}";
+      description = "RAVE ${instance.name}";
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ]
         ++ lib.optional (def.database != null) "postgresql.service"
-        ++ lib.optional (name == "ingest") "rave-dedup-store.service";
+        ++ lib.optionals (name == "ingest") (map (i: "${i.unit}.service") defs.dedup-store.instances);
       requires = lib.optional (def.database != null && cfg.database.createLocally) "postgresql.service";
       serviceConfig = import ../lib/unit.nix {
         inherit def;
-        execStart = "${svc.package}/bin/${name} --config ${configFile name}";
+        execStart = "${svc.package}/bin/${name} --config ${configFile name instance}";
         allowedAddresses = cfg.allowedAddresses;
         inherit (svc) memoryMax cpuQuota;
       };
@@ -83,6 +101,12 @@ in
     package = mkOption {
       type = types.package;
       description = "The RAVE workspace package (all service binaries and ravectl).";
+    };
+
+    replicaPortStep = mkOption {
+      type = types.ints.between 1 1000;
+      default = 100;
+      description = "Replica k of a service listens on its port + (k - 1) × this.";
     };
 
     ingest = serviceOptions "ingest" 3001 // {
@@ -164,8 +188,37 @@ in
         default = true;
         description = "Run PostgreSQL here with one database and role per service (peer authentication).";
       };
-      host = mkOption { type = types.str; default = "/run/postgresql"; description = "Socket directory or host."; };
+      host = mkOption {
+        type = types.str;
+        default = "/run/postgresql";
+        description = "Socket directory, or the host of a remote or managed PostgreSQL (set createLocally = false).";
+      };
       port = mkOption { type = types.port; default = 5432; };
+      sslmode = mkOption {
+        type = types.enum [ "disable" "verify-full" ];
+        default = "disable";
+        description = ''
+          TLS to PostgreSQL. `verify-full` checks the server's certificate
+          against sslRootCertFile and its name against `host`; use it for
+          any server not on this machine.
+        '';
+      };
+      sslRootCertFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = "PEM CA certificate(s) the server's certificate must chain to (public, may be in the store).";
+      };
+      passwordFiles = mkOption {
+        type = types.attrsOf secretPath;
+        default = { };
+        example = { dedup-store = "/run/secrets/rave/dedup-store-db"; };
+        description = ''
+          Per service (dedup-store, task-dispatcher, agent-reporter): a file
+          holding its database role's password, for a remote server (the
+          role and database are named as the service's system user, e.g.
+          rave_dedup_store).
+        '';
+      };
     };
 
     tls = {
@@ -204,7 +257,15 @@ in
     ++ [{
       assertion = cfg.ingest.enable -> cfg.ingest.sources != { };
       message = "services.rave.ingest.sources is empty: ingest would refuse every webhook.";
-    }];
+    }
+      {
+        assertion = cfg.database.sslmode == "verify-full" -> cfg.database.sslRootCertFile != null;
+        message = "services.rave.database.sslmode = \"verify-full\" needs database.sslRootCertFile.";
+      }
+      {
+        assertion = !cfg.database.createLocally -> lib.hasPrefix "/" cfg.database.host || cfg.database.sslmode == "verify-full";
+        message = "services.rave.database: a remote PostgreSQL (${cfg.database.host}) needs sslmode = \"verify-full\"; passwords and events would cross the network in the clear.";
+      }];
 
     users.users = lib.listToAttrs (map
       (name: lib.nameValuePair defs.${name}.user {
@@ -215,7 +276,9 @@ in
       enabled);
     users.groups = lib.listToAttrs (map (name: lib.nameValuePair defs.${name}.user { }) enabled);
 
-    systemd.services = lib.listToAttrs (map (name: lib.nameValuePair defs.${name}.unit (unitFor name)) enabled);
+    systemd.services = lib.listToAttrs (lib.concatMap
+      (name: map (instance: lib.nameValuePair instance.unit (unitFor name instance)) defs.${name}.instances)
+      enabled);
 
     services.postgresql = mkIf cfg.database.createLocally (
       let databases = builtins.filter (d: d != null) (map (name: defs.${name}.database) enabled);
@@ -234,6 +297,8 @@ in
         listen = toString cfg.nginx.port;
         inherit (cfg.nginx) statusPort extraLocations;
         ports = lib.genAttrs names (name: cfg.${name}.port);
+        replicas = lib.genAttrs names (name: cfg.${name}.replicas);
+        inherit (cfg) replicaPortStep;
         certificate = cfg.tls.certificateFile;
         key = cfg.tls.keyFile;
       };
@@ -252,7 +317,11 @@ in
       postgres = cfg.database.host;
       secrets_dir = "/var/empty";
       secrets = cfg.verify.secrets;
-      systemd_units = lib.listToAttrs (map (name: lib.nameValuePair name [ defs.${name}.unit cfg.${name}.port ]) enabled);
+      systemd_units = lib.listToAttrs (lib.concatMap
+        (name: map (i: lib.nameValuePair i.name [ i.unit i.port ]) defs.${name}.instances)
+        enabled);
+      replicas = lib.genAttrs enabled
+        (name: map (i: "http://127.0.0.1:${toString i.port}") defs.${name}.instances);
     } // lib.optionalAttrs config.services.prometheus.enable {
       prometheus_url = "http://127.0.0.1:${toString config.services.prometheus.port}";
     } // lib.optionalAttrs config.services.prometheus.pushgateway.enable {

@@ -96,8 +96,14 @@ pub fn services(credentials_dir: &str) -> serde_json::Value {
 
 /// The Nix expression [`services`] evaluates.
 pub fn services_expr(credentials_dir: &str) -> String {
+    services_expr_with(credentials_dir, "")
+}
+
+/// [`services_expr`] with more arguments (`extra`: Nix attribute bindings).
+pub fn services_expr_with(credentials_dir: &str, extra: &str) -> String {
     format!(
         r#"import ./nixos/lib/services.nix {{
+            {extra}
             credentialsDir = unit: "{credentials_dir}/${{unit}}";
             relayTokenFile = "/run/secrets/rave/relay-token";
             operatorTokenFiles = [ "/run/secrets/rave/operator-token" ];

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::{SERVICES, binary, nix_eval, repo, run, services, tool};
+use crate::helpers::{SERVICES, binary, nix_eval, repo, run, services, services_expr_with, tool};
 
 /// Plausible content for a credential: whatever its service parses it as.
 fn credential_content(id: &str) -> String {
@@ -23,14 +23,20 @@ fn credential_content(id: &str) -> String {
     }
 }
 
-#[test]
-fn every_services_check_config_accepts_the_settings_nixos_renders() {
-    let dir = tempfile::tempdir().unwrap();
-    let credentials = dir.path().join("credentials");
-    let defs = services(credentials.to_str().unwrap());
+/// Runs each replica's `--check-config` on the settings NixOS renders for
+/// it, with its credentials where LoadCredential= would put them.
+fn check_every_replica(defs: &Value, credentials: &Path, dir: &Path) {
     for name in SERVICES {
         let def = &defs[name];
-        let unit = def["unit"].as_str().unwrap();
+        for instance in def["instances"].as_array().unwrap() {
+            check_config(name, def, instance, credentials, dir);
+        }
+    }
+}
+
+fn check_config(name: &str, def: &Value, instance: &Value, credentials: &Path, dir: &Path) {
+    {
+        let unit = instance["unit"].as_str().unwrap();
         // What LoadCredential= would put in the unit's credentials directory.
         let unit_dir = credentials.join(unit);
         std::fs::create_dir_all(&unit_dir).unwrap();
@@ -41,14 +47,14 @@ fn every_services_check_config_accepts_the_settings_nixos_renders() {
             secrets.push(content.trim().to_owned());
         }
         // As pkgs.formats.toml renders settings.
-        let toml = toml::to_string(&def["settings"]).expect("settings render as TOML");
+        let toml = toml::to_string(&instance["settings"]).expect("settings render as TOML");
         for secret in &secrets {
             assert!(
                 !toml.contains(secret),
                 "{name}: a secret is in its settings"
             );
         }
-        let file = dir.path().join(format!("{name}.toml"));
+        let file = dir.join(format!("{unit}.toml"));
         std::fs::write(&file, &toml).unwrap();
         let out = Command::new(binary(name))
             .arg("--check-config")
@@ -59,10 +65,18 @@ fn every_services_check_config_accepts_the_settings_nixos_renders() {
             .unwrap();
         assert!(
             out.status.success(),
-            "{name} refuses the NixOS settings:\n{}\n{toml}",
+            "{unit} refuses the NixOS settings:\n{}\n{toml}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn every_services_check_config_accepts_the_settings_nixos_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    let defs = services(credentials.to_str().unwrap());
+    check_every_replica(&defs, &credentials, dir.path());
     // The secrets are read from the credentials, in the services' own terms.
     let ingest = &defs["ingest"]["settings"]["sources"];
     assert_eq!(ingest["github"]["secrets"].as_array().unwrap().len(), 2);
@@ -71,6 +85,92 @@ fn every_services_check_config_accepts_the_settings_nixos_renders() {
         defs["dedup-store"]["settings"]["database"]["host"] == "/run/postgresql",
         "peer authentication over the socket"
     );
+}
+
+#[test]
+fn two_replicas_of_each_over_a_remote_database_with_tls_each_pass_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = self_signed(dir.path());
+    let credentials = dir.path().join("credentials");
+    let extra = format!(
+        r#"replicas = {{ ingest = 2; dedup-store = 2; task-dispatcher = 2; agent-reporter = 2; }};
+           database = {{
+             host = "db.internal.example"; port = 5432;
+             sslmode = "verify-full"; sslrootcert = "{}";
+             passwordFiles = {{
+               dedup-store = "/run/secrets/db-dedup";
+               task-dispatcher = "/run/secrets/db-tasks";
+               agent-reporter = "/run/secrets/db-reports";
+             }};
+           }};"#,
+        ca.display()
+    );
+    let defs = nix_eval(&services_expr_with(credentials.to_str().unwrap(), &extra));
+    check_every_replica(&defs, &credentials, dir.path());
+
+    let ingest = defs["ingest"]["instances"].as_array().unwrap();
+    let units: Vec<&str> = ingest.iter().map(|i| i["unit"].as_str().unwrap()).collect();
+    assert_eq!(units, ["rave-ingest@1", "rave-ingest@2"]);
+    let ports: Vec<u64> = ingest.iter().map(|i| i["port"].as_u64().unwrap()).collect();
+    assert_eq!(ports, [3001, 3101]);
+    // Each ingest prefers its own dedup-store and falls back to the other,
+    // owns one spool and replays the other's.
+    assert_eq!(
+        ingest[1]["settings"]["store"]["url"],
+        "http://127.0.0.1:3110"
+    );
+    assert_eq!(
+        ingest[1]["settings"]["store"]["fallback_urls"],
+        serde_json::json!(["http://127.0.0.1:3010"])
+    );
+    assert_eq!(
+        ingest[0]["settings"]["spool"]["peer_dirs"],
+        serde_json::json!([ingest[1]["settings"]["spool"]["dir"]])
+    );
+    assert_eq!(ingest[0]["stateDirectory"].as_array().unwrap().len(), 2);
+    // The database: TLS, and the password through a credential.
+    let store = &defs["dedup-store"]["instances"][1];
+    let database = &store["settings"]["database"];
+    assert_eq!(database["sslmode"], "verify-full");
+    assert_eq!(
+        database["password"]["file"].as_str().unwrap(),
+        credentials
+            .join("rave-dedup-store@2/db-password")
+            .to_str()
+            .unwrap()
+    );
+    assert_eq!(
+        defs["dedup-store"]["credentials"]["db-password"],
+        "/run/secrets/db-dedup"
+    );
+}
+
+#[test]
+fn the_nixos_scrape_jobs_list_every_replica() {
+    let jobs = nix_eval(
+        "import ./nixos/lib/prometheus.nix { replicas = { ingest = 3; task-dispatcher = 2; }; }",
+    );
+    let targets = |job: &str| -> Vec<String> {
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job_name"] == job)
+            .unwrap()["static_configs"][0]["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        targets("ingest"),
+        ["127.0.0.1:3001", "127.0.0.1:3101", "127.0.0.1:3201"]
+    );
+    assert_eq!(
+        targets("task-dispatcher"),
+        ["127.0.0.1:3020", "127.0.0.1:3120"]
+    );
+    assert_eq!(targets("dedup-store"), ["127.0.0.1:3010"]);
 }
 
 fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -98,6 +198,7 @@ fn nginx_accepts_the_sites_nixos_renders_with_grafana() {
     let sites = nix_eval(&format!(
         r#"import ./nixos/lib/nginx.nix {{
             ports = {{ ingest = 3001; task-dispatcher = 3020; agent-reporter = 3030; }};
+            replicas = {{ ingest = 2; task-dispatcher = 3; }};
             certificate = "{}";
             key = "{}";
             extraLocations = import ./nixos/lib/grafana-location.nix {{ }};
@@ -109,6 +210,15 @@ fn nginx_accepts_the_sites_nixos_renders_with_grafana() {
     assert!(!sites.contains("{{"), "a placeholder is left:\n{sites}");
     assert!(sites.contains("location /grafana/"));
     assert!(sites.contains("listen 3002 ssl;"));
+    // Every replica is an upstream server with passive health checks.
+    for port in [3001, 3101, 3020, 3120, 3220, 3030] {
+        assert!(
+            sites.contains(&format!(
+                "server 127.0.0.1:{port} max_fails=2 fail_timeout=5s;"
+            )),
+            "{port} is not an upstream:\n{sites}"
+        );
+    }
     let d = dir.path().display();
     // The parts of NixOS's generated http block that could clash with the sites.
     let conf = format!(

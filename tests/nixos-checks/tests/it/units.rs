@@ -90,6 +90,25 @@ fn every_rave_unit_scores_safe_under_systemd_analyze_security() {
 }
 
 #[test]
+fn a_replica_s_unit_scores_as_safe_and_may_write_every_spool() {
+    let expr = crate::helpers::services_expr_with("/run/credentials", "replicas.ingest = 2;");
+    let config = nix_eval(&format!(
+        "import ./nixos/lib/unit.nix {{ def = ({expr}).ingest // builtins.elemAt ({expr}).ingest.instances 1; \
+         execStart = \"/nix/store/00000000000000000000000000000000-rave/bin/ingest --config /etc/rave/ingest-2.toml\"; }}",
+    ));
+    assert_eq!(
+        config["StateDirectory"],
+        serde_json::json!(["rave-ingest/spool-1", "rave-ingest/spool-2"])
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rave-ingest@2.service");
+    std::fs::write(&path, render("rave-ingest@2", &config)).unwrap();
+    let (passed, score) = score(&path);
+    eprintln!("rave-ingest@2: systemd-analyze security --offline=true: {score:.1}");
+    assert!(passed && score <= 1.0, "rave-ingest@2 scores {score}");
+}
+
+#[test]
 fn the_score_is_a_real_measurement_an_unhardened_unit_is_unsafe() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bare.service");
