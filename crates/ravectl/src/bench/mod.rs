@@ -23,6 +23,12 @@ use procs::Usage;
 
 pub const RAVE_SERVICES: [&str; 4] = ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"];
 
+/// Whether a component is one of RAVE's services or a replica of one
+/// (`ingest`, `ingest@2`).
+pub fn is_rave_service(component: &str) -> bool {
+    RAVE_SERVICES.contains(&component.split('@').next().unwrap_or_default())
+}
+
 /// The knobs after `--smoke` has shrunk them.
 #[derive(Debug, Clone, Serialize)]
 pub struct Params {
@@ -222,14 +228,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     };
 
     let mut report = report::Report::new(&params);
-    report.idle_rss_mb = RAVE_SERVICES
+    report.replicas = ctx.stack.service_urls("ingest").len();
+    report.idle_rss_mb = ctx
+        .components
         .iter()
-        .filter_map(|name| {
-            Some((
-                (*name).to_owned(),
-                procs::rss_mb(*ctx.components.get(*name)?),
-            ))
-        })
+        .filter(|(name, _)| is_rave_service(name))
+        .map(|(name, pid)| (name.clone(), procs::rss_mb(*pid)))
         .collect();
     let all = params.mode == BenchMode::All;
     if all || params.mode == BenchMode::Ceilings {

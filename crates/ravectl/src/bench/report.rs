@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::steps::{Ceilings, Dispatch, Latency};
-use super::{Params, RAVE_SERVICES, Step};
+use super::{Params, Step, is_rave_service};
 
 #[derive(Debug, Serialize)]
 pub struct Machine {
@@ -27,6 +27,8 @@ pub struct Report {
     pub ravectl_version: &'static str,
     pub machine: Machine,
     pub params: Params,
+    /// Replicas of each RAVE service in the stack measured.
+    pub replicas: usize,
     pub ceilings: Option<Ceilings>,
     pub intake: Vec<Step>,
     pub dispatch: Option<Dispatch>,
@@ -79,6 +81,7 @@ impl Report {
             ravectl_version: env!("CARGO_PKG_VERSION"),
             machine: machine(),
             params: params.clone(),
+            replicas: 1,
             ceilings: None,
             intake: Vec::new(),
             dispatch: None,
@@ -117,11 +120,9 @@ impl Report {
         usages.extend(self.reports.iter().map(|r| &r.usage));
         let mut peak = BTreeMap::new();
         for usage in usages {
-            for name in RAVE_SERVICES {
-                if let Some(u) = usage.get(name) {
-                    let p: &mut f64 = peak.entry(name.to_owned()).or_default();
-                    *p = p.max(u.peak_rss_mb);
-                }
+            for (name, u) in usage.iter().filter(|(name, _)| is_rave_service(name)) {
+                let p: &mut f64 = peak.entry(name.clone()).or_default();
+                *p = p.max(u.peak_rss_mb);
             }
         }
         peak
@@ -251,11 +252,16 @@ impl Report {
         let _ = writeln!(md, "# RAVE bench, {}\n", self.started_at.date());
         let _ = writeln!(
             md,
-            "{} CPUs ({}), {:.1} GB, Linux {}. Mode `{:?}`{}, {} s per step, {} connections, {} bytes per body, {:.0} % duplicates.\n",
+            "{} CPUs ({}), {:.1} GB, Linux {}. {} of each RAVE service. Mode `{:?}`{}, {} s per step, {} connections, {} bytes per body, {:.0} % duplicates.\n",
             m.cpus,
             m.cpu_model,
             m.memory_gb,
             m.kernel,
+            if self.replicas > 1 {
+                format!("{} replicas", self.replicas)
+            } else {
+                "One replica".to_owned()
+            },
             self.params.mode,
             if self.params.smoke {
                 " (smoke run: no targets apply)"
@@ -383,10 +389,32 @@ impl Report {
             md.push_str("## Where the CPU goes at intake saturation\n\n| component | CPU (cores) | peak RSS MB |\n|---|---|---|\n");
             let mut rows: Vec<_> = sat.usage.iter().collect();
             rows.sort_by(|a, b| b.1.cpu_cores.total_cmp(&a.1.cpu_cores));
-            for (name, u) in rows {
+            for (name, u) in &rows {
                 let _ = writeln!(md, "| {name} | {:.2} | {:.1} |", u.cpu_cores, u.peak_rss_mb);
             }
             md.push('\n');
+            // The bottleneck: the machine's cores, and who uses them.
+            let used: f64 = rows.iter().map(|(_, u)| u.cpu_cores).sum();
+            let mut by_kind: BTreeMap<&str, f64> = BTreeMap::new();
+            for (name, u) in &rows {
+                *by_kind
+                    .entry(name.split('@').next().unwrap_or(name))
+                    .or_default() += u.cpu_cores;
+            }
+            if let Some((top, cores)) = by_kind.iter().max_by(|a, b| a.1.total_cmp(b.1)) {
+                let _ = writeln!(
+                    md,
+                    "Bottleneck: the components used {used:.2} of the machine's {} cores ({:.0} %){}; the largest share is {top}'s, {cores:.2} cores ({:.0} %).\n",
+                    self.machine.cpus,
+                    used / self.machine.cpus.max(1) as f64 * 100.0,
+                    if used >= 0.85 * self.machine.cpus as f64 {
+                        ": the CPU is saturated, so more replicas on this machine cannot add throughput"
+                    } else {
+                        ""
+                    },
+                    cores / used.max(f64::EPSILON) * 100.0
+                );
+            }
         }
         if !self.targets.is_empty() {
             md.push_str("## Targets\n\n| target | measured | goal | met |\n|---|---|---|---|\n");

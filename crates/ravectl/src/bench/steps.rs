@@ -800,8 +800,15 @@ pub async fn startup(ctx: &Ctx) -> anyhow::Result<BTreeMap<String, f64>> {
             .port();
         let prefix = format!("RAVE_{}", name.to_ascii_uppercase().replace('-', "_"));
         let mut cmd = tokio::process::Command::new(bin_dir.join(name));
+        // With replicas, replica 1's config.
+        let config = ctx.state_dir.join("config");
+        let config = [format!("{name}.toml"), format!("{name}@1.toml")]
+            .into_iter()
+            .map(|file| config.join(file))
+            .find(|path| path.exists())
+            .with_context(|| format!("no config for {name} in {}", config.display()))?;
         cmd.arg("--config")
-            .arg(ctx.state_dir.join("config").join(format!("{name}.toml")))
+            .arg(config)
             .env(format!("{prefix}__SERVER__PORT"), port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -884,9 +891,11 @@ pub async fn soak(ctx: &Ctx) -> anyhow::Result<Soak> {
         }));
     }
     // RSS of each RAVE service every 5 s.
-    let pids: BTreeMap<String, u32> = RAVE_SERVICES
+    let pids: BTreeMap<String, u32> = ctx
+        .components
         .iter()
-        .filter_map(|n| Some(((*n).to_owned(), *ctx.components.get(*n)?)))
+        .filter(|(name, _)| super::is_rave_service(name))
+        .map(|(name, pid)| (name.clone(), *pid))
         .collect();
     let watcher = {
         let (pids, stop) = (pids.clone(), stop.clone());
