@@ -167,6 +167,18 @@ impl LocalPostgres {
     }
 
     /// Runs SQL as the superuser in database `db`.
+    /// Raises `max_connections` to at least `n` (kept in the cluster's
+    /// postgresql.auto.conf, so later starts keep it); restarts if needed.
+    pub fn ensure_max_connections(&self, n: u32) -> anyhow::Result<()> {
+        let current: u32 = self.psql("SHOW max_connections")?.trim().parse()?;
+        if current >= n {
+            return Ok(());
+        }
+        self.psql(&format!("ALTER SYSTEM SET max_connections = {n}"))?;
+        self.stop()?;
+        self.start()
+    }
+
     pub fn psql_in(&self, db: &str, sql: &str) -> anyhow::Result<String> {
         let mut psql = self.command("psql");
         psql.arg("-h")

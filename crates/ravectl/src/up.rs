@@ -241,6 +241,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     let postgres = LocalPostgres::new(&state_dir, args.pg_port)?;
     postgres.init()?;
     postgres.start()?;
+    // Each replica set's pools (dedup-store 16, task-dispatcher 16 + LISTEN,
+    // agent-reporter 8) plus the exporter and psql (docs/scaling.md).
+    postgres.ensure_max_connections((45 * u32::from(args.replicas) + 20).max(100))?;
     let reports_db_password = secret(
         "agent-reporter-db.password",
         "agent-reporter database password",
