@@ -104,14 +104,15 @@ impl Spool {
     }
 
     /// Opens a peer's spool if it holds events and no process owns it;
-    /// `None` otherwise. Never creates anything.
-    pub fn try_adopt(dir: &Path, max_bytes: u64) -> std::io::Result<Option<Self>> {
+    /// `None` otherwise. Never creates anything, and never appends to it
+    /// (so no bound applies).
+    pub fn try_adopt(dir: &Path) -> std::io::Result<Option<Self>> {
         let waiting = std::fs::metadata(dir.join("spool.log")).is_ok_and(|m| m.len() > 0);
         if !waiting {
             return Ok(None);
         }
         match try_lock(dir)? {
-            Some(owner) => Ok(Some(Self::open_locked(dir, max_bytes, owner)?)),
+            Some(owner) => Ok(Some(Self::open_locked(dir, u64::MAX, owner)?)),
             None => Ok(None),
         }
     }
@@ -296,9 +297,8 @@ impl Replayer {
     pub async fn adopt_step(&self) -> anyhow::Result<u64> {
         let mut replayed = 0;
         for dir in &self.peers {
-            let (dir, max_bytes) = (dir.clone(), u64::MAX);
-            let Some(spool) =
-                tokio::task::spawn_blocking(move || Spool::try_adopt(&dir, max_bytes)).await??
+            let dir = dir.clone();
+            let Some(spool) = tokio::task::spawn_blocking(move || Spool::try_adopt(&dir)).await??
             else {
                 continue;
             };

@@ -177,8 +177,7 @@ async fn killing_each_service_and_restarting_postgresql_under_load_loses_and_dup
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn killing_each_service_s_replicas_in_turn_under_load_with_two_replicas_loses_and_duplicates_nothing()
- {
+async fn killing_each_service_replica_by_replica_under_load_loses_and_duplicates_nothing() {
     faults_under_load(2).await;
 }
 

@@ -1,15 +1,28 @@
 //! `ravectl up --replicas 2`: two of each RAVE service over one PostgreSQL,
-//! behind nginx, each scraped by Prometheus.
+//! behind nginx, each scraped by Prometheus, measured by `ravectl bench`.
 
 use ravectl::stack::StackFile;
 
 use super::{ravectl, replica_ports, up_with};
 
 #[tokio::test]
-async fn a_stack_with_two_replicas_of_each_service_passes_verify_and_shows_every_replica() {
+async fn a_stack_with_two_replicas_of_each_service_passes_verify_shows_and_measures_every_replica()
+{
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().to_path_buf();
-    let _stack = up_with(&state, replica_ports(), &["--replicas", "2"]);
+    let state = dir.path().join("state");
+    // The bench loads it from one address: lift nginx's per-address limits.
+    let _stack = up_with(
+        &state,
+        replica_ports(),
+        &[
+            "--replicas",
+            "2",
+            "--hooks-rate-limit",
+            "0",
+            "--agents-rate-limit",
+            "0",
+        ],
+    );
     let stack = StackFile::read(&state).unwrap();
     for service in ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"] {
         assert_eq!(stack.service_urls(service).len(), 2, "{service}");
@@ -70,4 +83,45 @@ async fn a_stack_with_two_replicas_of_each_service_passes_verify_and_shows_every
             .sum();
         assert!(requests > 0.0, "{url} served no webhook");
     }
+
+    // `ravectl bench intake` on the replicas: each one's CPU and memory, and
+    // where the bottleneck is.
+    let out = dir.path().join("results");
+    let run = ravectl()
+        .args(["bench", "intake", "--smoke", "--state-dir"])
+        .arg(&state)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let day = std::fs::read_dir(&out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(day.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["replicas"], 2);
+    let saturation = &report["intake"][0];
+    assert!(saturation["ok"].as_u64().unwrap() > 0, "{saturation}");
+    for replica in ["ingest@1", "ingest@2", "dedup-store@1", "dedup-store@2"] {
+        assert!(
+            saturation["usage"][replica]["cpu_cores"].as_f64().unwrap() > 0.0,
+            "{replica} did no work: {saturation}"
+        );
+        assert!(report["idle_rss_mb"][replica].as_f64().unwrap() > 0.0);
+    }
+    let summary = std::fs::read_to_string(day.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("2 replicas of each RAVE service"),
+        "{summary}"
+    );
+    assert!(summary.contains("Bottleneck: "), "{summary}");
 }

@@ -271,7 +271,7 @@ async fn a_replica_replays_the_spool_of_a_peer_that_is_gone_but_not_of_one_that_
         .append(b"{}", time::OffsetDateTime::now_utc())
         .unwrap();
     assert!(
-        ingest::spool::Spool::try_adopt(&peer_dir, 1 << 20)
+        ingest::spool::Spool::try_adopt(&peer_dir)
             .unwrap()
             .is_none(),
         "a spool with events is not adopted while its owner holds it"
