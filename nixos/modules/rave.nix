@@ -229,6 +229,16 @@ in
       enable = mkOption { type = types.bool; default = true; description = "Serve RAVE through nginx with TLS."; };
       port = mkOption { type = types.port; default = 3002; description = "The public HTTPS port."; };
       statusPort = mkOption { type = types.port; default = 3003; description = "stub_status, on loopback, for the exporter."; };
+      upstreamMaxFails = mkOption {
+        type = types.ints.positive;
+        default = 2;
+        description = "Passive health check: failures of a replica within upstreamFailTimeout before nginx leaves it out.";
+      };
+      upstreamFailTimeout = mkOption {
+        type = types.str;
+        default = "5s";
+        description = "How long nginx leaves a failing replica out (and the window its failures are counted in).";
+      };
       extraLocations = mkOption {
         type = types.lines;
         default = "";
@@ -299,6 +309,8 @@ in
         ports = lib.genAttrs names (name: cfg.${name}.port);
         replicas = lib.genAttrs names (name: cfg.${name}.replicas);
         inherit (cfg) replicaPortStep;
+        maxFails = cfg.nginx.upstreamMaxFails;
+        failTimeout = cfg.nginx.upstreamFailTimeout;
         certificate = cfg.tls.certificateFile;
         key = cfg.tls.keyFile;
       };

@@ -260,6 +260,13 @@ pub struct UpArgs {
     /// Replica k of a service listens on its port + (k - 1) × this.
     #[arg(long, default_value_t = 100)]
     pub replica_port_step: u16,
+    /// nginx's passive health check: a replica failing this many times
+    /// within --upstream-fail-timeout is left out for that long.
+    #[arg(long, default_value_t = 2)]
+    pub upstream_max_fails: u32,
+    /// nginx's `fail_timeout` for each replica, e.g. 5s.
+    #[arg(long, default_value = "5s")]
+    pub upstream_fail_timeout: String,
 }
 
 #[derive(Debug, clap::Args)]

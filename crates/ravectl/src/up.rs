@@ -423,8 +423,8 @@ async fn run_services(
             .iter()
             .map(|r| {
                 format!(
-                    "    server 127.0.0.1:{} max_fails=2 fail_timeout=5s;\n",
-                    r.port
+                    "    server 127.0.0.1:{} max_fails={} fail_timeout={};\n",
+                    r.port, args.upstream_max_fails, args.upstream_fail_timeout
                 )
             })
             .collect()
