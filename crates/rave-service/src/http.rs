@@ -181,3 +181,25 @@ pub fn traced_client(
         .with(reqwest_tracing::TracingMiddleware::default())
         .build())
 }
+
+/// Sends `request(url)` to the first of `urls` (replicas of one service,
+/// preferred first) that takes the connection. Only a refused connection
+/// moves on: it proves nothing was delivered, whereas a timeout may hide a
+/// commit and a 5xx would come from every replica of a shared database.
+pub async fn send_to_first_replica(
+    urls: &[String],
+    request: impl Fn(&str) -> reqwest_middleware::RequestBuilder,
+) -> Result<reqwest::Response, reqwest_middleware::Error> {
+    let mut refused = None;
+    for url in urls {
+        match request(url).send().await {
+            Err(reqwest_middleware::Error::Reqwest(e)) if e.is_connect() => {
+                refused = Some(reqwest_middleware::Error::Reqwest(e));
+            }
+            answered => return answered,
+        }
+    }
+    Err(refused.unwrap_or_else(|| {
+        reqwest_middleware::Error::Middleware(anyhow::anyhow!("no replica URL to send to"))
+    }))
+}

@@ -117,7 +117,16 @@ impl Relay {
                 body_base64: BASE64.encode(r.get::<_, &[u8]>(7)),
             })
             .collect();
-        let response = self.post(&serde_json::json!({ "events": events })).await?;
+        // A failure here (a timeout included) leaves the rows for the next
+        // step, as with one replica.
+        let body = serde_json::json!({ "events": events });
+        let response = rave_service::http::send_to_first_replica(&self.urls, |url| {
+            self.http
+                .post(url)
+                .bearer_auth(self.token.expose())
+                .json(&body)
+        })
+        .await?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -128,30 +137,6 @@ impl Relay {
         tx.commit().await?;
         self.metrics.relayed.inc_by(ids.len() as u64);
         Ok(ids.len())
-    }
-
-    /// Posts to the first replica that takes the connection. A refused
-    /// connection proves nothing was delivered; anything later (a timeout)
-    /// leaves the rows for the next step, as with one replica.
-    async fn post(&self, body: &serde_json::Value) -> anyhow::Result<reqwest::Response> {
-        let mut refused = None;
-        for url in &self.urls {
-            match self
-                .http
-                .post(url)
-                .bearer_auth(self.token.expose())
-                .json(body)
-                .send()
-                .await
-            {
-                Ok(response) => return Ok(response),
-                Err(reqwest_middleware::Error::Reqwest(e)) if e.is_connect() => {
-                    refused = Some(anyhow::Error::new(e));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(refused.unwrap_or_else(|| anyhow::anyhow!("no task-dispatcher URL")))
     }
 
     /// Relays until `stop`: at once after new events (`wake`), otherwise

@@ -51,8 +51,9 @@ pub struct VerifiedEvent<'a> {
 #[derive(Debug)]
 pub struct StoreClient {
     http: ClientWithMiddleware,
-    /// (events URL, readiness URL) of each dedup-store replica, preferred first.
-    replicas: Vec<(String, String)>,
+    /// Each dedup-store replica's events and readiness URLs, preferred first.
+    events_urls: Vec<String>,
+    ready_urls: Vec<String>,
     retry_after_secs: u32,
 }
 
@@ -64,15 +65,16 @@ impl StoreClient {
         retry_after_secs: u32,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!base_urls.is_empty(), "no dedup-store URL");
+        let urls = |path: &str| -> Vec<String> {
+            base_urls
+                .iter()
+                .map(|url| format!("{}{path}", url.trim_end_matches('/')))
+                .collect()
+        };
         Ok(Self {
             http: rave_service::http::traced_client(timeout)?,
-            replicas: base_urls
-                .iter()
-                .map(|url| {
-                    let base = url.trim_end_matches('/');
-                    (format!("{base}/v1/events"), format!("{base}/readyz"))
-                })
-                .collect(),
+            events_urls: urls("/v1/events"),
+            ready_urls: urls("/readyz"),
             retry_after_secs,
         })
     }
@@ -91,43 +93,22 @@ impl StoreClient {
     }
 
     /// Stores an encoded event; answers only once dedup-store has committed it.
-    ///
-    /// A replica that refuses the connection (stopped, restarting) is passed
-    /// over for the next. Nothing else is retried elsewhere: a timeout may
-    /// hide a commit, and replicas share one database, so a 5xx from one
-    /// would come from the others too. (A retry that does reach a second
-    /// replica after a commit is deduplicated anyway.)
+    /// A replica refusing the connection (stopped, restarting) is passed
+    /// over for the next; a retry that reaches a second replica after a
+    /// commit is deduplicated anyway.
     pub async fn store(&self, request: Bytes) -> Result<StoreOutcome, IngestError> {
         let unavailable = |cause: anyhow::Error| IngestError::StoreUnavailable {
             retry_after_secs: self.retry_after_secs,
             cause,
         };
-        let mut refused = None;
-        let mut answer = None;
-        for (events_url, _) in &self.replicas {
-            let sent = self
-                .http
-                .post(events_url)
+        let response = rave_service::http::send_to_first_replica(&self.events_urls, |url| {
+            self.http
+                .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(request.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(response) => {
-                    answer = Some(response);
-                    break;
-                }
-                Err(reqwest_middleware::Error::Reqwest(e)) if e.is_connect() => {
-                    refused = Some(anyhow::Error::new(e));
-                }
-                Err(e) => return Err(unavailable(e.into())),
-            }
-        }
-        let Some(response) = answer else {
-            return Err(unavailable(refused.unwrap_or_else(|| {
-                anyhow::anyhow!("no dedup-store replica answered")
-            })));
-        };
+        })
+        .await
+        .map_err(|e| unavailable(e.into()))?;
         let status = response.status();
         match status {
             StatusCode::CREATED | StatusCode::OK => {
@@ -165,7 +146,7 @@ impl StoreClient {
     /// Whether a dedup-store replica says it is ready.
     pub async fn ready(&self) -> anyhow::Result<()> {
         let mut last = None;
-        for (_, ready_url) in &self.replicas {
+        for ready_url in &self.ready_urls {
             match self.http.get(ready_url).send().await {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => {
