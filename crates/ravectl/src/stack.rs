@@ -4,6 +4,20 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// RAVE's own services. Each runs as one component named after it, or as
+/// replicas `ingest@1`, `ingest@2`, ...
+pub const RAVE_SERVICES: [&str; 4] = ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"];
+
+/// The service a component runs: `ingest` for `ingest` and `ingest@2`.
+pub fn service_of(component: &str) -> &str {
+    component.split('@').next().unwrap_or(component)
+}
+
+/// Whether a component is one of RAVE's services or a replica of one.
+pub fn is_rave_service(component: &str) -> bool {
+    RAVE_SERVICES.contains(&service_of(component))
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StackFile {
     /// nginx, HTTPS: where senders and agents come in.

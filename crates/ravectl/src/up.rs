@@ -169,7 +169,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
             .context("ravectl has no parent directory")?
             .to_path_buf(),
     };
-    for bin in ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"] {
+    for bin in crate::stack::RAVE_SERVICES {
         anyhow::ensure!(
             bin_dir.join(bin).exists(),
             "{} not found; build first: cargo build --release --workspace --bins",

@@ -217,7 +217,7 @@ fn main_pid(unit: &str) -> anyhow::Result<u32> {
 
 async fn healthy(ctx: &Ctx) -> anyhow::Result<String> {
     let s = &ctx.stack;
-    let mut urls: Vec<String> = ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"]
+    let mut urls: Vec<String> = crate::stack::RAVE_SERVICES
         .iter()
         .flat_map(|service| s.service_urls(service))
         .map(|u| format!("{u}/readyz"))
@@ -641,9 +641,7 @@ fn listening_sockets() -> anyhow::Result<Vec<(std::net::IpAddr, u16)>> {
 fn resources(ctx: &Ctx) -> anyhow::Result<String> {
     let mut seen = Vec::new();
     for (name, (pid, _)) in &ctx.stack.components {
-        // `ingest`, or a replica: `ingest@2`.
-        let service = name.split('@').next().unwrap_or_default();
-        if !["ingest", "dedup-store", "task-dispatcher", "agent-reporter"].contains(&service) {
+        if !crate::stack::is_rave_service(name) {
             continue;
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

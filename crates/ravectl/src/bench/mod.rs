@@ -21,13 +21,7 @@ use http::Target;
 use load::RunResult;
 use procs::Usage;
 
-pub const RAVE_SERVICES: [&str; 4] = ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"];
-
-/// Whether a component is one of RAVE's services or a replica of one
-/// (`ingest`, `ingest@2`).
-pub fn is_rave_service(component: &str) -> bool {
-    RAVE_SERVICES.contains(&component.split('@').next().unwrap_or_default())
-}
+pub use crate::stack::{RAVE_SERVICES, is_rave_service};
 
 /// The knobs after `--smoke` has shrunk them.
 #[derive(Debug, Clone, Serialize)]

@@ -397,9 +397,7 @@ impl Report {
             let used: f64 = rows.iter().map(|(_, u)| u.cpu_cores).sum();
             let mut by_kind: BTreeMap<&str, f64> = BTreeMap::new();
             for (name, u) in &rows {
-                *by_kind
-                    .entry(name.split('@').next().unwrap_or(name))
-                    .or_default() += u.cpu_cores;
+                *by_kind.entry(crate::stack::service_of(name)).or_default() += u.cpu_cores;
             }
             if let Some((top, cores)) = by_kind.iter().max_by(|a, b| a.1.total_cmp(b.1)) {
                 let _ = writeln!(
