@@ -2,9 +2,38 @@
 //! real stack and writes its report, so the bench never rots. No targets
 //! apply to a smoke run; the measured run is in docs/performance.md.
 
+use std::path::{Path, PathBuf};
+
 use serde_json::Value;
 
 use super::{free_port, ravectl, up_with};
+
+/// `ravectl bench <mode> --smoke` on the stack, writing under `out`; it must
+/// succeed. Returns the report's directory and its report.json.
+pub fn bench_smoke(state: &Path, mode: &str, out: &Path) -> (PathBuf, Value) {
+    let run = ravectl()
+        .args(["bench", mode, "--smoke", "--state-dir"])
+        .arg(state)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let day = std::fs::read_dir(out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let report =
+        serde_json::from_str(&std::fs::read_to_string(day.join("report.json")).unwrap()).unwrap();
+    (day, report)
+}
 
 #[test]
 fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
@@ -16,28 +45,7 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
         ports,
         &["--hooks-rate-limit", "0", "--agents-rate-limit", "0"],
     );
-    let out = dir.path().join("results");
-    let run = ravectl()
-        .args(["bench", "all", "--smoke", "--state-dir"])
-        .arg(&state)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let day = std::fs::read_dir(&out)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(day.join("report.json")).unwrap()).unwrap();
+    let (day, report) = bench_smoke(&state, "all", &dir.path().join("results"));
 
     let ceilings = &report["ceilings"];
     assert!(ceilings["nginx_204"]["ok_per_sec"].as_f64().unwrap() > 0.0);

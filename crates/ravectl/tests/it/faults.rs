@@ -17,7 +17,7 @@ use ravectl::bench::http::{Conn, Target, request};
 use ravectl::stack::StackFile;
 use serde_json::Value;
 
-use super::{free_port, ravectl, replica_ports, up_with};
+use super::{family_total, free_port, ravectl, replica_ports, up_with, webhook_requests};
 
 const SENDERS: usize = 4;
 /// Acknowledged deliveries between one fault and the next.
@@ -181,18 +181,6 @@ async fn killing_each_service_replica_by_replica_under_load_loses_and_duplicates
     faults_under_load(2).await;
 }
 
-/// Webhook requests an ingest replica served since it started.
-async fn ingest_requests(http: &reqwest::Client, url: &str) -> f64 {
-    let Ok(response) = http.get(format!("{url}/metrics")).send().await else {
-        return 0.0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("webhook_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// SIGKILLs `name` and waits until `ravectl up` has it back, ready.
 async fn kill_and_await_restart(state: &Path, http: &reqwest::Client, name: &str) -> u32 {
     let stack = StackFile::read(state).unwrap();
@@ -299,7 +287,7 @@ async fn faults_under_load(replicas: u16) {
                 Duration::from_secs(60),
                 async || {
                     for url in stack.service_urls("ingest") {
-                        if ingest_requests(&http, &url).await == 0.0 {
+                        if webhook_requests(&http, &url).await == 0.0 {
                             return false;
                         }
                     }
@@ -514,12 +502,7 @@ async fn faults_under_load(replicas: u16) {
                 .text()
                 .await
                 .unwrap();
-            let total: f64 = text
-                .lines()
-                .filter(|l| l.starts_with("agent_jobs_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum();
-            total >= sent as f64
+            family_total(&text, "agent_jobs_total") >= sent as f64
         },
     )
     .await;

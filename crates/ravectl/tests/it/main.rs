@@ -125,6 +125,51 @@ fn up_with(state_dir: &Path, ports: [u16; 12], extra: &[&str]) -> Stack {
     stack
 }
 
+/// `ravectl verify` on the stack: it must pass all twelve suites. Returns
+/// its report.
+fn verify_passes(state_dir: &Path) -> String {
+    let verify = ravectl()
+        .arg("verify")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert!(
+        verify.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("PASS")).count(),
+        12,
+        "{report}"
+    );
+    report
+}
+
+/// The sum of every sample of `family` (`name{...} value` lines).
+fn family_total(exposition: &str, family: &str) -> f64 {
+    let prefix = format!("{family}{{");
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Webhook requests an ingest replica served since it started (0 when it
+/// does not answer).
+async fn webhook_requests(http: &reqwest::Client, ingest_url: &str) -> f64 {
+    let Ok(response) = http.get(format!("{ingest_url}/metrics")).send().await else {
+        return 0.0;
+    };
+    family_total(
+        &response.text().await.unwrap_or_default(),
+        "webhook_requests_total",
+    )
+}
+
 fn send(state_dir: &Path, source: &str, delivery: &str) -> Output {
     ravectl()
         .args(["send", source, "--delivery", delivery, "--state-dir"])
@@ -401,23 +446,7 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
     assert!(codes.lines().all(|c| c == "429" || c == "404"), "{codes}");
 
     // `ravectl verify` passes every suite that exists...
-    let verify = ravectl()
-        .arg("verify")
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&verify.stdout);
-    assert!(
-        verify.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    assert_eq!(
-        report.lines().filter(|l| l.starts_with("PASS")).count(),
-        12,
-        "{report}"
-    );
+    let report = verify_passes(&state);
     assert!(!report.contains("FAIL"), "{report}");
     // ...and fails, saying why, when the stack breaks a limit.
     let strict = ravectl()

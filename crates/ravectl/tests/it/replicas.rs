@@ -3,7 +3,8 @@
 
 use ravectl::stack::StackFile;
 
-use super::{ravectl, replica_ports, up_with};
+use super::bench::bench_smoke;
+use super::{ravectl, replica_ports, up_with, verify_passes, webhook_requests};
 
 #[tokio::test]
 async fn a_stack_with_two_replicas_of_each_service_passes_verify_shows_and_measures_every_replica()
@@ -46,68 +47,24 @@ async fn a_stack_with_two_replicas_of_each_service_passes_verify_shows_and_measu
         }
     }
 
-    let verify = ravectl()
-        .arg("verify")
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&verify.stdout);
-    assert!(
-        verify.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    assert_eq!(
-        report.lines().filter(|l| l.starts_with("PASS")).count(),
-        12,
-        "{report}"
-    );
+    let report = verify_passes(&state);
     assert!(
         report.contains("up == 1 for all 13 targets"),
         "Prometheus scrapes both replicas of each service: {report}"
     );
 
     // verify's webhooks went through nginx, which used both ingest replicas.
+    let http = reqwest::Client::new();
     for url in stack.service_urls("ingest") {
-        let metrics = reqwest::get(format!("{url}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let requests: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("webhook_requests_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        assert!(requests > 0.0, "{url} served no webhook");
+        assert!(
+            webhook_requests(&http, &url).await > 0.0,
+            "{url} served no webhook"
+        );
     }
 
     // `ravectl bench intake` on the replicas: each one's CPU and memory, and
     // where the bottleneck is.
-    let out = dir.path().join("results");
-    let run = ravectl()
-        .args(["bench", "intake", "--smoke", "--state-dir"])
-        .arg(&state)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let day = std::fs::read_dir(&out)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(day.join("report.json")).unwrap()).unwrap();
+    let (day, report) = bench_smoke(&state, "intake", &dir.path().join("results"));
     assert_eq!(report["replicas"], 2);
     let saturation = &report["intake"][0];
     assert!(saturation["ok"].as_u64().unwrap() > 0, "{saturation}");
