@@ -1,10 +1,9 @@
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::helpers::{agent_token, event, sample, spawn_dispatcher};
+use crate::helpers::{drain_as, event, sample, spawn_dispatcher};
 
 #[tokio::test]
 async fn a_claim_returns_the_payload_a_fresh_lease_and_the_webhooks_trace() {
@@ -79,27 +78,7 @@ async fn agents_only_get_their_kinds_and_need_a_known_token() {
 #[tokio::test]
 async fn a_waiting_claim_is_woken_by_new_work_without_polling() {
     let d = spawn_dispatcher().await;
-    let waiting = {
-        let http = d.http.clone();
-        let url = format!("{}/v1/agents/claim", d.url);
-        tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .bearer_auth(agent_token("agent-3"))
-                .json(&json!({"wait_secs": 20}))
-                .send()
-                .await
-                .unwrap();
-            (
-                response.status().as_u16(),
-                response.json::<Value>().await.unwrap(),
-            )
-        })
-    };
-    // Wait for the condition, not for time: the claim is parked.
-    while sample(&d.metrics().await, "dispatcher_agents_waiting") < 1.0 {
-        tokio::task::yield_now().await;
-    }
+    let waiting = d.parked_claim("agent-3", 20).await;
     let id = d.push_task().await;
     let (status, body) = waiting.await.unwrap();
     assert_eq!(status, 200);
@@ -115,43 +94,15 @@ async fn twenty_concurrent_agents_complete_two_thousand_tasks_each_exactly_once(
             .collect();
         d.handoff(&batch).await;
     }
-    let claimed: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut agents = JoinSet::new();
     for i in 0..20 {
-        let (http, url, claimed) = (d.http.clone(), d.url.clone(), claimed.clone());
-        agents.spawn(async move {
-            let name = format!("agent-{i}");
-            loop {
-                let response = http
-                    .post(format!("{url}/v1/agents/claim"))
-                    .bearer_auth(agent_token(&name))
-                    .json(&json!({"max_tasks": 10, "wait_secs": 0}))
-                    .send()
-                    .await
-                    .unwrap();
-                if response.status() == 204 {
-                    return;
-                }
-                let body: Value = response.json().await.unwrap();
-                for task in body["tasks"].as_array().unwrap() {
-                    let id = task["task_id"].as_str().unwrap().to_owned();
-                    claimed.lock().unwrap().push(id.clone());
-                    let done = http
-                        .post(format!("{url}/v1/tasks/{id}/complete"))
-                        .bearer_auth(agent_token(&name))
-                        .json(&json!({"lease_token": task["lease_token"], "result": {"by": name}}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(done.status(), 200);
-                }
-            }
-        });
+        let (http, url) = (d.http.clone(), d.url.clone());
+        agents.spawn(drain_as(http, format!("agent-{i}"), url.clone(), url));
     }
+    let mut claimed = Vec::new();
     while let Some(result) = agents.join_next().await {
-        result.unwrap();
+        claimed.extend(result.unwrap());
     }
-    let claimed = claimed.lock().unwrap().clone();
     let distinct: HashSet<&String> = claimed.iter().collect();
     assert_eq!(claimed.len(), 2000, "every task claimed once, none twice");
     assert_eq!(distinct.len(), 2000);

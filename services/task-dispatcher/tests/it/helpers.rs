@@ -251,3 +251,62 @@ impl TestDispatcher {
         self.clock.advance(Duration::from_secs(secs));
     }
 }
+
+impl TestDispatcher {
+    /// A long-poll claim by `agent` (waiting up to `wait_secs`), returned
+    /// once it is parked waiting for work; await it for its answer.
+    pub async fn parked_claim(
+        &self,
+        agent: &str,
+        wait_secs: u64,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
+        let request = self
+            .http
+            .post(format!("{}/v1/agents/claim", self.url))
+            .bearer_auth(agent_token(agent))
+            .json(&json!({ "wait_secs": wait_secs }));
+        let waiting = tokio::spawn(send(request));
+        // Wait for the condition, not for time: the claim is parked.
+        while sample(&self.metrics().await, "dispatcher_agents_waiting") < 1.0 {
+            tokio::task::yield_now().await;
+        }
+        waiting
+    }
+}
+
+/// An agent claiming up to 10 tasks at a time at `claim_at` and completing
+/// each at `complete_at` (base URLs; the same replica or two), until a claim
+/// finds nothing. Returns the ids it completed, in order.
+pub async fn drain_as(
+    http: reqwest::Client,
+    agent: String,
+    claim_at: String,
+    complete_at: String,
+) -> Vec<String> {
+    let mut completed = Vec::new();
+    loop {
+        let response = http
+            .post(format!("{claim_at}/v1/agents/claim"))
+            .bearer_auth(agent_token(&agent))
+            .json(&json!({"max_tasks": 10, "wait_secs": 0}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 204 {
+            return completed;
+        }
+        let body: Value = response.json().await.unwrap();
+        for task in body["tasks"].as_array().unwrap() {
+            let id = task["task_id"].as_str().unwrap().to_owned();
+            let done = http
+                .post(format!("{complete_at}/v1/tasks/{id}/complete"))
+                .bearer_auth(agent_token(&agent))
+                .json(&json!({"lease_token": task["lease_token"], "result": {"by": agent}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(done.status(), 200);
+            completed.push(id);
+        }
+    }
+}

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    LEASE_SECS, TestDispatcher, agent_token, event, sample, spawn_dispatcher, spawn_dispatcher_on,
+    LEASE_SECS, TestDispatcher, drain_as, event, sample, spawn_dispatcher, spawn_dispatcher_on,
 };
 
 /// Both replicas hold their LISTEN connection (it opens in the background).
@@ -38,25 +38,7 @@ async fn a_task_created_on_one_replica_wakes_a_claim_waiting_on_the_other() {
     until_both_listen(&a).await;
     // Built without background loops, b has no due-task poll: only the
     // notification from a can wake its claim within the wait.
-    let waiting = {
-        let (http, url) = (b.http.clone(), format!("{}/v1/agents/claim", b.url));
-        tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .bearer_auth(agent_token("agent-3"))
-                .json(&json!({"wait_secs": 60}))
-                .send()
-                .await
-                .unwrap();
-            (
-                response.status().as_u16(),
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        })
-    };
-    while sample(&b.metrics().await, "dispatcher_agents_waiting") < 1.0 {
-        tokio::task::yield_now().await;
-    }
+    let waiting = b.parked_claim("agent-3", 60).await;
     let id = a.push_task().await;
     let (status, body) = waiting.await.unwrap();
     assert_eq!(status, 200, "woken by the other replica's task");
@@ -81,36 +63,12 @@ async fn agents_spread_over_two_replicas_complete_every_task_exactly_once() {
         } else {
             (b.url.clone(), a.url.clone())
         };
-        let http = a.http.clone();
-        agents.spawn(async move {
-            let name = format!("agent-{i}");
-            let mut claimed = Vec::new();
-            loop {
-                let response = http
-                    .post(format!("{claim_at}/v1/agents/claim"))
-                    .bearer_auth(agent_token(&name))
-                    .json(&json!({"max_tasks": 10, "wait_secs": 0}))
-                    .send()
-                    .await
-                    .unwrap();
-                if response.status() == 204 {
-                    return claimed;
-                }
-                let body: Value = response.json().await.unwrap();
-                for task in body["tasks"].as_array().unwrap() {
-                    let id = task["task_id"].as_str().unwrap().to_owned();
-                    let done = http
-                        .post(format!("{complete_at}/v1/tasks/{id}/complete"))
-                        .bearer_auth(agent_token(&name))
-                        .json(&json!({"lease_token": task["lease_token"]}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(done.status(), 200);
-                    claimed.push(id);
-                }
-            }
-        });
+        agents.spawn(drain_as(
+            a.http.clone(),
+            format!("agent-{i}"),
+            claim_at,
+            complete_at,
+        ));
     }
     let mut claimed = Vec::new();
     while let Some(result) = agents.join_next().await {
