@@ -55,17 +55,17 @@ async fn spawn_store_relaying_to(
     settings.relay.dispatcher_url = Some(dispatcher_url.to_owned());
     settings.relay.token = Some(Secret::new(RELAY_TOKEN));
     settings.relay.batch_size = batch_size;
-    let relay_settings = settings.relay.clone();
+    let relay = relay_for(&settings);
     let store = spawn_with(db, settings).await;
-    let pool = rave_pg::pool(
-        &crate::helpers::settings_for(&store.db).await.database,
-        "relay-test",
-    )
-    .unwrap();
-    let relay = Relay::new(pool, &relay_settings, Arc::new(Metrics::new()))
-        .unwrap()
-        .unwrap();
     (store, relay)
+}
+
+/// A relay the test drives, over `settings`' database and relay settings.
+fn relay_for(settings: &dedup_store::Settings) -> Relay {
+    let pool = rave_pg::pool(&settings.database, "relay-test").unwrap();
+    Relay::new(pool, &settings.relay, Arc::new(Metrics::new()))
+        .unwrap()
+        .unwrap()
 }
 
 async fn drain(relay: &Relay) -> usize {
@@ -155,18 +155,10 @@ async fn while_the_dispatcher_is_down_events_wait_in_the_outbox_and_arrive_once_
 
     // The dispatcher restarts (on a new port) over the same database.
     let (restarted, _) = spawn_dispatcher(&dispatcher_db).await;
-    let (_, relay_again) = {
-        let mut settings = settings_for(&store.db).await;
-        settings.relay.dispatcher_url = Some(restarted);
-        settings.relay.token = Some(Secret::new(RELAY_TOKEN));
-        let pool = rave_pg::pool(&settings.database, "relay-test").unwrap();
-        (
-            (),
-            Relay::new(pool, &settings.relay, Arc::new(Metrics::new()))
-                .unwrap()
-                .unwrap(),
-        )
-    };
+    let mut settings = settings_for(&store.db).await;
+    settings.relay.dispatcher_url = Some(restarted);
+    settings.relay.token = Some(Secret::new(RELAY_TOKEN));
+    let relay_again = relay_for(&settings);
     assert_eq!(drain(&relay_again).await, 5);
     assert_eq!(count(&dispatcher_db, "SELECT count(*) FROM tasks").await, 5);
     assert_eq!(count(&store.db, "SELECT count(*) FROM outbox").await, 0);
@@ -182,13 +174,7 @@ async fn a_relay_with_the_wrong_token_is_refused_and_keeps_its_events() {
     settings.relay.token = Some(Secret::new("not-the-relay-token"));
     let store = spawn_with(db, settings.clone()).await;
     store.post_event(&event("github", "x", b"{}")).await;
-    let relay = Relay::new(
-        rave_pg::pool(&settings.database, "t").unwrap(),
-        &settings.relay,
-        Arc::new(Metrics::new()),
-    )
-    .unwrap()
-    .unwrap();
+    let relay = relay_for(&settings);
     let err = relay.relay_once().await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
     assert_eq!(count(&store.db, "SELECT count(*) FROM outbox").await, 1);
@@ -208,13 +194,7 @@ async fn two_replicas_relaying_at_once_deliver_each_event_once() {
     settings.relay.dispatcher_url = Some(dispatcher_b);
     settings.relay.token = Some(Secret::new(RELAY_TOKEN));
     settings.relay.batch_size = 25;
-    let relay_b = Relay::new(
-        rave_pg::pool(&settings.database, "relay-b").unwrap(),
-        &settings.relay,
-        Arc::new(Metrics::new()),
-    )
-    .unwrap()
-    .unwrap();
+    let relay_b = relay_for(&settings);
     for i in 0..400 {
         store
             .post_event(&event("github", &format!("e-{i}"), b"{}"))
@@ -255,13 +235,7 @@ async fn a_dispatcher_replica_refusing_connections_is_passed_over_for_the_next()
             .post_event(&event("github", &format!("e-{i}"), b"{}"))
             .await;
     }
-    let relay = Relay::new(
-        rave_pg::pool(&settings.database, "relay").unwrap(),
-        &settings.relay,
-        Arc::new(Metrics::new()),
-    )
-    .unwrap()
-    .unwrap();
+    let relay = relay_for(&settings);
     assert_eq!(drain(&relay).await, 3);
     assert_eq!(count(&dispatcher_db, "SELECT count(*) FROM tasks").await, 3);
 }
