@@ -11,6 +11,12 @@ use test_support::pg::{PgCluster, TestDatabase};
 
 pub use test_support::metrics::sample;
 
+/// An agent's `agent_jobs_total` in the Pushgateway's exposition (the
+/// first of its series), `None` when its group is not there.
+pub fn jobs_of(exposition: &str, agent: &str) -> Option<f64> {
+    test_support::pushgateway::find_sample(exposition, "agent_jobs_total", &[("agent", agent)])
+}
+
 pub const TTL_SECS: u64 = 3600;
 pub const RETENTION_HOURS: u64 = 2;
 

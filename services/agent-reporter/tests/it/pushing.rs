@@ -2,7 +2,7 @@ use serde_json::json;
 use test_support::pushgateway::{Pushgateway, find_sample};
 
 use crate::helpers::{
-    RETENTION_HOURS, TTL_SECS, report, sample, spawn_reporter, spawn_reporter_on,
+    RETENTION_HOURS, TTL_SECS, jobs_of, report, sample, spawn_reporter, spawn_reporter_on,
 };
 
 #[tokio::test]
@@ -139,14 +139,8 @@ async fn a_silent_agents_group_is_deleted_after_the_ttl() {
     let summary = r.pusher().push_once().await.unwrap();
     assert_eq!(summary.deleted, 1);
     let text = gateway.metrics().await;
-    assert_eq!(
-        find_sample(&text, "agent_jobs_total", &[("agent", "agent-1")]),
-        None
-    );
-    assert_eq!(
-        find_sample(&text, "agent_jobs_total", &[("agent", "agent-2")]),
-        Some(2.0)
-    );
+    assert_eq!(jobs_of(&text, "agent-1"), None);
+    assert_eq!(jobs_of(&text, "agent-2"), Some(2.0));
     assert_eq!(
         sample(&r.metrics().await, "reporter_groups_deleted_total"),
         1.0
@@ -162,11 +156,7 @@ async fn a_restarted_reporter_keeps_its_counters() {
     first.handle.stop(true).await;
     first.stopped.await.unwrap().unwrap(); // its last push happens on the way out
     assert_eq!(
-        find_sample(
-            &gateway.metrics().await,
-            "agent_jobs_total",
-            &[("agent", "agent-1")]
-        ),
+        jobs_of(&gateway.metrics().await, "agent-1"),
         Some(2.0),
         "pushed on shutdown"
     );
@@ -174,14 +164,7 @@ async fn a_restarted_reporter_keeps_its_counters() {
     let second = spawn_reporter_on(first.db.clone(), Some(&gateway.url)).await;
     second.post("agent-1", &report("succeeded", 1.0)).await;
     second.pusher().push_once().await.unwrap();
-    assert_eq!(
-        find_sample(
-            &gateway.metrics().await,
-            "agent_jobs_total",
-            &[("agent", "agent-1")]
-        ),
-        Some(3.0)
-    );
+    assert_eq!(jobs_of(&gateway.metrics().await, "agent-1"), Some(3.0));
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use agent_reporter::store::GROUP_LOCK_CLASS;
 use test_support::pushgateway::{Pushgateway, find_sample};
 
-use crate::helpers::{report, spawn_reporter, spawn_reporter_on};
+use crate::helpers::{jobs_of, report, spawn_reporter, spawn_reporter_on};
 
 #[tokio::test]
 async fn reports_landing_on_two_replicas_add_up_in_one_group() {
@@ -65,25 +65,12 @@ async fn a_group_another_replica_is_pushing_is_skipped_and_pushed_later() {
     let summary = b.pusher().push_once().await.unwrap();
     assert_eq!((summary.pushed, summary.skipped), (1, 1));
     let text = gateway.metrics().await;
-    assert_eq!(
-        find_sample(&text, "agent_jobs_total", &[("agent", "agent-1")]),
-        None
-    );
-    assert_eq!(
-        find_sample(&text, "agent_jobs_total", &[("agent", "agent-2")]),
-        Some(1.0)
-    );
+    assert_eq!(jobs_of(&text, "agent-1"), None);
+    assert_eq!(jobs_of(&text, "agent-2"), Some(1.0));
 
     // The holder went away without pushing: the group is still due.
     holder.rollback().await.unwrap();
     let summary = b.pusher().push_once().await.unwrap();
     assert_eq!((summary.pushed, summary.skipped), (1, 0));
-    assert_eq!(
-        find_sample(
-            &gateway.metrics().await,
-            "agent_jobs_total",
-            &[("agent", "agent-1")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(jobs_of(&gateway.metrics().await, "agent-1"), Some(1.0));
 }
