@@ -68,6 +68,18 @@ impl Outage {
     async fn start_store(&self) {
         start_store_on(&self.stack.db, self.store_port).await;
     }
+
+    /// Settings for another ingest with this one's store and secrets, its
+    /// spool in `spool_dir`.
+    fn another_ingest(&self, spool_dir: std::path::PathBuf) -> ingest::Settings {
+        let mut settings = ingest_settings(
+            &self.stack.store,
+            &self.stack.standard_secret,
+            &self.stack.gitlab_signing_secret,
+        );
+        settings.spool.dir = Some(spool_dir);
+        settings
+    }
 }
 
 async fn start_store_on(db: &TestDatabase, port: u16) {
@@ -191,15 +203,10 @@ async fn spooled_deliveries_survive_an_ingest_restart() {
     assert_eq!(status, 202);
     handle.stop(true).await;
     server.await.unwrap().unwrap();
-    drop(outage.replayer);
 
     // A new ingest on the same spool directory, with the store back.
-    let mut settings = ingest_settings(
-        &outage.stack.store,
-        &outage.stack.standard_secret,
-        &outage.stack.gitlab_signing_secret,
-    );
-    settings.spool.dir = Some(outage.spool_dir.path().join("spool"));
+    let settings = outage.another_ingest(outage.spool_dir.path().join("spool"));
+    drop(outage.replayer);
     let app = ingest::Application::build_with(settings, false)
         .await
         .unwrap();
@@ -226,12 +233,7 @@ async fn a_replica_replays_the_spool_of_a_peer_that_is_gone_but_not_of_one_that_
     // Replica B, with the store back, lists A's spool as a peer's.
     start_store_on(&outage.stack.db, outage.store_port).await;
     let own = tempfile::tempdir().unwrap();
-    let mut settings = ingest_settings(
-        &outage.stack.store,
-        &outage.stack.standard_secret,
-        &outage.stack.gitlab_signing_secret,
-    );
-    settings.spool.dir = Some(own.path().join("spool"));
+    let mut settings = outage.another_ingest(own.path().join("spool"));
     settings.spool.peer_dirs = vec![peer_dir.clone()];
     let b = ingest::Application::build_with(settings, false)
         .await
