@@ -24,9 +24,9 @@
 }:
 let
   template = builtins.readFile ../../crates/ravectl/templates/nginx-sites.conf;
-  servers = name: builtins.concatStringsSep "" (builtins.genList
-    (i: "    server 127.0.0.1:${toString (ports.${name} + i * replicaPortStep)} max_fails=${toString maxFails} fail_timeout=${failTimeout};\n")
-    (replicas.${name} or 1));
+  servers = name: builtins.concatStringsSep "" (map
+    (port: "    server 127.0.0.1:${toString port} max_fails=${toString maxFails} fail_timeout=${failTimeout};\n")
+    ((import ./replicas.nix).ports ports.${name} (replicas.${name} or 1) replicaPortStep));
   values = {
     NGINX_LISTEN = listen;
     NGINX_STATUS_PORT = toString statusPort;

@@ -24,9 +24,8 @@ let
   job = name: {
     job_name = name;
     static_configs = [{
-      targets = builtins.genList
-        (i: "127.0.0.1:${toString (port.${name} + i * replicaPortStep)}")
-        (replicas.${name} or 1);
+      targets = map (p: "127.0.0.1:${toString p}")
+        ((import ./replicas.nix).ports port.${name} (replicas.${name} or 1) replicaPortStep);
     }];
   };
 in

@@ -49,7 +49,8 @@ let
   } // ports;
 
   countOf = name: replicas.${name} or 1;
-  portOfReplica = name: k: portOf.${name} + (k - 1) * replicaPortStep;
+  replicaLib = import ./replicas.nix;
+  portOfReplica = name: replicaLib.port portOf.${name} replicaPortStep;
   urlOf = name: k: "http://127.0.0.1:${toString (portOfReplica name k)}";
   mod = a: b: a - (a / b) * b;
   # The replica of `name` that replica k of its caller prefers, and the
@@ -122,7 +123,7 @@ let
   # unit, port and settings are replica 1's.
   service = name: common: instance:
     let
-      units = import ./unit-names.nix name (countOf name);
+      units = replicaLib.units name (countOf name);
       instances = builtins.genList
         (i:
           let

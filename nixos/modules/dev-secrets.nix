@@ -10,7 +10,7 @@ let
   grafana = config.services.rave-observability.enable && config.services.rave-observability.grafana.enable;
   file = name: "${dir}/${name}";
   raveUnits = lib.concatMap
-    (name: map (u: "${u}.service") (import ../lib/unit-names.nix name config.services.rave.${name}.replicas))
+    (name: map (u: "${u}.service") ((import ../lib/replicas.nix).units name config.services.rave.${name}.replicas))
     [ "ingest" "dedup-store" "task-dispatcher" "agent-reporter" ];
 in
 {
