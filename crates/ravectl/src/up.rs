@@ -355,6 +355,20 @@ async fn run_services(
     }
     let spool_root = state_dir.join("spool");
     let quoted = |path: &Path| format!("'{}'", path.display());
+    // Every ingest spool: the replicas', and any left by an earlier run with
+    // more replicas. Each replica replays the others'.
+    let mut spools: std::collections::BTreeSet<PathBuf> = replicas["ingest"]
+        .iter()
+        .map(|r| spool_root.join(&r.name))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(&spool_root) {
+        spools.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("ingest"))
+                .map(|e| e.path()),
+        );
+    }
     let mut configs: Vec<(Replica, PathBuf)> = Vec::new();
     for service in SERVICES {
         let template = match service {
@@ -366,21 +380,7 @@ async fn run_services(
         for replica in &replicas[service] {
             let k = usize::from(replica.index) - 1;
             let own_spool = spool_root.join(&replica.name);
-            // Peers: the other replicas' spools, and any left by an earlier
-            // run with more replicas.
-            let mut peers: std::collections::BTreeSet<PathBuf> = replicas["ingest"]
-                .iter()
-                .map(|r| spool_root.join(&r.name))
-                .collect();
-            if let Ok(entries) = std::fs::read_dir(&spool_root) {
-                peers.extend(
-                    entries
-                        .flatten()
-                        .filter(|e| e.file_name().to_string_lossy().starts_with("ingest"))
-                        .map(|e| e.path()),
-                );
-            }
-            peers.remove(&own_spool);
+            let peers = spools.iter().filter(|p| **p != own_spool);
             let text = template
                 .replace("{{NAME}}", &replica.name)
                 .replace("{{INGEST_PORT}}", &replicas["ingest"][k].port.to_string())
@@ -406,11 +406,7 @@ async fn run_services(
                 )
                 .replace(
                     "{{SPOOL_PEERS}}",
-                    &peers
-                        .iter()
-                        .map(|p| quoted(p))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    &peers.map(|p| quoted(p)).collect::<Vec<_>>().join(", "),
                 );
             let path = config_dir.join(format!("{}.toml", replica.name));
             std::fs::write(&path, render(&text))?;
