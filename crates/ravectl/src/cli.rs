@@ -1,5 +1,12 @@
 use std::path::PathBuf;
 
+/// `--state-dir` as an absolute path, whatever the working directory: the
+/// commands hand it to programs that read a relative path differently
+/// (psql takes `.rave/pg/run` for a host name).
+fn absolute_path(arg: &str) -> Result<PathBuf, String> {
+    std::path::absolute(arg).map_err(|e| format!("{arg}: {e}"))
+}
+
 #[derive(Debug, clap::Parser)]
 #[command(name = "ravectl", about = "RAVE's operator CLI")]
 pub struct Cli {
@@ -66,7 +73,7 @@ pub enum BenchScheme {
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     pub mode: BenchMode,
-    #[arg(long, default_value = ".rave")]
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
     /// Seconds per measured step.
     #[arg(long, default_value_t = 10)]
@@ -121,7 +128,7 @@ pub struct ReleaseManifestArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StateArgs {
-    #[arg(long, default_value = ".rave")]
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
 }
 
@@ -130,13 +137,13 @@ pub struct LogsArgs {
     pub component: Option<String>,
     #[arg(long, short = 'n', default_value_t = 50)]
     pub lines: usize,
-    #[arg(long, default_value = ".rave")]
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    #[arg(long, default_value = ".rave")]
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
     /// The public URL to check (default: the local stack's nginx).
     #[arg(long)]
@@ -159,7 +166,7 @@ pub struct AgentsCreateArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     pub kinds: Vec<String>,
     /// With a local stack here, the agent is added to its config.
-    #[arg(long, default_value = ".rave")]
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
 }
 
@@ -174,7 +181,7 @@ pub struct AgentArgs {
     /// agent-reporter's URL for job reports (default: the local stack's, if any).
     #[arg(long)]
     pub reporter_url: Option<String>,
-    #[arg(long, default_value = ".rave")]
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
     /// Only these kinds (default: all the agent handles).
     #[arg(long, value_delimiter = ',')]
@@ -204,7 +211,7 @@ pub struct AgentArgs {
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
     /// Private state directory: database cluster, secrets, configs, logs.
-    #[arg(long, default_value = ".rave")]
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
     /// Where the service binaries are (default: next to ravectl itself).
     #[arg(long)]
@@ -282,6 +289,6 @@ pub struct SendArgs {
     /// The event type header for github (default push) and gitlab (default Push Hook).
     #[arg(long)]
     pub event: Option<String>,
-    #[arg(long, default_value = ".rave")]
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
 }

@@ -21,7 +21,8 @@ impl LocalPostgres {
     pub fn new(state_dir: &Path, port: u16) -> anyhow::Result<Self> {
         Ok(Self {
             bindir: find_bindir()?,
-            dir: state_dir.join("pg"),
+            // Absolute: psql reads a relative socket directory as a host name.
+            dir: std::path::absolute(state_dir)?.join("pg"),
             port,
             as_postgres_user: crate::packages::is_root(),
         })
@@ -219,6 +220,45 @@ impl LocalPostgres {
         }
         Ok(())
     }
+}
+
+/// As root the cluster belongs to the `postgres` user, which must be able
+/// to pass through every directory above the state directory. Checked before
+/// anything starts: otherwise initdb fails deep inside with only
+/// "Permission denied" (a state directory under `mktemp -d`, mode 0700).
+pub fn check_reachable_by_postgres(state_dir: &Path) -> anyhow::Result<()> {
+    if !crate::packages::is_root() {
+        return Ok(());
+    }
+    let state_dir = std::path::absolute(state_dir)?;
+    let mut above: Vec<&Path> = state_dir.ancestors().filter(|d| d.is_dir()).collect();
+    above.reverse();
+    for dir in above {
+        let enters = Command::new("runuser")
+            .args(["-u", "postgres", "--", "test", "-x"])
+            .arg(dir)
+            .status()
+            .context("runuser -u postgres (is the postgresql package installed?)")?
+            .success();
+        if !enters {
+            use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+            let meta = std::fs::metadata(dir)?;
+            let owner = match meta.uid() {
+                0 => "root".to_owned(),
+                uid => format!("uid {uid}"),
+            };
+            bail!(
+                "PostgreSQL runs as the `postgres` user, which cannot enter {} (mode {:04o}, owner {owner}) \
+                 on the way to the state directory {}. Choose a --state-dir it can reach, \
+                 or let it pass through with: chmod o+x {}",
+                dir.display(),
+                meta.permissions().mode() & 0o7777,
+                state_dir.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The newest PostgreSQL server's `bin` directory (`RAVE_PG_BINDIR` overrides).

@@ -177,6 +177,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
         );
     }
 
+    crate::postgres::check_reachable_by_postgres(&args.state_dir)?;
     // 0711: the `postgres` user may pass through to its cluster, nobody may list.
     std::fs::create_dir_all(&args.state_dir)?;
     std::fs::set_permissions(

@@ -25,6 +25,67 @@ pub struct Ceilings {
     /// pgbench: 50 rows per statement, rows per second.
     pub pg_50_rows_per_sec: f64,
     pub pg_clients: usize,
+    /// The ceiling nginx's port, free again once the step ends.
+    pub nginx_port: u16,
+}
+
+/// The ceiling nginx, stopped the way nginx stops: SIGQUIT to the master,
+/// which waits for its workers before it exits. A SIGKILLed master leaves
+/// its workers listening on the port. Also stopped so when a step fails.
+#[derive(Debug)]
+struct CeilingNginx(Option<std::process::Child>);
+
+impl CeilingNginx {
+    fn start(conf: &std::path::Path, error_log: &std::path::Path) -> anyhow::Result<Self> {
+        let child = std::process::Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(conf)
+            .arg("-e")
+            .arg(error_log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the ceiling nginx")?;
+        Ok(Self(Some(child)))
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        self.quit()
+    }
+
+    fn quit(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.0.take() else {
+            return Ok(());
+        };
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::process::Command::new("kill")
+            .args(["-QUIT", &child.id().to_string()])
+            .status()
+            .context("kill -QUIT the ceiling nginx")?;
+        // Workers finish their connections and exit; the master goes last.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                // A stuck worker: TERM makes the master stop its workers now.
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                child.wait()?;
+                break;
+            }
+            // Waiting on another process's exit; std has no timed wait.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CeilingNginx {
+    fn drop(&mut self) {
+        let _ = self.quit();
+    }
 }
 
 pub async fn ceilings(ctx: &Ctx) -> anyhow::Result<Ceilings> {
@@ -49,16 +110,10 @@ pub async fn ceilings(ctx: &Ctx) -> anyhow::Result<Ceilings> {
         key.display()
     );
     std::fs::write(dir.path().join("nginx.conf"), conf)?;
-    let mut nginx = tokio::process::Command::new("/usr/sbin/nginx")
-        .arg("-c")
-        .arg(dir.path().join("nginx.conf"))
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the ceiling nginx")?;
+    let nginx = CeilingNginx::start(
+        &dir.path().join("nginx.conf"),
+        &dir.path().join("error.log"),
+    )?;
     let url = format!("https://127.0.0.1:{port}");
     let target = Target::new(&url, Some(&cert)).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -93,7 +148,7 @@ pub async fn ceilings(ctx: &Ctx) -> anyhow::Result<Ceilings> {
             },
         ))
         .await?;
-    nginx.kill().await?;
+    nginx.stop()?;
     let nginx_204 = Step::new("nginx return 204", None, p.concurrency, &result, usage);
 
     // PostgreSQL's own insert rates on the stack's cluster, same clients.
@@ -171,6 +226,7 @@ pub async fn ceilings(ctx: &Ctx) -> anyhow::Result<Ceilings> {
         pg_single_row_per_sec,
         pg_50_rows_per_sec,
         pg_clients: p.concurrency,
+        nginx_port: port,
     })
 }
 

@@ -9,11 +9,14 @@ use serde_json::Value;
 use super::{free_port, ravectl, up_with};
 
 /// `ravectl bench <mode> --smoke` on the stack, writing under `out`; it must
-/// succeed. Returns the report's directory and its report.json.
+/// succeed. It names the state directory relative to its working directory,
+/// as a user in the checkout does (`--state-dir .rave`). Returns the
+/// report's directory and its report.json.
 pub fn bench_smoke(state: &Path, mode: &str, out: &Path) -> (PathBuf, Value) {
     let run = ravectl()
+        .current_dir(state.parent().unwrap())
         .args(["bench", mode, "--smoke", "--state-dir"])
-        .arg(state)
+        .arg(state.file_name().unwrap())
         .arg("--out")
         .arg(out)
         .output()
@@ -49,6 +52,17 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
 
     let ceilings = &report["ceilings"];
     assert!(ceilings["nginx_204"]["ok_per_sec"].as_f64().unwrap() > 0.0);
+    // Nothing the bench started is left: no ceiling nginx master, and no
+    // orphaned worker still listening on its port.
+    let port = u16::try_from(ceilings["nginx_port"].as_u64().unwrap()).unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something still listens on the ceiling nginx's port {port}"
+    );
+    assert_eq!(
+        processes_whose_command_line_has("rave-bench-"),
+        Vec::<String>::new()
+    );
     assert!(ceilings["pg_single_row_per_sec"].as_f64().unwrap() > 0.0);
     assert!(ceilings["pg_50_rows_per_sec"].as_f64().unwrap() > 0.0);
     let intake = report["intake"].as_array().unwrap();
@@ -89,4 +103,16 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
         plot.starts_with("<svg") && plot.contains("p99"),
         "the plot has its series"
     );
+}
+
+/// The command lines of running processes that contain `needle`.
+fn processes_whose_command_line_has(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(needle))
+        .collect()
 }
