@@ -1,0 +1,180 @@
+//! Task intake: each event dedup-store's relay hands over becomes a task
+//! (or, when no rule routes it, an ignore record), idempotently on task_id.
+
+use rave_pg::{GenericClient, Pool};
+use rave_service::ids::{EventType, EventUuid, SourceName, TaskId, TaskKind, TraceId};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::routing::Routed;
+
+use super::WAKE_CHANNEL;
+
+/// An event handed over by dedup-store's relay.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent {
+    pub task_id: TaskId,
+    pub source: SourceName,
+    pub event_uuid: EventUuid,
+    pub event_type: EventType,
+    pub received_at: OffsetDateTime,
+    pub trace_id: Option<TraceId>,
+    /// The span the task hangs off in the webhook's trace (see `routes`).
+    pub traceparent: Option<String>,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    pub body: Vec<u8>,
+}
+
+impl IncomingEvent {
+    /// The `traceparent` stored with the task: its creation span's, or for an
+    /// event stored without one, a new span in the event's trace.
+    pub fn task_traceparent(&self) -> Option<String> {
+        self.traceparent.clone().or_else(|| {
+            let span = hex::encode(rave_service::crypto::random_bytes::<8>());
+            self.trace_id.as_ref().map(|t| format!("00-{t}-{span}-01"))
+        })
+    }
+}
+
+/// What a hand-off did.
+#[derive(Debug, Default, Serialize)]
+pub struct Accepted {
+    /// Tasks created now, with their kinds.
+    #[serde(skip)]
+    pub created: Vec<TaskKind>,
+    pub created_count: usize,
+    pub ignored: usize,
+    /// Events whose task (or ignore record) existed already: a redelivery.
+    pub duplicates: usize,
+    /// Older tasks cancelled or asked to stop by `supersede`.
+    pub superseded: u64,
+}
+
+/// Creates a task per routed event and an ignore record per unrouted one,
+/// idempotently on `task_id`, in one transaction; wakes waiting claims.
+pub async fn accept_events(
+    pool: &Pool,
+    now: OffsetDateTime,
+    routed: Vec<(IncomingEvent, Routed)>,
+    ignored: Vec<IncomingEvent>,
+) -> anyhow::Result<Accepted> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut accepted = Accepted::default();
+
+    if !routed.is_empty() {
+        let col = |f: &dyn Fn(&(IncomingEvent, Routed)) -> String| {
+            routed.iter().map(f).collect::<Vec<_>>()
+        };
+        let ids = col(&|(e, _)| e.task_id.to_string());
+        let sources = col(&|(e, _)| e.source.to_string());
+        let uuids = col(&|(e, _)| e.event_uuid.to_string());
+        let types = col(&|(e, _)| e.event_type.to_string());
+        let kinds = col(&|(_, r)| r.kind.to_string());
+        let policies = col(&|(_, r)| r.policy.as_str().to_owned());
+        let priorities: Vec<i16> = routed.iter().map(|(_, r)| r.priority).collect();
+        let max_attempts: Vec<i32> = routed.iter().map(|(_, r)| r.max_attempts).collect();
+        let entities: Vec<Option<String>> =
+            routed.iter().map(|(_, r)| r.entity_key.clone()).collect();
+        let traceparents: Vec<Option<String>> =
+            routed.iter().map(|(e, _)| e.task_traceparent()).collect();
+        let received: Vec<OffsetDateTime> = routed.iter().map(|(e, _)| e.received_at).collect();
+        let rows = tx
+            .query(
+                "INSERT INTO tasks (task_id, source, event_uuid, event_type, kind, priority, state,
+                                    max_attempts, run_at, entity_key, policy, traceparent,
+                                    received_at, created_at, updated_at)
+                 SELECT i.task_id, i.source, i.event_uuid, i.event_type, i.kind, i.priority, 'queued',
+                        i.max_attempts, $12, i.entity_key, i.policy, i.traceparent, i.received_at, $12, $12
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int2[],
+                             $7::int4[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])
+                      WITH ORDINALITY AS i(task_id, source, event_uuid, event_type, kind, priority,
+                                           max_attempts, entity_key, policy, traceparent, received_at, n)
+                 ORDER BY i.n
+                 ON CONFLICT (task_id) DO NOTHING
+                 RETURNING task_id, kind",
+                &[
+                    &ids, &sources, &uuids, &types, &kinds, &priorities, &max_attempts, &entities, &policies,
+                    &traceparents, &received, &now,
+                ],
+            )
+            .await?;
+        let created_ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        for row in &rows {
+            accepted
+                .created
+                .push(TaskKind::parse(row.get::<_, String>(1))?);
+        }
+        accepted.duplicates += routed.len() - rows.len();
+
+        let headers: Vec<serde_json::Value> = routed
+            .iter()
+            .map(|(e, _)| serde_json::Value::Object(e.headers.clone()))
+            .collect();
+        let bodies: Vec<&[u8]> = routed.iter().map(|(e, _)| e.body.as_slice()).collect();
+        tx.execute(
+            "INSERT INTO task_payloads (task_id, headers, body)
+             SELECT i.task_id, i.headers, i.body
+             FROM unnest($1::text[], $2::jsonb[], $3::bytea[]) AS i(task_id, headers, body)
+             WHERE i.task_id = ANY($4)",
+            &[&ids, &headers, &bodies, &created_ids],
+        )
+        .await?;
+
+        // supersede: the newest new task of a (kind, entity) cancels older
+        // queued ones and asks leased ones to stop.
+        let newest = "SELECT kind, entity_key, max(seq) AS seq
+                      FROM tasks WHERE task_id = ANY($1) AND policy = 'supersede' GROUP BY kind, entity_key";
+        accepted.superseded += tx
+            .execute(
+                &format!(
+                    "UPDATE tasks o SET state = 'cancelled', cancel_reason = 'superseded',
+                            error = 'superseded by a newer task', finished_at = $2, updated_at = $2
+                     FROM ({newest}) n
+                     WHERE o.kind = n.kind AND o.entity_key = n.entity_key AND o.seq < n.seq AND o.state = 'queued'"
+                ),
+                &[&created_ids, &now],
+            )
+            .await?;
+        accepted.superseded += tx
+            .execute(
+                &format!(
+                    "UPDATE tasks o SET cancel_requested = true, cancel_reason = 'superseded', updated_at = $2
+                     FROM ({newest}) n
+                     WHERE o.kind = n.kind AND o.entity_key = n.entity_key AND o.seq < n.seq
+                       AND o.state = 'leased' AND NOT o.cancel_requested"
+                ),
+                &[&created_ids, &now],
+            )
+            .await?;
+        if !created_ids.is_empty() {
+            tx.execute("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
+                .await?;
+        }
+    }
+
+    if !ignored.is_empty() {
+        let col = |f: &dyn Fn(&IncomingEvent) -> String| ignored.iter().map(f).collect::<Vec<_>>();
+        let received: Vec<OffsetDateTime> = ignored.iter().map(|e| e.received_at).collect();
+        let inserted = tx
+            .execute(
+                "INSERT INTO ignored_events (task_id, source, event_uuid, event_type, received_at, ignored_at)
+                 SELECT *, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+                 ON CONFLICT (task_id) DO NOTHING",
+                &[
+                    &col(&|e| e.task_id.to_string()),
+                    &col(&|e| e.source.to_string()),
+                    &col(&|e| e.event_uuid.to_string()),
+                    &col(&|e| e.event_type.to_string()),
+                    &received,
+                    &now,
+                ],
+            )
+            .await?;
+        accepted.ignored = inserted as usize;
+        accepted.duplicates += ignored.len() - inserted as usize;
+    }
+    tx.commit().await?;
+    accepted.created_count = accepted.created.len();
+    Ok(accepted)
+}

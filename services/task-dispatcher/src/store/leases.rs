@@ -1,0 +1,137 @@
+//! Leases: heartbeats that extend them, why a lease-holding call is
+//! refused, and the expiry of leases whose agent went quiet.
+
+use std::time::Duration;
+
+use rave_pg::{GenericClient, Pool};
+use rave_service::ids::{AgentId, LeaseToken, TaskId, TaskKind};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{WAKE_CHANNEL, secs};
+
+/// The reply to a heartbeat.
+#[derive(Debug, Clone, Serialize)]
+pub struct Heartbeat {
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_expires_at: OffsetDateTime,
+    /// The agent should stop: the task was cancelled or superseded.
+    pub cancel_requested: bool,
+    pub cancel_reason: Option<String>,
+}
+
+/// Why a lease-holding call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    /// Not leased to this agent with this token (any more).
+    LeaseLost,
+}
+
+pub(super) async fn refusal(
+    client: &impl GenericClient,
+    task_id: &TaskId,
+) -> anyhow::Result<Refusal> {
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM tasks WHERE task_id = $1",
+            &[&task_id.as_str()],
+        )
+        .await?;
+    Ok(if exists.is_some() {
+        Refusal::LeaseLost
+    } else {
+        Refusal::NotFound
+    })
+}
+
+pub async fn heartbeat(
+    pool: &Pool,
+    task_id: &TaskId,
+    token: &LeaseToken,
+    agent: &AgentId,
+    now: OffsetDateTime,
+    lease: Duration,
+) -> anyhow::Result<Result<Heartbeat, Refusal>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "UPDATE tasks SET lease_expires_at = $4 + make_interval(secs => $5), updated_at = $4
+             WHERE task_id = $1 AND state = 'leased' AND lease_token = $2 AND agent_id = $3
+               AND lease_expires_at >= $4
+             RETURNING lease_expires_at, cancel_requested, cancel_reason",
+            &[
+                &task_id.as_str(),
+                &token.as_str(),
+                &agent.as_str(),
+                &now,
+                &secs(lease),
+            ],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => Ok(Heartbeat {
+            lease_expires_at: row.get(0),
+            cancel_requested: row.get(1),
+            cancel_reason: row.get(2),
+        }),
+        None => Err(refusal(&client, task_id).await?),
+    })
+}
+
+/// A lease that ran out.
+#[derive(Debug, Clone)]
+pub struct LostLease {
+    pub task_id: TaskId,
+    pub kind: TaskKind,
+    /// queued again, dead (no attempts left) or cancelled (cancel requested).
+    pub state: String,
+}
+
+/// Returns tasks whose lease expired before `now` to the queue (or to dead
+/// or cancelled), at most `batch` of them.
+pub async fn expire_leases(
+    pool: &Pool,
+    now: OffsetDateTime,
+    batch: i64,
+) -> anyhow::Result<Vec<LostLease>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "WITH expired AS (
+                 SELECT task_id FROM tasks WHERE state = 'leased' AND lease_expires_at < $1
+                 ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+             ), lost AS (
+                 UPDATE tasks t
+                 SET state = CASE WHEN t.cancel_requested THEN 'cancelled'
+                                  WHEN t.attempt >= t.max_attempts THEN 'dead'
+                                  ELSE 'queued' END,
+                     finished_at = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN $1 END,
+                     run_at = $1, lease_token = NULL, lease_expires_at = NULL, agent_id = NULL,
+                     error = 'lease lost', updated_at = $1
+                 FROM expired e WHERE t.task_id = e.task_id
+                 RETURNING t.task_id, t.kind, t.state
+             ), attempts AS (
+                 UPDATE task_attempts a SET ended_at = $1, outcome = 'lease_lost', error = 'lease expired'
+                 FROM lost l WHERE a.task_id = l.task_id AND a.ended_at IS NULL
+             )
+             SELECT task_id, kind, state FROM lost",
+            &[&now, &batch],
+        )
+        .await?;
+    if rows.iter().any(|r| r.get::<_, &str>(2) == "queued") {
+        tx.execute("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
+            .await?;
+    }
+    tx.commit().await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LostLease {
+                task_id: TaskId::parse(r.get::<_, String>(0))?,
+                kind: TaskKind::parse(r.get::<_, String>(1))?,
+                state: r.get(2),
+            })
+        })
+        .collect()
+}

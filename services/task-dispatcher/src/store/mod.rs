@@ -1,0 +1,47 @@
+//! PostgreSQL access, one file per concern. Every state change is one
+//! conditional statement: it applies only from the expected state with the
+//! current lease token, so a repeated or late call changes nothing.
+//!
+//! - `intake`: events from dedup-store's relay become tasks or ignore records;
+//! - `claims`: due tasks leased to agents;
+//! - `leases`: heartbeats, refusals of a lease not held, expiry of lost leases;
+//! - `completions`: completed and failed attempts (retry, dead, cancelled);
+//! - `operators`: operators' reads, cancel and retry;
+//! - `maintenance`: pruning of finished tasks;
+//! - `gauges`: task counts and the oldest due task's wait.
+
+use std::time::Duration;
+
+use rave_pg::Pool;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+const MIGRATION_LOCK: i64 = 0x7261_7665_7461_736b; // "ravetask"
+/// The channel that wakes waiting claims on every replica.
+pub const WAKE_CHANNEL: &str = "rave_tasks";
+
+pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
+    rave_pg::migrate(pool, embedded::migrations::runner(), MIGRATION_LOCK).await
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+mod claims;
+mod completions;
+mod gauges;
+mod intake;
+mod leases;
+mod maintenance;
+mod operators;
+
+pub use claims::*;
+pub use completions::*;
+pub use gauges::*;
+pub use intake::*;
+pub use leases::*;
+pub use maintenance::*;
+pub use operators::*;
