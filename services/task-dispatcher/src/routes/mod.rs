@@ -1,0 +1,157 @@
+//! HTTP routes, one file per API, each with its own bearer tokens:
+//! - `agents`: claim, heartbeat, complete, fail;
+//! - `operators`: task reads, listings, ignored events, cancel, retry;
+//! - `internal`: the hand-off from dedup-store's relay.
+//!
+//! Here: the shared state, the route table, and what every handler uses
+//! (refusals counted once, JSON bodies, bearer checks).
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use rave_pg::Pool;
+use rave_service::batch::Batcher;
+use rave_service::ids::{TaskId, TraceId};
+use serde::de::DeserializeOwned;
+
+use crate::auth::{Agent, Agents, TokenSet, bearer};
+use crate::clock::Clock;
+use crate::error::DispatchError;
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::routing::Router;
+use crate::settings::{ClaimSettings, Limits, RetrySettings};
+use crate::store::{self, Completion, Finished, Refusal};
+use crate::waker::Waker;
+
+pub type Completer = Batcher<Completion, Result<Finished, Refusal>>;
+
+#[derive(Debug)]
+pub struct AppState {
+    pub pool: Pool,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub waker: Arc<Waker>,
+    pub completer: Completer,
+    pub router: Router,
+    pub agents: Agents,
+    pub operators: TokenSet,
+    pub relays: TokenSet,
+    pub claim: ClaimSettings,
+    pub retry: RetrySettings,
+    pub limits: Limits,
+    pub kinds: Vec<String>,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/agents/claim", web::post().to(agents::claim))
+        .route(
+            "/v1/tasks/{task_id}/heartbeat",
+            web::post().to(agents::heartbeat),
+        )
+        .route(
+            "/v1/tasks/{task_id}/complete",
+            web::post().to(agents::complete),
+        )
+        .route("/v1/tasks/{task_id}/fail", web::post().to(agents::fail))
+        .route("/v1/tasks", web::get().to(operators::list_tasks))
+        .route("/v1/tasks/{task_id}", web::get().to(operators::get_task))
+        .route(
+            "/v1/tasks/{task_id}/cancel",
+            web::post().to(operators::cancel),
+        )
+        .route(
+            "/v1/tasks/{task_id}/retry",
+            web::post().to(operators::retry),
+        )
+        .route("/v1/ignored-events", web::get().to(operators::list_ignored))
+        .route(
+            "/v1/internal/events",
+            web::post().to(internal::accept_events),
+        )
+        .route("/healthz", web::get().to(rave_service::http::healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+type Reply = Result<HttpResponse, DispatchError>;
+
+/// Counts every refusal by its code, then passes the result on.
+fn counted(state: &AppState, result: Reply) -> Reply {
+    if let Err(e) = &result {
+        state
+            .metrics
+            .rejected
+            .get_or_create(&ReasonLabel { reason: e.code() })
+            .inc();
+    }
+    result
+}
+
+fn unavailable(e: anyhow::Error) -> DispatchError {
+    DispatchError::Unavailable(e)
+}
+
+async fn json_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<T, DispatchError> {
+    let raw = rave_service::http::read_body(req, payload, limit).await?;
+    let raw: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &raw
+    };
+    serde_json::from_slice(raw)
+        .map_err(|e| DispatchError::InvalidRequest(format!("invalid JSON body: {e}")))
+}
+
+fn task_id(req: &HttpRequest) -> Result<TaskId, DispatchError> {
+    let raw = req.match_info().get("task_id").unwrap_or_default();
+    TaskId::parse(raw).map_err(|e| DispatchError::InvalidRequest(e.to_string()))
+}
+
+fn agent<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Agent, DispatchError> {
+    bearer(req)
+        .and_then(|token| state.agents.authenticate(token))
+        .ok_or(DispatchError::Unauthorized)
+}
+
+fn operator(req: &HttpRequest, state: &AppState) -> Result<(), DispatchError> {
+    match bearer(req) {
+        Some(token) if state.operators.allows(token) => Ok(()),
+        _ => Err(DispatchError::Unauthorized),
+    }
+}
+
+fn exemplar(traceparent: Option<&str>) -> Option<rave_service::metrics::TraceExemplar> {
+    let trace_id = traceparent?.split('-').nth(1)?;
+    TraceId::parse(trace_id)
+        .ok()
+        .map(|t| rave_service::metrics::TraceExemplar {
+            trace_id: t.to_string(),
+        })
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    rave_service::http::readiness(rave_pg::ping(&state.pool).await, "PostgreSQL")
+}
+
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match store::gauges(&state.pool, state.clock.now()).await {
+        Ok((counts, oldest)) => state.metrics.set_task_counts(&state.kinds, &counts, oldest),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "task counts unavailable for /metrics"),
+    }
+    state
+        .metrics
+        .agents_waiting
+        .set(state.waker.waiting() as i64);
+    rave_service::metrics::render(&req, &state.metrics.registry)
+}
+
+mod agents;
+mod internal;
+mod operators;
+
+pub use agents::backoff;
+pub use internal::RelayedEvent;
