@@ -1,0 +1,76 @@
+//! Intake: signed webhooks through nginx, saturation then fixed rates.
+
+use super::{Webhooks, intake_verdict, warn_rate_limited};
+use crate::bench::load::{self, Pace};
+use crate::bench::{Ctx, Step};
+
+pub async fn intake(ctx: &Ctx) -> anyhow::Result<Vec<Step>> {
+    let p = &ctx.params;
+    let hooks = Webhooks::new(ctx, ctx.public.host())?;
+    let mut steps = Vec::new();
+    let make = {
+        let hooks = hooks.clone();
+        move |w, s| hooks.make(w, s)
+    };
+    let (saturation, usage) = ctx
+        .measured(load::run(
+            &ctx.public,
+            p.concurrency,
+            p.duration(),
+            Pace::Closed,
+            make,
+            intake_verdict,
+        ))
+        .await?;
+    warn_rate_limited(&saturation);
+    let rate = saturation.ok_per_sec();
+    println!(
+        "  saturation: {rate:.0} stored/s, p99 {:.1} ms",
+        saturation.percentile_ms(0.99)
+    );
+    steps.push(Step::new(
+        "intake saturation",
+        None,
+        p.concurrency,
+        &saturation,
+        usage,
+    ));
+    let rates = if p.rates.is_empty() {
+        vec![rate * 0.25, rate * 0.5, rate * 0.75]
+    } else {
+        p.rates.clone()
+    };
+    for (step, target_rate) in rates.into_iter().enumerate() {
+        // Each step sends deliveries of its own (only --duplicates repeat).
+        let offset = (step as u64 + 1) * 1_000_000_000;
+        if target_rate < 1.0 {
+            continue;
+        }
+        ctx.settle().await;
+        let hooks = hooks.clone();
+        let (result, usage) = ctx
+            .measured(load::run(
+                &ctx.public,
+                p.concurrency,
+                p.duration(),
+                Pace::Rate(target_rate),
+                move |w, s| hooks.make(w, s + offset),
+                intake_verdict,
+            ))
+            .await?;
+        println!(
+            "  {target_rate:.0}/s: {:.0} stored/s, p50 {:.2} ms, p99 {:.2} ms",
+            result.ok_per_sec(),
+            result.percentile_ms(0.5),
+            result.percentile_ms(0.99)
+        );
+        steps.push(Step::new(
+            &format!("intake at {target_rate:.0}/s"),
+            Some(target_rate),
+            p.concurrency,
+            &result,
+            usage,
+        ));
+    }
+    Ok(steps)
+}
