@@ -1,0 +1,103 @@
+//! Webhooks: every scheme's signatures accepted and forgeries refused, and
+//! a repeated delivery stored once.
+
+use anyhow::ensure;
+
+use super::{Ctx, expect};
+
+pub(super) fn signatures(ctx: &Ctx) -> anyhow::Result<String> {
+    let body = br#"{"verify":"signatures"}"#;
+    let now = rave_service::sign::now_unix();
+    let run = &ctx.run;
+    let github = ctx.secret("github.secret")?;
+    expect(
+        &ctx.github(&format!("verify-gh-{run}"), body, &github)?,
+        202,
+        "signed github",
+    )?;
+    expect(
+        &ctx.github(&format!("verify-gh2-{run}"), body, "wrong-secret")?,
+        401,
+        "github with a wrong secret",
+    )?;
+    let standard = ctx.secret("standard.secret")?;
+    let id = format!("verify-std-{run}");
+    let signed =
+        |secret: &str, id: &str, body: &[u8]| rave_service::sign::standard(secret, id, now, body);
+    let std_headers = |sig: String| {
+        vec![
+            ("webhook-id", id.clone()),
+            ("webhook-timestamp", now.to_string()),
+            ("webhook-signature", sig),
+        ]
+    };
+    expect(
+        &ctx.https(
+            "POST",
+            "/hooks/standard",
+            &std_headers(signed(&standard, &id, body)),
+            body,
+        )?,
+        202,
+        "signed standard",
+    )?;
+    let tampered = ctx.https(
+        "POST",
+        "/hooks/standard",
+        &std_headers(signed(&standard, &id, body)),
+        b"{\"verify\":\"tampered\"}",
+    )?;
+    expect(&tampered, 401, "tampered standard")?;
+    let gitlab = ctx.secret("gitlab-signing.secret")?;
+    let gid = format!("verify-gl-{run}");
+    let gl_headers = vec![
+        ("x-gitlab-event", "Push Hook".to_owned()),
+        ("idempotency-key", gid.clone()),
+        ("webhook-id", gid.clone()),
+        ("webhook-timestamp", now.to_string()),
+        ("webhook-signature", signed(&gitlab, &gid, body)),
+    ];
+    expect(
+        &ctx.https("POST", "/hooks/gitlab", &gl_headers, body)?,
+        202,
+        "gitlab signing token",
+    )?;
+    let token = ctx.secret("gitlab-token.secret")?;
+    let tok_headers = vec![
+        ("x-gitlab-event", "Push Hook".to_owned()),
+        ("idempotency-key", format!("verify-gl2-{run}")),
+        ("x-gitlab-token", token),
+    ];
+    expect(
+        &ctx.https("POST", "/hooks/gitlab", &tok_headers, body)?,
+        202,
+        "gitlab secret token",
+    )?;
+    Ok("github, standard, gitlab signing token and gitlab token accepted; forged and tampered refused".into())
+}
+
+pub(super) async fn dedup(ctx: &Ctx) -> anyhow::Result<String> {
+    let secret = ctx.secret("github.secret")?;
+    let delivery = format!("verify-dup-{}", ctx.run);
+    let first = ctx.github(&delivery, b"{}", &secret)?;
+    expect(&first, 202, "first delivery")?;
+    let again = ctx.github(&delivery, b"{}", &secret)?;
+    expect(&again, 200, "repeated delivery")?;
+    let (a, b) = (
+        first.json()["task_id"].clone(),
+        again.json()["task_id"].clone(),
+    );
+    ensure!(a == b && a.is_string(), "task ids differ: {a} vs {b}");
+    let stored = ctx
+        .get_json(&format!(
+            "{}/v1/events/github/{delivery}",
+            ctx.stack.store_url
+        ))
+        .await?;
+    ensure!(
+        stored["task_id"] == a,
+        "dedup-store holds {}, answers said {a}",
+        stored["task_id"]
+    );
+    Ok(format!("stored once, both answers name task {a}"))
+}
