@@ -1,0 +1,256 @@
+//! Configs: every file `up` writes before it starts anything: each replica's
+//! TOML, nginx's (checked with `nginx -t`), Prometheus's and its rules, the
+//! dev agent, the TLS certificate.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::cli::UpArgs;
+use std::collections::BTreeMap;
+
+use super::replicas::{Replica, SERVICES, fallbacks};
+
+const DEDUP_TEMPLATE: &str = include_str!("../../templates/dedup-store.toml");
+const INGEST_TEMPLATE: &str = include_str!("../../templates/ingest.toml");
+const DISPATCHER_TEMPLATE: &str = include_str!("../../templates/task-dispatcher.toml");
+const REPORTER_TEMPLATE: &str = include_str!("../../templates/agent-reporter.toml");
+const NGINX_TEMPLATE: &str = include_str!("../../templates/nginx.conf");
+const NGINX_SITES: &str = include_str!("../../templates/nginx-sites.conf");
+pub(super) const NGINX: &str = "/usr/sbin/nginx";
+const PROMETHEUS_TEMPLATE: &str = include_str!("../../templates/prometheus.yml");
+const RULES: [(&str, &str); 2] = [
+    (
+        "rave-alerts.yml",
+        include_str!("../../../../prometheus/rules/rave-alerts.yml"),
+    ),
+    (
+        "rave-recording.yml",
+        include_str!("../../../../prometheus/rules/rave-recording.yml"),
+    ),
+];
+
+/// What [`write`] wrote.
+pub(super) struct Written {
+    /// Each replica and its config file, in start order.
+    pub services: Vec<(Replica, PathBuf)>,
+    pub nginx: PathBuf,
+    pub prometheus: PathBuf,
+    pub tls_cert: PathBuf,
+    pub secrets_dir: PathBuf,
+}
+
+/// Renders every template into the state directory's config/.
+pub(super) fn write(
+    args: &UpArgs,
+    state_dir: &Path,
+    replicas: &BTreeMap<&'static str, Vec<Replica>>,
+) -> anyhow::Result<Written> {
+    let secrets_dir = state_dir.join("secrets");
+    let config_dir = state_dir.join("config");
+    std::fs::create_dir_all(state_dir.join("nginx"))?;
+    let (tls_cert, tls_key) = crate::tls::ensure_certificate(&secrets_dir)?;
+    let digest = |file: &str| -> anyhow::Result<String> {
+        let token = std::fs::read_to_string(secrets_dir.join(file))?;
+        let d = ring::digest::digest(&ring::digest::SHA256, token.trim_end().as_bytes());
+        Ok(hex::encode(d.as_ref()))
+    };
+    let (operator_digest, relay_digest) = (digest("operator.token")?, digest("relay.token")?);
+    // 0 lifts a limit: a rate no client reaches.
+    let rate = |limit: u32| {
+        if limit == 0 {
+            "1000000".to_owned()
+        } else {
+            limit.to_string()
+        }
+    };
+    let render = |template: &str| {
+        template
+            .replace("{{INGEST_PORT}}", &args.ingest_port.to_string())
+            .replace("{{STORE_PORT}}", &args.store_port.to_string())
+            .replace("{{DISPATCHER_PORT}}", &args.dispatcher_port.to_string())
+            .replace("{{PUSHGATEWAY_PORT}}", &args.pushgateway_port.to_string())
+            .replace("{{REPORTER_PORT}}", &args.reporter_port.to_string())
+            .replace(
+                "{{NGINX_LISTEN}}",
+                &format!("{}:{}", args.nginx_address, args.nginx_port),
+            )
+            .replace("{{NGINX_STATUS_PORT}}", &args.nginx_status_port.to_string())
+            .replace("{{PROMETHEUS_PORT}}", &args.prometheus_port.to_string())
+            .replace(
+                "{{NODE_EXPORTER_PORT}}",
+                &args.node_exporter_port.to_string(),
+            )
+            .replace(
+                "{{NGINX_EXPORTER_PORT}}",
+                &args.nginx_exporter_port.to_string(),
+            )
+            .replace(
+                "{{POSTGRES_EXPORTER_PORT}}",
+                &args.postgres_exporter_port.to_string(),
+            )
+            .replace(
+                "scrape_interval: 15s",
+                &format!("scrape_interval: {}", args.scrape_interval),
+            )
+            .replace(
+                "{{NGINX_DIR}}",
+                &state_dir.join("nginx").display().to_string(),
+            )
+            .replace("{{HOOKS_RATE}}", &rate(args.hooks_rate_limit))
+            .replace("{{AGENTS_RATE}}", &rate(args.agents_rate_limit))
+            .replace("{{LOG_DIR}}", &state_dir.join("logs").display().to_string())
+            .replace(
+                "{{SPOOL_DIR}}",
+                &state_dir.join("spool").display().to_string(),
+            )
+            .replace("{{TLS_CERT}}", &tls_cert.display().to_string())
+            .replace("{{TLS_KEY}}", &tls_key.display().to_string())
+            .replace("{{PG_PORT}}", &args.pg_port.to_string())
+            .replace("{{SECRETS_DIR}}", &secrets_dir.display().to_string())
+            .replace("{{CONFIG_DIR}}", &config_dir.display().to_string())
+            .replace("{{OPERATOR_DIGEST}}", &operator_digest)
+            .replace("{{RELAY_DIGEST}}", &relay_digest)
+    };
+    let agents_file = config_dir.join("agents.toml");
+    if !agents_file.exists() {
+        let dev_token = std::fs::read_to_string(secrets_dir.join("agent-dev.token"))?;
+        let entry = crate::agents::entry("dev", dev_token.trim_end(), &["webhook".to_owned()]);
+        std::fs::write(
+            &agents_file,
+            format!("# Agents of the local stack; `ravectl agents create` adds more.\n{entry}"),
+        )?;
+    }
+    anyhow::ensure!(
+        !secrets_dir.display().to_string().contains('\''),
+        "the state directory's path must not contain a single quote"
+    );
+    let spool_root = state_dir.join("spool");
+    let quoted = |path: &Path| format!("'{}'", path.display());
+    // Every ingest spool: the replicas', and any left by an earlier run with
+    // more replicas. Each replica replays the others'.
+    let mut spools: std::collections::BTreeSet<PathBuf> = replicas["ingest"]
+        .iter()
+        .map(|r| spool_root.join(&r.name))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(&spool_root) {
+        spools.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("ingest"))
+                .map(|e| e.path()),
+        );
+    }
+    let mut configs: Vec<(Replica, PathBuf)> = Vec::new();
+    for service in SERVICES {
+        let template = match service {
+            "ingest" => INGEST_TEMPLATE,
+            "dedup-store" => DEDUP_TEMPLATE,
+            "task-dispatcher" => DISPATCHER_TEMPLATE,
+            _ => REPORTER_TEMPLATE,
+        };
+        for replica in &replicas[service] {
+            let k = usize::from(replica.index) - 1;
+            let own_spool = spool_root.join(&replica.name);
+            let peers = spools.iter().filter(|p| **p != own_spool);
+            let text = template
+                .replace("{{NAME}}", &replica.name)
+                .replace("{{INGEST_PORT}}", &replicas["ingest"][k].port.to_string())
+                .replace(
+                    "{{STORE_PORT}}",
+                    &replicas["dedup-store"][k].port.to_string(),
+                )
+                .replace(
+                    "{{DISPATCHER_PORT}}",
+                    &replicas["task-dispatcher"][k].port.to_string(),
+                )
+                .replace(
+                    "{{REPORTER_PORT}}",
+                    &replicas["agent-reporter"][k].port.to_string(),
+                )
+                .replace(
+                    "{{STORE_FALLBACKS}}",
+                    &fallbacks(&replicas["dedup-store"], replica.index),
+                )
+                .replace(
+                    "{{DISPATCHER_FALLBACKS}}",
+                    &fallbacks(&replicas["task-dispatcher"], replica.index),
+                )
+                .replace(
+                    "{{SPOOL_PEERS}}",
+                    &peers.map(|p| quoted(p)).collect::<Vec<_>>().join(", "),
+                );
+            let path = config_dir.join(format!("{}.toml", replica.name));
+            std::fs::write(&path, render(&text))?;
+            configs.push((replica.clone(), path));
+        }
+    }
+    // nginx balances over every replica; Prometheus scrapes each.
+    let servers = |service: &str| -> String {
+        replicas[service]
+            .iter()
+            .map(|r| {
+                format!(
+                    "    server 127.0.0.1:{} max_fails={} fail_timeout={};\n",
+                    r.port, args.upstream_max_fails, args.upstream_fail_timeout
+                )
+            })
+            .collect()
+    };
+    let targets = |service: &str| -> String {
+        replicas[service]
+            .iter()
+            .map(|r| format!("\"127.0.0.1:{}\"", r.port))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let render = |template: &str| {
+        render(
+            &template
+                .replace("{{INGEST_SERVERS}}", &servers("ingest"))
+                .replace("{{DISPATCHER_SERVERS}}", &servers("task-dispatcher"))
+                .replace("{{REPORTER_SERVERS}}", &servers("agent-reporter"))
+                .replace("{{INGEST_TARGETS}}", &targets("ingest"))
+                .replace("{{STORE_TARGETS}}", &targets("dedup-store"))
+                .replace("{{DISPATCHER_TARGETS}}", &targets("task-dispatcher"))
+                .replace("{{REPORTER_TARGETS}}", &targets("agent-reporter")),
+        )
+    };
+    // The repo's alerting and recording rules, as the NixOS image loads them.
+    std::fs::create_dir_all(config_dir.join("rules"))?;
+    for (file, rules) in RULES {
+        std::fs::write(config_dir.join("rules").join(file), rules)?;
+    }
+    let prometheus_config = state_dir.join("config/prometheus.yml");
+    std::fs::write(&prometheus_config, render(PROMETHEUS_TEMPLATE))?;
+    let nginx_config = state_dir.join("config/nginx.conf");
+    std::fs::write(
+        &nginx_config,
+        render(
+            &NGINX_TEMPLATE
+                .replace("{{SITES}}", NGINX_SITES)
+                .replace("{{EXTRA_LOCATIONS}}", ""),
+        ),
+    )?;
+    let tested = std::process::Command::new(NGINX)
+        .arg("-t")
+        .arg("-c")
+        .arg(&nginx_config)
+        .arg("-e")
+        .arg(state_dir.join("logs/nginx-error.log"))
+        .output()
+        .context("running nginx -t")?;
+    anyhow::ensure!(
+        tested.status.success(),
+        "nginx -t refused {}: {}",
+        nginx_config.display(),
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    Ok(Written {
+        services: configs,
+        nginx: nginx_config,
+        prometheus: prometheus_config,
+        tls_cert,
+        secrets_dir,
+    })
+}

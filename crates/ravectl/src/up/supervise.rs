@@ -1,0 +1,194 @@
+//! Supervision: components as child processes with their logs, readiness,
+//! restarts of crashed services (as systemd does on a host), and the stop.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::stack::StackFile;
+
+pub(super) struct Service {
+    pub name: String,
+    /// Where it listens (0: nowhere).
+    pub port: u16,
+    pub child: Child,
+    /// How to start it again: program, arguments, state directory.
+    pub restart: Option<(PathBuf, Vec<std::ffi::OsString>, PathBuf)>,
+}
+
+/// Crashed RAVE services are restarted, as systemd does on a host; more than
+/// this many restarts of one service within a minute stops the stack.
+const RESTARTS_PER_MINUTE: usize = 5;
+
+/// Until SIGTERM or SIGINT (0), or a component that cannot be restarted (1):
+/// restarts crashed services and keeps the stack file's pids current.
+pub(super) async fn until_stopped(
+    services: &mut [Service],
+    stack: &mut StackFile,
+    state_dir: &Path,
+) -> anyhow::Result<i32> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut restarts: Vec<(String, Instant)> = Vec::new();
+    let code = loop {
+        let (index, status) = tokio::select! {
+            _ = terminate.recv() => break 0,
+            _ = interrupt.recv() => break 0,
+            exited = first_exit(services) => exited,
+        };
+        let name = services[index].name.clone();
+        let log = state_dir.join("logs").join(format!("{name}.log"));
+        restarts.retain(|(_, at)| at.elapsed() < Duration::from_secs(60));
+        let recent = restarts.iter().filter(|(n, _)| *n == name).count();
+        let port = services[index].port;
+        let Some((program, args, dir)) = services[index].restart.clone() else {
+            eprintln!(
+                "{name} exited unexpectedly ({status}); see {}",
+                log.display()
+            );
+            break 1;
+        };
+        if recent >= RESTARTS_PER_MINUTE {
+            eprintln!(
+                "{name} exited ({status}) {RESTARTS_PER_MINUTE} times within a minute; giving up; see {}",
+                log.display()
+            );
+            break 1;
+        }
+        eprintln!(
+            "{name} exited ({status}); restarting it; see {}",
+            log.display()
+        );
+        restarts.push((name.clone(), Instant::now()));
+        // A short pause, as systemd's RestartSec, so a crash loop does not spin.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut service = spawn(&program, &name, port, &args, &dir)?;
+        service.restart = Some((program, args, dir));
+        if let (Some(pid), Some(entry)) = (service.child.id(), stack.components.get_mut(&name)) {
+            entry.0 = pid;
+        }
+        services[index] = service;
+        stack.write(state_dir)?;
+    };
+    Ok(code)
+}
+
+/// Starts `program args...` with its output in `logs/<name>.log`.
+pub(super) fn spawn(
+    program: &Path,
+    name: &str,
+    port: u16,
+    args: &[std::ffi::OsString],
+    state_dir: &Path,
+) -> anyhow::Result<Service> {
+    spawn_with_env(program, name, port, args, state_dir, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+pub(super) fn spawn_with_env(
+    program: &Path,
+    name: &str,
+    port: u16,
+    args: &[std::ffi::OsString],
+    state_dir: &Path,
+    env: &[(&str, String)],
+) -> anyhow::Result<Service> {
+    let log: PathBuf = state_dir.join("logs").join(format!("{name}.log"));
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
+    let child = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name} ({})", program.display()))?;
+    Ok(Service {
+        name: name.to_owned(),
+        port,
+        child,
+        restart: None,
+    })
+}
+
+/// Starts a replica of one of RAVE's services with its config file.
+pub(super) fn spawn_service(
+    bin_dir: &Path,
+    replica: &Replica,
+    config: &Path,
+    state_dir: &Path,
+) -> anyhow::Result<Service> {
+    let program = bin_dir.join(replica.service);
+    let args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
+    let mut service = spawn(&program, &replica.name, replica.port, &args, state_dir)?;
+    service.restart = Some((program, args, state_dir.to_path_buf()));
+    Ok(service)
+}
+
+/// Polls `ready_url` until it answers 2xx.
+pub(super) async fn wait_ready(
+    name: &str,
+    ready_url: &str,
+    services: &mut [Service],
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(ready_url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        for service in services.iter_mut() {
+            if let Some(status) = service.child.try_wait()? {
+                bail!(
+                    "{} exited while starting ({status}); see its log in the state directory's logs/",
+                    service.name
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not become ready within 30 s at {ready_url}");
+        }
+        // Polling a process we just started; there is no event to wait for.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The first component to exit: its index and status.
+async fn first_exit(services: &mut [Service]) -> (usize, std::process::ExitStatus) {
+    let waits = services
+        .iter_mut()
+        .map(|s| Box::pin(async move { s.child.wait().await }));
+    let (status, index, _) = futures_util::future::select_all(waits).await;
+    (index, status.unwrap_or_default())
+}
+
+/// SIGTERM in reverse start order (ingest first), so no request reaches a
+/// stopped store; SIGKILL after 35 s.
+pub(super) async fn stop_all(services: &mut Vec<Service>) {
+    while let Some(mut service) = services.pop() {
+        if let Some(pid) = service.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(35), service.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = service.child.kill().await;
+        }
+    }
+}
+use super::replicas::Replica;
