@@ -15,6 +15,7 @@ pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod crypto;
+pub mod error;
 pub mod http;
 pub mod ids;
 pub mod metrics;

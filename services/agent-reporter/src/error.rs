@@ -1,8 +1,8 @@
-//! agent-reporter's one error type, turned into HTTP here and nowhere else.
+//! agent-reporter's one error type: its codes and classes; rave-service's
+//! `error` module turns it into HTTP.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use rave_service::http::{error_response, internal_error, retry_later};
+use rave_service::error::{ErrorClass, ServiceError};
 
 use crate::report::Invalid;
 
@@ -26,8 +26,8 @@ pub enum ReportError {
     Unexpected(#[source] anyhow::Error),
 }
 
-impl ReportError {
-    pub fn code(&self) -> &'static str {
+impl ServiceError for ReportError {
+    fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::InvalidJson(_) => "invalid_json",
@@ -38,25 +38,22 @@ impl ReportError {
             Self::Unexpected(_) => "internal",
         }
     }
-}
 
-impl ResponseError for ReportError {
-    fn status_code(&self) -> StatusCode {
+    fn class(&self) -> ErrorClass<'_> {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidReport(_) | Self::TooManySeries(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        match self {
-            Self::Unexpected(_) => internal_error(self),
-            Self::Unavailable(cause) => retry_later(self.code(), &self.to_string(), 1, cause),
-            _ => error_response(self.status_code(), self.code(), &self.to_string()),
+            Self::Unauthorized => ErrorClass::Unauthorized,
+            Self::InvalidJson(_) => ErrorClass::Refused(StatusCode::BAD_REQUEST),
+            Self::InvalidReport(_) | Self::TooManySeries(_) => {
+                ErrorClass::Refused(StatusCode::UNPROCESSABLE_ENTITY)
+            }
+            Self::BodyTooLarge { .. } => ErrorClass::Refused(StatusCode::PAYLOAD_TOO_LARGE),
+            Self::Unavailable(cause) => ErrorClass::Unavailable {
+                retry_after_secs: 1,
+                cause,
+            },
+            Self::Unexpected(_) => ErrorClass::Unexpected,
         }
     }
 }
+
+rave_service::impl_response_error!(ReportError);

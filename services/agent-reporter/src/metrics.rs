@@ -13,10 +13,7 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
-}
+pub use rave_service::error::ReasonLabel;
 
 #[derive(Debug)]
 pub struct Metrics {

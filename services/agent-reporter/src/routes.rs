@@ -9,7 +9,7 @@ use rave_service::clock::Clock;
 use tokio::sync::Notify;
 
 use crate::error::ReportError;
-use crate::metrics::{Metrics, OutcomeLabel, ReasonLabel};
+use crate::metrics::{Metrics, OutcomeLabel};
 use crate::report::Report;
 use crate::settings::Limits;
 use crate::store::{self, Recorded};
@@ -37,15 +37,10 @@ async fn report(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ReportError> {
-    let result = report_inner(&req, payload, &state).await;
-    if let Err(e) = &result {
-        state
-            .metrics
-            .rejected
-            .get_or_create(&ReasonLabel { reason: e.code() })
-            .inc();
-    }
-    result
+    rave_service::error::counted(
+        &state.metrics.rejected,
+        report_inner(&req, payload, &state).await,
+    )
 }
 
 async fn report_inner(

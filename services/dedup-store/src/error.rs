@@ -1,8 +1,8 @@
-//! dedup-store's one error type, turned into HTTP here and nowhere else.
+//! dedup-store's one error type: its codes and classes; rave-service's
+//! `error` module turns it into HTTP.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use rave_service::http::{error_response, internal_error, retry_later};
+use rave_service::error::{ErrorClass, ServiceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
@@ -21,9 +21,8 @@ pub enum DedupError {
     Unexpected(#[source] anyhow::Error),
 }
 
-impl DedupError {
-    /// The stable, machine-readable code in the JSON body and the `reason` label.
-    pub fn code(&self) -> &'static str {
+impl ServiceError for DedupError {
+    fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
             Self::BodyTooLarge { .. } => "body_too_large",
@@ -32,28 +31,23 @@ impl DedupError {
             Self::Unexpected(_) => "internal",
         }
     }
-}
 
-impl ResponseError for DedupError {
-    fn status_code(&self) -> StatusCode {
+    fn class(&self) -> ErrorClass<'_> {
         match self {
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        match self {
-            Self::Unexpected(_) => internal_error(self),
+            Self::InvalidRequest(_) => ErrorClass::Refused(StatusCode::BAD_REQUEST),
+            Self::BodyTooLarge { .. } => ErrorClass::Refused(StatusCode::PAYLOAD_TOO_LARGE),
+            Self::NotFound { .. } => ErrorClass::Refused(StatusCode::NOT_FOUND),
             // The store recovers in about a second (reconnect or commit retry).
-            Self::Unavailable(cause) => retry_later(self.code(), &self.to_string(), 1, cause),
-            _ => error_response(self.status_code(), self.code(), &self.to_string()),
+            Self::Unavailable(cause) => ErrorClass::Unavailable {
+                retry_after_secs: 1,
+                cause,
+            },
+            Self::Unexpected(_) => ErrorClass::Unexpected,
         }
     }
 }
+
+rave_service::impl_response_error!(DedupError);
 
 impl From<rave_service::http::BodyError> for DedupError {
     fn from(e: rave_service::http::BodyError) -> Self {

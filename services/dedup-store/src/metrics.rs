@@ -1,6 +1,5 @@
 //! Every metric dedup-store exposes, declared in one place.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
@@ -9,10 +8,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use rave_service::metrics::{TraceExemplar, latency_buckets};
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
-}
+pub use rave_service::error::ReasonLabel;
 
 #[derive(Debug)]
 pub struct Metrics {

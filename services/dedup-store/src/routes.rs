@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::error::DedupError;
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::metrics::Metrics;
 use crate::settings::Limits;
 use crate::store::{self, GroupCommitter, NewEvent, Stored};
 
@@ -35,15 +35,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Counts every refused request by its error code, then passes the result on.
+/// Counts every refusal by its code, then passes the result on.
 fn counted<T>(state: &AppState, result: Result<T, DedupError>) -> Result<T, DedupError> {
-    if let Err(e) = &result {
-        state
-            .metrics
-            .rejected
-            .get_or_create(&ReasonLabel { reason: e.code() })
-            .inc();
-    }
-    result
+    rave_service::error::counted(&state.metrics.rejected, result)
 }
 
 /// `POST /v1/events` body.

@@ -1,8 +1,8 @@
-//! ingest's one error type, turned into HTTP here and nowhere else.
+//! ingest's one error type: its codes and classes; rave-service's `error`
+//! module turns it into HTTP.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use rave_service::http::{error_response, internal_error, retry_later};
+use rave_service::error::{ErrorClass, ServiceError};
 
 use crate::verify::VerifyError;
 
@@ -30,9 +30,8 @@ pub enum IngestError {
     Unexpected(#[source] anyhow::Error),
 }
 
-impl IngestError {
-    /// The stable code in the JSON body and the `reason` metric label.
-    pub fn code(&self) -> &'static str {
+impl ServiceError for IngestError {
+    fn code(&self) -> &'static str {
         match self {
             Self::UnknownSource(_) => "unknown_source",
             Self::TooManyHeaders { .. } => "too_many_headers",
@@ -44,35 +43,30 @@ impl IngestError {
             Self::Unexpected(_) => "internal",
         }
     }
-}
 
-impl ResponseError for IngestError {
-    fn status_code(&self) -> StatusCode {
+    fn class(&self) -> ErrorClass<'_> {
+        let refused = ErrorClass::Refused;
         match self {
-            Self::UnknownSource(_) => StatusCode::NOT_FOUND,
+            Self::UnknownSource(_) => refused(StatusCode::NOT_FOUND),
             Self::TooManyHeaders { .. } | Self::HeadersTooLarge { .. } => {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
             }
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
-            Self::Verification(e) if e.is_malformed() => StatusCode::BAD_REQUEST,
-            Self::Verification(_) => StatusCode::UNAUTHORIZED,
-            Self::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        match self {
-            Self::Unexpected(_) => internal_error(self),
+            Self::BodyTooLarge { .. } => refused(StatusCode::PAYLOAD_TOO_LARGE),
+            Self::BodyUnreadable(_) => refused(StatusCode::BAD_REQUEST),
+            Self::Verification(e) if e.is_malformed() => refused(StatusCode::BAD_REQUEST),
+            // A signature that does not verify: not a bearer token, so no
+            // WWW-Authenticate.
+            Self::Verification(_) => refused(StatusCode::UNAUTHORIZED),
             Self::StoreUnavailable {
                 retry_after_secs,
                 cause,
-            } => retry_later(self.code(), &self.to_string(), *retry_after_secs, cause),
-            _ => {
-                tracing::info!(code = self.code(), error = %self, "webhook refused");
-                error_response(self.status_code(), self.code(), &self.to_string())
-            }
+            } => ErrorClass::Unavailable {
+                retry_after_secs: *retry_after_secs,
+                cause,
+            },
+            Self::Unexpected(_) => ErrorClass::Unexpected,
         }
     }
 }
+
+rave_service::impl_response_error!(IngestError);

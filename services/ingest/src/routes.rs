@@ -13,6 +13,7 @@ use crate::settings::Limits;
 use crate::sources::Sources;
 use crate::spool::{Spool, SpoolError};
 use crate::store_client::{StoreClient, StoreOutcome, VerifiedEvent};
+use rave_service::error::ServiceError as _;
 
 #[derive(Debug)]
 pub struct AppState {

@@ -1,8 +1,8 @@
-//! task-dispatcher's one error type, turned into HTTP here and nowhere else.
+//! task-dispatcher's one error type: its codes and classes; rave-service's
+//! `error` module turns it into HTTP.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use rave_service::http::{error_response, internal_error, retry_later};
+use rave_service::error::{ErrorClass, ServiceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -26,8 +26,8 @@ pub enum DispatchError {
     Unexpected(#[source] anyhow::Error),
 }
 
-impl DispatchError {
-    pub fn code(&self) -> &'static str {
+impl ServiceError for DispatchError {
+    fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
@@ -40,39 +40,26 @@ impl DispatchError {
             Self::Unexpected(_) => "internal",
         }
     }
-}
 
-impl ResponseError for DispatchError {
-    fn status_code(&self) -> StatusCode {
+    fn class(&self) -> ErrorClass<'_> {
+        let refused = ErrorClass::Refused;
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TaskNotFound(_) => StatusCode::NOT_FOUND,
-            Self::LeaseLost | Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        match self {
-            Self::Unexpected(_) => internal_error(self),
-            Self::Unavailable(cause) => retry_later(self.code(), &self.to_string(), 1, cause),
-            Self::Unauthorized => {
-                let mut response =
-                    error_response(self.status_code(), self.code(), &self.to_string());
-                response.headers_mut().insert(
-                    actix_web::http::header::WWW_AUTHENTICATE,
-                    actix_web::http::header::HeaderValue::from_static("Bearer"),
-                );
-                response
-            }
-            _ => error_response(self.status_code(), self.code(), &self.to_string()),
+            Self::Unauthorized => ErrorClass::Unauthorized,
+            Self::Forbidden(_) => refused(StatusCode::FORBIDDEN),
+            Self::InvalidRequest(_) => refused(StatusCode::BAD_REQUEST),
+            Self::BodyTooLarge { .. } => refused(StatusCode::PAYLOAD_TOO_LARGE),
+            Self::TaskNotFound(_) => refused(StatusCode::NOT_FOUND),
+            Self::LeaseLost | Self::Conflict(_) => refused(StatusCode::CONFLICT),
+            Self::Unavailable(cause) => ErrorClass::Unavailable {
+                retry_after_secs: 1,
+                cause,
+            },
+            Self::Unexpected(_) => ErrorClass::Unexpected,
         }
     }
 }
+
+rave_service::impl_response_error!(DispatchError);
 
 impl From<rave_service::http::BodyError> for DispatchError {
     fn from(e: rave_service::http::BodyError) -> Self {

@@ -35,10 +35,7 @@ pub struct SourceLabel {
     pub source: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
-}
+pub use rave_service::error::ReasonLabel;
 
 pub const STATES: [&str; 6] = [
     "queued",

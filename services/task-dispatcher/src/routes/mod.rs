@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::{Agent, Agents, TokenSet, bearer};
 use crate::clock::Clock;
 use crate::error::DispatchError;
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::metrics::Metrics;
 use crate::routing::Router;
 use crate::settings::{ClaimSettings, Limits, RetrySettings};
 use crate::store::{self, Completion, Finished, Refusal};
@@ -77,14 +77,7 @@ type Reply = Result<HttpResponse, DispatchError>;
 
 /// Counts every refusal by its code, then passes the result on.
 fn counted(state: &AppState, result: Reply) -> Reply {
-    if let Err(e) = &result {
-        state
-            .metrics
-            .rejected
-            .get_or_create(&ReasonLabel { reason: e.code() })
-            .inc();
-    }
-    result
+    rave_service::error::counted(&state.metrics.rejected, result)
 }
 
 fn unavailable(e: anyhow::Error) -> DispatchError {
