@@ -61,7 +61,8 @@ ensure_cargo_tools() {
     elif command -v "$name" >/dev/null 2>&1; then
       found=$(command -v "$name")
     fi
-    if [ -n "$found" ] && "$found" --version 2>/dev/null | grep -qw -- "$version"; then
+    # nixpkgs-fmt prints its version on stderr and exits 1.
+    if [ -n "$found" ] && grep -qw -- "$version" <<<"$("$found" --version 2>&1 || true)"; then
       continue
     fi
     echo "installing $spec from crates.io ..." >&2
@@ -87,7 +88,7 @@ ensure_pip_tools() {
   fi
   for spec in "$@"; do
     local installed
-    installed=$("$venv/bin/pip" show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p')
+    installed=$("$venv/bin/pip" show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p' || true)
     if [ "$installed" != "${spec#*==}" ]; then
       echo "installing $spec from PyPI ..." >&2
       "$venv/bin/pip" install --quiet --disable-pip-version-check "$spec"
