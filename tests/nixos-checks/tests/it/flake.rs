@@ -3,17 +3,12 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::nix_eval;
+use crate::helpers::flake_outputs;
 
 #[test]
 fn the_flake_exposes_every_output_deployments_and_ci_use() {
-    let listed = nix_eval(
-        r#"let
-             flake = import ./flake.nix;
-             stub = name: { outPath = throw "${name} is not available here"; };
-             out = flake.outputs { self = out; nixpkgs = stub "nixpkgs"; sops-nix = stub "sops-nix"; };
-             names = builtins.attrNames;
-           in {
+    let listed = flake_outputs(
+        r#"{
              packages = names out.packages.x86_64-linux;
              nixosModules = names out.nixosModules;
              nixosConfigurations = names out.nixosConfigurations;

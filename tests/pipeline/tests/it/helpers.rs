@@ -1,14 +1,7 @@
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use yaml_rust2::Yaml;
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
+use repo_test_support::flake_outputs;
+pub use repo_test_support::{binary, repo};
 
 pub fn pipeline() -> Yaml {
     let text = std::fs::read_to_string(repo().join(".gitlab-ci.yml")).expect(".gitlab-ci.yml");
@@ -66,47 +59,12 @@ pub fn lines(yaml: Option<Yaml>) -> Vec<String> {
     }
 }
 
-/// The workspace's debug binaries (`cargo build --workspace --bins`).
-pub fn binary(name: &str) -> PathBuf {
-    let path = std::env::current_exe()
-        .expect("test binary path")
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .join(name);
-    assert!(
-        path.is_file(),
-        "{} missing: run `cargo build --workspace --bins` first (scripts/test does)",
-        path.display()
-    );
-    path
-}
-
-/// The flake's outputs as `.#name` targets, listed without nixpkgs (stub
-/// inputs; Nix is lazy, only names are read).
+/// The flake's outputs as `.#name` targets.
 pub fn flake_targets() -> Vec<String> {
-    let out = Command::new("nix-instantiate")
-        .env("NIX_CONFIG", "build-users-group =")
-        .env("NIX_REMOTE", "")
-        .current_dir(repo())
-        .args(["--eval", "--strict", "--json", "-E"])
-        .arg(
-            r#"let
-                 flake = import ./flake.nix;
-                 stub = name: { outPath = throw "${name} is not available here"; };
-                 out = flake.outputs { self = out; nixpkgs = stub "nixpkgs"; sops-nix = stub "sops-nix"; };
-                 names = builtins.attrNames;
-               in
-                 names out.packages.x86_64-linux
-                 ++ map (n: "checks.x86_64-linux." + n) (names out.checks.x86_64-linux)
-                 ++ names out.apps.x86_64-linux"#,
-        )
-        .output()
-        .expect("nix-instantiate (apt-get install nix-bin; scripts/test does)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let targets = flake_outputs(
+        r#"names out.packages.x86_64-linux
+           ++ map (n: "checks.x86_64-linux." + n) (names out.checks.x86_64-linux)
+           ++ names out.apps.x86_64-linux"#,
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_value(targets).expect("a list of names")
 }
