@@ -136,7 +136,7 @@ impl PgCluster {
     /// Starts a new cluster.
     pub fn start() -> anyhow::Result<PgCluster> {
         let bindir = ravectl::postgres::find_bindir()?;
-        let port = free_port()?;
+        let port = crate::free_port();
         let base = tempfile::Builder::new()
             .prefix("rave-test-pg-")
             .tempdir()?
@@ -225,12 +225,6 @@ async fn connect(conninfo: &str) -> anyhow::Result<tokio_postgres::Client> {
         let _ = connection.await;
     });
     Ok(client)
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn user_id(name: &str) -> anyhow::Result<u32> {

@@ -110,14 +110,7 @@ impl TestReporter {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        test_support::metrics::scrape(&self.http, &self.url).await
     }
 
     pub fn pusher(&self) -> &Pusher {

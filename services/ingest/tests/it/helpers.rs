@@ -159,14 +159,7 @@ impl TestStack {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.ingest))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        test_support::metrics::scrape(&self.http, &self.ingest).await
     }
 
     pub async fn stored_count(&self) -> i64 {

@@ -8,14 +8,7 @@ use test_support::sign;
 
 use crate::helpers::{TestStack, ingest_settings, sample, send};
 
-/// A loopback port nothing listens on (until the test starts the store there).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use test_support::free_port;
 
 struct Outage {
     stack: TestStack,

@@ -232,14 +232,7 @@ impl TestDispatcher {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        test_support::metrics::scrape(&self.http, &self.url).await
     }
 
     pub fn clock_now(&self) -> time::OffsetDateTime {
