@@ -326,12 +326,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_refuses_at_once_and_a_stopped_batcher_says_so() {
-        let handler: Handler<u32, u32> =
-            Arc::new(|items| Box::pin(async move { Ok(items.to_vec()) }));
-        let mut s = settings(1, 8);
+    async fn a_full_queue_refuses_at_once_and_the_queued_items_are_still_answered() {
+        use futures_util::FutureExt as _;
+        // The handler holds its batch until the gate opens.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (started, mut handling) = mpsc::unbounded_channel();
+        let handler: Handler<u32, u32> = {
+            let gate = gate.clone();
+            Arc::new(move |items| {
+                let (gate, started) = (gate.clone(), started.clone());
+                Box::pin(async move {
+                    let _ = started.send(items.to_vec());
+                    let _open = gate.acquire().await?;
+                    Ok(items.to_vec())
+                })
+            })
+        };
+        let mut s = settings(1, 1);
         s.queue_capacity = 1;
         let (batcher, writers) = Batcher::start(&s, handler, BatchMetrics::default());
+        let batcher = Arc::new(batcher);
+
+        // Item 1 is being handled; item 2 fills the queue's one place.
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(1).await }
+        });
+        assert_eq!(handling.recv().await, Some(vec![1]));
+        let mut second = Box::pin(batcher.submit(2));
+        assert!(
+            second.as_mut().now_or_never().is_none(),
+            "2 waits in the queue"
+        );
+
+        // Item 3 is refused on its first poll: no waiting for room.
+        let third = batcher.submit(3).now_or_never();
+        assert!(
+            matches!(third, Some(Err(BatchError::QueueFull(1)))),
+            "{third:?}"
+        );
+
+        gate.add_permits(2);
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(second.await.unwrap(), 2);
+        assert_eq!(handling.recv().await, Some(vec![2]));
+        writers.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_stopped_batcher_says_so() {
+        let handler: Handler<u32, u32> =
+            Arc::new(|items| Box::pin(async move { Ok(items.to_vec()) }));
+        let (batcher, writers) = Batcher::start(&settings(1, 8), handler, BatchMetrics::default());
         writers.shutdown().await;
         assert!(matches!(batcher.submit(1).await, Err(BatchError::Stopped)));
     }
