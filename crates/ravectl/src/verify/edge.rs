@@ -82,15 +82,19 @@ pub(super) fn http_codes(ctx: &Ctx) -> anyhow::Result<String> {
     Ok("404 unknown source, 400 unsigned, 404 unknown route, 401 without token".into())
 }
 
+/// Internal endpoints nginx must answer 404 for: metrics, the relay's
+/// hand-off, operators' reads, readiness.
+pub const NOT_PUBLIC: [&str; 6] = [
+    "/metrics",
+    "/v1/internal/events",
+    "/v1/tasks",
+    "/v1/events",
+    "/readyz",
+    "/v1/ignored-events",
+];
+
 pub(super) fn exposure(ctx: &Ctx) -> anyhow::Result<String> {
-    for path in [
-        "/metrics",
-        "/v1/internal/events",
-        "/v1/tasks",
-        "/v1/events",
-        "/readyz",
-        "/v1/ignored-events",
-    ] {
+    for path in NOT_PUBLIC {
         let answer = ctx.https("GET", path, &[], b"")?;
         ensure!(
             answer.status == 404,

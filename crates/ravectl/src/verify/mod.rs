@@ -225,6 +225,7 @@ mod observability;
 mod webhooks;
 mod work;
 
+pub use edge::NOT_PUBLIC;
 use edge::{exposure, healthy, http_codes, resources, tls};
 use observability::{alerts, dashboards, scraping};
 use webhooks::{dedup, signatures};

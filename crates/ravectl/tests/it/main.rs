@@ -386,13 +386,7 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
             .contains("strict-transport-security: max-age="),
         "{answer}"
     );
-    for path in [
-        "/metrics",
-        "/v1/internal/events",
-        "/v1/tasks",
-        "/v1/events",
-        "/readyz",
-    ] {
+    for path in ravectl::verify::NOT_PUBLIC {
         let code = curl(&[
             "-o",
             "/dev/null",

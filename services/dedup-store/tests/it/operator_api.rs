@@ -84,16 +84,7 @@ async fn the_listing_pages_through_events_in_storage_order_and_filters_by_source
 async fn metrics_are_openmetrics_when_asked_and_prometheus_text_otherwise() {
     let store = spawn_store().await;
     store.post_event(&event("github", "m", b"{}")).await;
-    let open = store
-        .http
-        .get(format!("{}/metrics", store.address))
-        .header(
-            "accept",
-            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
-        )
-        .send()
-        .await
-        .unwrap();
+    let open = test_support::metrics::scrape_openmetrics(&store.http, &store.address).await;
     assert!(
         open.headers()["content-type"]
             .to_str()

@@ -77,16 +77,8 @@ async fn metrics_have_the_seed_names_and_the_latency_histogram_carries_trace_exe
         "no exemplars in Prometheus text 0.0.4"
     );
 
-    let open = stack
-        .http
-        .get(format!("{}/metrics", stack.ingest))
-        .header(
-            "accept",
-            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
-        )
-        .send()
+    let open = test_support::metrics::scrape_openmetrics(&stack.http, &stack.ingest)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

@@ -150,13 +150,8 @@ async fn task_duration_carries_the_webhooks_trace_id_as_an_exemplar() {
     let task = d.claim_now("agent-1", 1).await.remove(0);
     d.advance(3);
     d.lease_call("agent-1", &task, "complete", json!({})).await;
-    let open = d
-        .http
-        .get(format!("{}/metrics", d.url))
-        .header("accept", "application/openmetrics-text;version=1.0.0")
-        .send()
+    let open = test_support::metrics::scrape_openmetrics(&d.http, &d.url)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
