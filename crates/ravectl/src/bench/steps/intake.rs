@@ -1,6 +1,6 @@
 //! Intake: signed webhooks through nginx, saturation then fixed rates.
 
-use super::{Webhooks, intake_verdict, warn_rate_limited};
+use super::{Webhooks, intake_verdict, saturate};
 use crate::bench::load::{self, Pace};
 use crate::bench::{Ctx, Step};
 
@@ -12,17 +12,7 @@ pub async fn intake(ctx: &Ctx) -> anyhow::Result<Vec<Step>> {
         let hooks = hooks.clone();
         move |w, s| hooks.make(w, s)
     };
-    let (saturation, usage) = ctx
-        .measured(load::run(
-            &ctx.public,
-            p.concurrency,
-            p.duration(),
-            Pace::Closed,
-            make,
-            intake_verdict,
-        ))
-        .await?;
-    warn_rate_limited(&saturation);
+    let (saturation, usage) = saturate(ctx, make, intake_verdict).await?;
     let rate = saturation.ok_per_sec();
     println!(
         "  saturation: {rate:.0} stored/s, p99 {:.1} ms",

@@ -121,6 +121,36 @@ fn intake_verdict(r: &Response) -> Verdict {
     }
 }
 
+/// Saturation through nginx: every connection sends its next request as soon
+/// as the last is answered, for the step's duration, with the components'
+/// CPU and memory sampled; warns when nginx rate-limited the load.
+async fn saturate<M, C>(
+    ctx: &Ctx,
+    make: M,
+    classify: C,
+) -> anyhow::Result<(
+    load::RunResult,
+    std::collections::BTreeMap<String, crate::bench::procs::Usage>,
+)>
+where
+    M: Fn(usize, u64) -> Vec<u8> + Send + Sync + 'static,
+    C: Fn(&Response) -> Verdict + Send + Sync + 'static,
+{
+    let p = &ctx.params;
+    let measured = ctx
+        .measured(load::run(
+            &ctx.public,
+            p.concurrency,
+            p.duration(),
+            load::Pace::Closed,
+            make,
+            classify,
+        ))
+        .await?;
+    warn_rate_limited(&measured.0);
+    Ok(measured)
+}
+
 fn warn_rate_limited(result: &load::RunResult) {
     if result.counts.get("rate_limited").copied().unwrap_or(0) > 0 {
         eprintln!(

@@ -2,9 +2,8 @@
 
 use serde_json::json;
 
-use super::warn_rate_limited;
+use super::saturate;
 use crate::bench::http::{Response, request};
-use crate::bench::load::{self, Pace};
 use crate::bench::{Ctx, Step};
 
 pub async fn reports(ctx: &Ctx) -> anyhow::Result<Step> {
@@ -42,17 +41,7 @@ pub async fn reports(ctx: &Ctx) -> anyhow::Result<Step> {
         429 => ("rate_limited", false),
         _ => ("error", false),
     };
-    let (result, usage) = ctx
-        .measured(load::run(
-            &ctx.public,
-            p.concurrency,
-            p.duration(),
-            Pace::Closed,
-            make,
-            verdict,
-        ))
-        .await?;
-    warn_rate_limited(&result);
+    let (result, usage) = saturate(ctx, make, verdict).await?;
     println!(
         "  {:.0} reports/s accepted, p99 {:.1} ms",
         result.ok_per_sec(),
