@@ -173,22 +173,9 @@ fn the_nixos_scrape_jobs_list_every_replica() {
     assert_eq!(targets("dedup-store"), ["127.0.0.1:3010"]);
 }
 
+/// The local stack's certificate: what nginx is given there too.
 fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    (cert, key)
+    ravectl::tls::ensure_certificate(dir).expect("openssl makes a certificate")
 }
 
 #[test]
