@@ -2,9 +2,9 @@
 //! nginx as senders and agents see it. Each suite prints PASS, FAIL (with the
 //! reason) or SKIP; any FAIL makes the exit status 1.
 //!
-//! The suites, by what they check: `edge` (healthy, tls, http, exposure,
-//! resources), `webhooks` (signatures, dedup), `work` (agents, reporting),
-//! `observability` (scraping, alerts, dashboards). Here: the context every
+//! One file per suite, named as the suite is in the report: `healthy`,
+//! `tls`, `http`, `signatures`, `dedup`, `agents`, `reporting`, `scraping`,
+//! `alerts`, `dashboards`, `exposure`, `resources`. Here: the context every
 //! suite gets, the shared checks, and the order they run in.
 
 use std::collections::BTreeMap;
@@ -220,13 +220,29 @@ fn main_pid(unit: &str) -> anyhow::Result<u32> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-mod edge;
-mod observability;
-mod webhooks;
-mod work;
+mod agents;
+mod alerts;
+mod dashboards;
+mod dedup;
+mod exposure;
+mod healthy;
+mod http;
+mod reporting;
+mod resources;
+mod scraping;
+mod signatures;
+mod tls;
 
-pub use edge::NOT_PUBLIC;
-use edge::{exposure, healthy, http_codes, resources, tls};
-use observability::{alerts, dashboards, scraping};
-use webhooks::{dedup, signatures};
-use work::{agents, reporting};
+use agents::agents;
+use alerts::alerts;
+use dashboards::dashboards;
+use dedup::dedup;
+pub use exposure::NOT_PUBLIC;
+use exposure::exposure;
+use healthy::healthy;
+use http::http_codes;
+use reporting::reporting;
+use resources::resources;
+use scraping::scraping;
+use signatures::signatures;
+use tls::tls;

@@ -1,7 +1,4 @@
-//! Webhooks: every scheme's signatures accepted and forgeries refused, and
-//! a repeated delivery stored once.
-
-use anyhow::ensure;
+//! Suite 4, signatures: every scheme's signatures accepted, forgeries refused.
 
 use super::{Ctx, expect};
 
@@ -74,30 +71,4 @@ pub(super) fn signatures(ctx: &Ctx) -> anyhow::Result<String> {
         "gitlab secret token",
     )?;
     Ok("github, standard, gitlab signing token and gitlab token accepted; forged and tampered refused".into())
-}
-
-pub(super) async fn dedup(ctx: &Ctx) -> anyhow::Result<String> {
-    let secret = ctx.secret("github.secret")?;
-    let delivery = format!("verify-dup-{}", ctx.run);
-    let first = ctx.github(&delivery, b"{}", &secret)?;
-    expect(&first, 202, "first delivery")?;
-    let again = ctx.github(&delivery, b"{}", &secret)?;
-    expect(&again, 200, "repeated delivery")?;
-    let (a, b) = (
-        first.json()["task_id"].clone(),
-        again.json()["task_id"].clone(),
-    );
-    ensure!(a == b && a.is_string(), "task ids differ: {a} vs {b}");
-    let stored = ctx
-        .get_json(&format!(
-            "{}/v1/events/github/{delivery}",
-            ctx.stack.store_url
-        ))
-        .await?;
-    ensure!(
-        stored["task_id"] == a,
-        "dedup-store holds {}, answers said {a}",
-        stored["task_id"]
-    );
-    Ok(format!("stored once, both answers name task {a}"))
 }

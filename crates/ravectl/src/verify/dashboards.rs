@@ -1,0 +1,77 @@
+//! Suite 10, dashboards: every panel query returns data.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use serde_json::Value;
+
+use super::{Ctx, eventually};
+
+/// The three Grafana dashboards, as shipped.
+const DASHBOARDS: [(&str, &str); 3] = [
+    (
+        "project-health",
+        include_str!("../../../../grafana/dashboards/project-health.json"),
+    ),
+    (
+        "agent-performance",
+        include_str!("../../../../grafana/dashboards/agent-performance.json"),
+    ),
+    (
+        "system-health",
+        include_str!("../../../../grafana/dashboards/system-health.json"),
+    ),
+];
+
+/// Every panel query, as Grafana would send it, returns data.
+pub(super) async fn dashboards(ctx: &Ctx) -> anyhow::Result<String> {
+    let prometheus = ctx
+        .stack
+        .prometheus_url
+        .clone()
+        .context("no Prometheus in this stack")?;
+    let mut queries = Vec::new();
+    for (name, json) in DASHBOARDS {
+        let dashboard: Value = serde_json::from_str(json)?;
+        for panel in dashboard["panels"].as_array().cloned().unwrap_or_default() {
+            for target in panel["targets"].as_array().cloned().unwrap_or_default() {
+                let expr = target["expr"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .replace("$__rate_interval", "1m")
+                    .replace("\"$job\"", "\".+\"")
+                    .replace("\"$instance\"", "\".+\"");
+                queries.push((
+                    format!("{name}/{}", panel["title"].as_str().unwrap_or_default()),
+                    expr,
+                ));
+            }
+        }
+    }
+    eventually(Duration::from_secs(90), || async {
+        for (panel, expr) in &queries {
+            let url = reqwest::Url::parse_with_params(
+                &format!("{prometheus}/api/v1/query"),
+                &[("query", expr)],
+            )?;
+            let answer: Value = ctx.http.get(url).send().await?.json().await?;
+            ensure!(
+                answer["status"] == "success",
+                "{panel}: {}",
+                answer["error"]
+            );
+            ensure!(
+                answer["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty()),
+                "{panel}: no data for {expr}"
+            );
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(format!(
+        "all {} panel queries of 3 dashboards return data",
+        queries.len()
+    ))
+}
