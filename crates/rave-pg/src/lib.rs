@@ -16,6 +16,23 @@ use serde::Deserialize;
 use tokio_postgres::AsyncMessage;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
+/// Whether PostgreSQL refused a statement for what it carried, not because
+/// it is unreachable: a data exception (SQLSTATE class 22: NUL, bad
+/// encoding, a value out of range), a program limit (54: an index row too
+/// large) or a check constraint. Such a statement fails the same way every
+/// time, so it must be split, never retried as it is.
+pub fn is_content_error(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+            .is_some_and(|code| {
+                let code = code.code();
+                code.starts_with("22") || code.starts_with("54") || code == "23514"
+            })
+    })
+}
+
 /// TLS to PostgreSQL, named as libpq names it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

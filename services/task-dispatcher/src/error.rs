@@ -16,6 +16,11 @@ pub enum DispatchError {
     BodyTooLarge { limit: usize },
     #[error("no task {0}")]
     TaskNotFound(String),
+    #[error("no quarantine record {0}")]
+    QuarantineRecordNotFound(i64),
+    /// A value PostgreSQL would refuse (NUL, a value past its limit).
+    #[error("{0}")]
+    Unstorable(#[from] rave_service::content::Unstorable),
     #[error("the lease is not held with this token (expired, reclaimed or finished)")]
     LeaseLost,
     #[error("{0}")]
@@ -34,6 +39,8 @@ impl ServiceError for DispatchError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::TaskNotFound(_) => "task_not_found",
+            Self::QuarantineRecordNotFound(_) => "quarantine_record_not_found",
+            Self::Unstorable(_) => "unstorable_value",
             Self::LeaseLost => "lease_lost",
             Self::Conflict(_) => "conflict",
             Self::Unavailable(_) => "store_unavailable",
@@ -48,7 +55,10 @@ impl ServiceError for DispatchError {
             Self::Forbidden(_) => refused(StatusCode::FORBIDDEN),
             Self::InvalidRequest(_) => refused(StatusCode::BAD_REQUEST),
             Self::BodyTooLarge { .. } => refused(StatusCode::PAYLOAD_TOO_LARGE),
-            Self::TaskNotFound(_) => refused(StatusCode::NOT_FOUND),
+            Self::TaskNotFound(_) | Self::QuarantineRecordNotFound(_) => {
+                refused(StatusCode::NOT_FOUND)
+            }
+            Self::Unstorable(_) => refused(StatusCode::BAD_REQUEST),
             Self::LeaseLost | Self::Conflict(_) => refused(StatusCode::CONFLICT),
             Self::Unavailable(cause) => ErrorClass::Unavailable {
                 retry_after_secs: 1,

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub events_received: Counter,
     pub events_ignored: Family<SourceLabel, Counter>,
+    pub events_quarantined: Family<SourceLabel, Counter>,
+    pub quarantined: Gauge,
     pub tasks_created: Family<KindLabel, Counter>,
     pub superseded: Counter,
     pub tasks: Family<KindStateLabels, Gauge>,
@@ -82,6 +84,18 @@ impl Metrics {
             "dispatcher_events_ignored",
             "Events no routing rule matched, by source",
             events_ignored.clone(),
+        );
+        let events_quarantined = Family::<SourceLabel, Counter>::default();
+        r.register(
+            "dispatcher_events_quarantined",
+            "Events set aside in quarantine because they could not become a task or an ignore record (GET /v1/quarantined-events), by source",
+            events_quarantined.clone(),
+        );
+        let quarantined = Gauge::default();
+        r.register(
+            "dispatcher_quarantined_events",
+            "Events in quarantine now, waiting for an operator",
+            quarantined.clone(),
         );
         let tasks_created = Family::<KindLabel, Counter>::default();
         r.register(
@@ -162,6 +176,8 @@ impl Metrics {
             registry: r,
             events_received,
             events_ignored,
+            events_quarantined,
+            quarantined,
             tasks_created,
             superseded,
             tasks,

@@ -103,7 +103,9 @@ impl Rule {
                 other => key.push_str(&other.to_string()),
             }
         }
-        Some(key)
+        // Any value a sender can type lands here: bounded, so NUL and keys
+        // past the index's row limit are stored, still equal for equal keys.
+        Some(rave_service::content::bounded_key(&key))
     }
 }
 

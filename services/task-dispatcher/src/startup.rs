@@ -56,7 +56,7 @@ impl Application {
         let handler: Handler<Completion, Result<store::Finished, store::Refusal>> =
             Arc::new(move |items| {
                 let pool = completer_pool.clone();
-                Box::pin(async move { store::complete_batch(&pool, &items).await })
+                Box::pin(async move { store::complete_isolated(&pool, &items).await })
             });
         let (completer, writers): (Completer, Writers) = Batcher::start(
             &settings.completions,

@@ -123,6 +123,10 @@ fn refused(refusal: Refusal, task_id: &TaskId) -> DispatchError {
     match refusal {
         Refusal::NotFound => DispatchError::TaskNotFound(task_id.to_string()),
         Refusal::LeaseLost => DispatchError::LeaseLost,
+        Refusal::Unstorable => DispatchError::Unstorable(rave_service::content::Unstorable {
+            field: "result".to_owned(),
+            reason: "holds a value PostgreSQL cannot store".to_owned(),
+        }),
     }
 }
 
@@ -173,6 +177,9 @@ async fn complete_inner(req: &HttpRequest, payload: web::Payload, state: &AppSta
     let id = task_id(req)?;
     rave_service::telemetry::record_task_id(&id);
     let body: CompleteRequest = json_body(req, payload, state.limits.max_result_bytes).await?;
+    if let Some(result) = &body.result {
+        rave_service::content::check_json("result", result)?;
+    }
     let finished = state
         .completer
         .submit(Completion {
@@ -245,6 +252,7 @@ async fn fail_inner(req: &HttpRequest, payload: web::Payload, state: &AppState) 
             "error: at most 16 KiB".into(),
         ));
     }
+    rave_service::content::check_text("error", &body.error, 16 * 1024)?;
     let retry = state.retry.clone();
     let failure = store::Failure {
         task_id: id.clone(),

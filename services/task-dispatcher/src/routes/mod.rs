@@ -1,7 +1,8 @@
 //! HTTP routes, one file per API, each with its own bearer tokens:
 //! - `agents`: claim, heartbeat, complete, fail;
 //! - `operators`: task reads, listings, ignored events, cancel, retry;
-//! - `internal`: the hand-off from dedup-store's relay.
+//! - `internal`: the hand-off from dedup-store's relay;
+//! - `quarantine`: events set aside, listed and retried by operators.
 //!
 //! Here: the shared state, the route table, and what every handler uses
 //! (refusals counted once, JSON bodies, bearer checks).
@@ -64,6 +65,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(operators::retry),
         )
         .route("/v1/ignored-events", web::get().to(operators::list_ignored))
+        .route("/v1/quarantined-events", web::get().to(quarantine::list))
+        .route(
+            "/v1/quarantined-events/{id}/retry",
+            web::post().to(quarantine::retry),
+        )
         .route(
             "/v1/internal/events",
             web::post().to(internal::accept_events),
@@ -135,6 +141,14 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         Ok((counts, oldest)) => state.metrics.set_task_counts(&state.kinds, &counts, oldest),
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "task counts unavailable for /metrics"),
     }
+    match store::quarantined_count(&state.pool).await {
+        Ok(n) => {
+            state.metrics.quarantined.set(n);
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "quarantine count unavailable for /metrics")
+        }
+    }
     state
         .metrics
         .agents_waiting
@@ -145,6 +159,7 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 mod agents;
 mod internal;
 mod operators;
+mod quarantine;
 
 pub use agents::backoff;
 pub use internal::RelayedEvent;

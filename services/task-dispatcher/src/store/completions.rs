@@ -224,3 +224,38 @@ pub async fn fail(
         duration_secs: Some(row.get(4)),
     }))
 }
+
+/// [`complete_batch`], with one unstorable completion never failing the
+/// others: a batch PostgreSQL refuses for its content is split until the
+/// completions at fault are found (rave_service::isolate); those are
+/// refused as [`Refusal::Unstorable`], the rest commit.
+pub async fn complete_isolated(
+    pool: &Pool,
+    items: &[Completion],
+) -> anyhow::Result<Vec<Result<Finished, Refusal>>> {
+    type Numbered = Vec<(usize, Result<Finished, Refusal>)>;
+    let run = move |part: Vec<(usize, Completion)>| -> futures_util::future::BoxFuture<'_, anyhow::Result<Numbered>> {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let completions: Vec<Completion> = part.iter().map(|(_, c)| c.clone()).collect();
+            let results = complete_batch(&pool, &completions).await?;
+            Ok(part.into_iter().map(|(n, _)| n).zip(results).collect())
+        })
+    };
+    fn concat(mut a: Numbered, b: Numbered) -> Numbered {
+        a.extend(b);
+        a
+    }
+    let numbered = items.iter().cloned().enumerate().collect();
+    let out =
+        rave_service::isolate::isolate(numbered, &run, concat, rave_pg::is_content_error).await?;
+    let mut results: Vec<Result<Finished, Refusal>> = vec![Err(Refusal::Unstorable); items.len()];
+    for (n, result) in out.done.unwrap_or_default() {
+        results[n] = result;
+    }
+    for ((n, c), error) in out.set_aside {
+        tracing::warn!(task_id = %c.task_id, error = %format!("{error:#}"), "completion refused: PostgreSQL cannot store it");
+        results[n] = Err(Refusal::Unstorable);
+    }
+    Ok(results)
+}

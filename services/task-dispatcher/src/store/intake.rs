@@ -148,6 +148,12 @@ pub async fn accept_events(
             )
             .await?;
         if !created_ids.is_empty() {
+            // An event retried out of quarantine has one outcome: its task.
+            tx.execute(
+                "DELETE FROM quarantined_events WHERE task_id = ANY($1)",
+                &[&created_ids],
+            )
+            .await?;
             tx.execute("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
                 .await?;
         }
@@ -171,10 +177,72 @@ pub async fn accept_events(
                 ],
             )
             .await?;
+        tx.execute(
+            "DELETE FROM quarantined_events WHERE task_id = ANY($1)",
+            &[&col(&|e| e.task_id.to_string())],
+        )
+        .await?;
         accepted.ignored = inserted as usize;
         accepted.duplicates += ignored.len() - inserted as usize;
     }
     tx.commit().await?;
     accepted.created_count = accepted.created.len();
     Ok(accepted)
+}
+
+/// One relayed event on its way in: routed to a task, or to be ignored.
+#[derive(Debug, Clone)]
+pub enum Intake {
+    Routed(IncomingEvent, Routed),
+    Ignored(IncomingEvent),
+}
+
+impl Intake {
+    pub fn event(&self) -> &IncomingEvent {
+        match self {
+            Self::Routed(e, _) | Self::Ignored(e) => e,
+        }
+    }
+}
+
+impl Accepted {
+    fn merge(mut self, other: Self) -> Self {
+        self.created.extend(other.created);
+        self.created_count = self.created.len();
+        self.ignored += other.ignored;
+        self.duplicates += other.duplicates;
+        self.superseded += other.superseded;
+        self
+    }
+}
+
+/// [`accept_events`], with one bad event never failing the others: a batch
+/// PostgreSQL refuses for its content is split until the events at fault
+/// are found (rave_service::isolate); those are returned with the error,
+/// for quarantine, and everything else is committed.
+pub async fn accept_isolated(
+    pool: &Pool,
+    now: OffsetDateTime,
+    items: Vec<Intake>,
+) -> anyhow::Result<(Accepted, Vec<(Intake, anyhow::Error)>)> {
+    let run =
+        move |items: Vec<Intake>| -> futures_util::future::BoxFuture<'_, anyhow::Result<Accepted>> {
+            let pool = pool.clone();
+            Box::pin(async move {
+                let (mut routed, mut ignored) = (Vec::new(), Vec::new());
+                for item in items {
+                    match item {
+                        Intake::Routed(e, r) => routed.push((e, r)),
+                        Intake::Ignored(e) => ignored.push(e),
+                    }
+                }
+                accept_events(&pool, now, routed, ignored).await
+            })
+        };
+    let out =
+        rave_service::isolate::isolate(items, &run, Accepted::merge, rave_pg::is_content_error)
+            .await?;
+    let mut accepted = out.done.unwrap_or_default();
+    accepted.created_count = accepted.created.len();
+    Ok((accepted, out.set_aside))
 }

@@ -26,6 +26,9 @@ pub enum Refusal {
     NotFound,
     /// Not leased to this agent with this token (any more).
     LeaseLost,
+    /// PostgreSQL refused a value the call carried (its batch was split to
+    /// find it; the others in the batch went through).
+    Unstorable,
 }
 
 pub(super) async fn refusal(

@@ -7,6 +7,7 @@
 //! - `leases`: heartbeats, refusals of a lease not held, expiry of lost leases;
 //! - `completions`: completed and failed attempts (retry, dead, cancelled);
 //! - `operators`: operators' reads, cancel and retry;
+//! - `quarantine`: events set aside with their reason, for operators;
 //! - `maintenance`: pruning of finished tasks;
 //! - `gauges`: task counts and the oldest due task's wait.
 
@@ -37,6 +38,7 @@ mod intake;
 mod leases;
 mod maintenance;
 mod operators;
+mod quarantine;
 
 pub use claims::*;
 pub use completions::*;
@@ -45,3 +47,4 @@ pub use intake::*;
 pub use leases::*;
 pub use maintenance::*;
 pub use operators::*;
+pub use quarantine::*;

@@ -6,5 +6,6 @@ mod handoff;
 mod helpers;
 mod leases;
 mod policies;
+mod quarantine;
 mod replicas;
 mod retries;
