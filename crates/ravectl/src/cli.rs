@@ -25,6 +25,9 @@ pub enum Command {
     /// Manage agents.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Events set aside because they could not become a task: list, retry.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
     /// Check a running stack end to end, through nginx.
     Verify(VerifyArgs),
     /// Each component of the local stack: pid, port, health, memory.
@@ -151,6 +154,22 @@ pub struct VerifyArgs {
     /// Resident memory each RAVE service must stay under.
     #[arg(long, default_value_t = 256)]
     pub memory_limit_mb: u64,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum QuarantineCommand {
+    /// The latest quarantined events, with their reasons.
+    List(StateArgs),
+    /// Take a quarantined event in again with today's routing rules.
+    Retry(QuarantineRetryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct QuarantineRetryArgs {
+    /// The record's id, as `ravectl quarantine list` shows it.
+    pub id: i64,
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Subcommand)]

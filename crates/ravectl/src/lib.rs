@@ -16,6 +16,7 @@ pub mod cli;
 pub mod control;
 pub mod packages;
 pub mod postgres;
+pub mod quarantine;
 pub mod release;
 pub mod secrets;
 pub mod send;
@@ -23,3 +24,28 @@ pub mod stack;
 pub mod tls;
 pub mod up;
 pub mod verify;
+
+/// Runs one command; its exit code.
+pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
+    use cli::{AgentsCommand, Command, QuarantineCommand};
+    match command {
+        Command::Up(args) => crate::up::run(args).await,
+        Command::Send(args) => crate::send::run(args).await,
+        Command::Agent(args) => crate::agent::run(args).await,
+        Command::Agents(AgentsCommand::Create(args)) => crate::agents::run(args),
+        Command::Quarantine(QuarantineCommand::List(args)) => {
+            crate::quarantine::list(&args.state_dir).await
+        }
+        Command::Quarantine(QuarantineCommand::Retry(args)) => {
+            crate::quarantine::retry(&args.state_dir, args.id).await
+        }
+        Command::Verify(args) => crate::verify::run(args).await,
+        Command::Status(args) => crate::control::status(&args.state_dir),
+        Command::Down(args) => crate::control::down(&args.state_dir),
+        Command::Logs(args) => {
+            crate::control::logs(&args.state_dir, args.component.as_deref(), args.lines)
+        }
+        Command::ReleaseManifest(args) => crate::release::run(&args),
+        Command::Bench(args) => crate::bench::run(args).await,
+    }
+}

@@ -1,5 +1,5 @@
 use clap::Parser as _;
-use ravectl::cli::{AgentsCommand, Cli, Command};
+use ravectl::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
@@ -20,26 +20,7 @@ fn main() {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            runtime.block_on(async {
-                match cli.command {
-                    Command::Up(args) => ravectl::up::run(args).await,
-                    Command::Send(args) => ravectl::send::run(args).await,
-                    Command::Agent(args) => ravectl::agent::run(args).await,
-                    Command::Agents(AgentsCommand::Create(args)) => ravectl::agents::run(args),
-                    Command::Verify(args) => ravectl::verify::run(args).await,
-                    Command::Status(args) => ravectl::control::status(&args.state_dir),
-                    Command::Down(args) => ravectl::control::down(&args.state_dir),
-                    Command::Logs(args) => ravectl::control::logs(
-                        &args.state_dir,
-                        args.component.as_deref(),
-                        args.lines,
-                    ),
-                    Command::ReleaseManifest(args) => ravectl::release::run(&args),
-                    Command::Bench(args) => ravectl::bench::run(args).await,
-                }
-            })
-        });
+        .and_then(|runtime| runtime.block_on(async { ravectl::run(cli.command).await }));
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -10,6 +10,7 @@ use std::time::Duration;
 mod bench;
 mod faults;
 mod preflight;
+mod quarantine;
 mod replicas;
 
 fn ravectl() -> Command {
