@@ -24,6 +24,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub relayed: Counter,
     pub relay_failures: Counter,
+    pub relay_refused: Counter,
 }
 
 impl Metrics {
@@ -90,6 +91,12 @@ impl Metrics {
             "Events delivered to task-dispatcher and removed from the outbox",
             relayed.clone(),
         );
+        let relay_refused = Counter::default();
+        registry.register(
+            "dedup_relay_refused_events",
+            "Events task-dispatcher refused on their own (4xx), set aside in outbox_refused instead of resent",
+            relay_refused.clone(),
+        );
         let relay_failures = Counter::default();
         registry.register(
             "dedup_relay_failures",
@@ -109,6 +116,7 @@ impl Metrics {
             in_flight,
             relayed,
             relay_failures,
+            relay_refused,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The outbox relay: delivers every stored event to task-dispatcher.
 //!
-//! Each step locks the oldest outbox rows (`FOR UPDATE SKIP LOCKED`, so
-//! replicas share the work), posts their events in one batch, and deletes
-//! the rows in the same transaction only after the dispatcher answered 2xx.
-//! A crash or error anywhere before the commit leaves the rows to be sent
-//! again; the dispatcher creates tasks idempotently on `task_id`, so a
-//! redelivered batch creates nothing twice.
+//! Each step claims the oldest outbox rows (one statement, `SKIP LOCKED`,
+//! so replicas share the work), posts their events in one batch with no
+//! transaction open, and deletes the rows only after the dispatcher answered
+//! 2xx. A crash or error before the delete leaves the rows to be sent again
+//! (released at once, or when the claim runs out); the dispatcher creates
+//! tasks idempotently on `task_id`, so a redelivered batch creates nothing
+//! twice. An event the dispatcher refuses on its own is set aside, never
+//! resent forever (ADR 12).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +46,16 @@ pub struct Relay {
     token: Secret,
     settings: RelaySettings,
     metrics: Arc<Metrics>,
+    /// This relay's name on its claims (random per process).
+    relay_id: String,
+}
+
+/// What task-dispatcher said to a batch.
+#[derive(Debug)]
+enum Answer {
+    Accepted,
+    /// A 4xx for the events themselves: status and body.
+    Refused(u16, String),
 }
 
 impl Relay {
@@ -66,43 +78,118 @@ impl Relay {
             token: token.clone(),
             settings: settings.clone(),
             metrics,
+            relay_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(rave_service::crypto::random_bytes::<9>()),
         }))
     }
 
     /// Delivers one batch of the oldest undelivered events. Returns how many
-    /// were delivered (0: the outbox is empty, or locked by other replicas).
+    /// were delivered or set aside (0: the outbox is empty, or claimed by
+    /// other relays).
+    ///
+    /// The rows are claimed in one short statement (`claimed_until`,
+    /// `claimed_by`; replicas divide them with `SKIP LOCKED`), so no
+    /// transaction or row lock is held while task-dispatcher is called. After
+    /// its 2xx this relay deletes the rows it still holds; on a failure it
+    /// releases them; if it dies, its claims run out. A batch answered 4xx is
+    /// sent again one event at a time, and an event refused on its own is set
+    /// aside in `outbox_refused` with the answer (ADR 12).
     pub async fn relay_once(&self) -> anyhow::Result<usize> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let locked = tx
-            .query(
-                "SELECT o.id, length(e.body) FROM outbox o JOIN events e ON e.id = o.event_id
-                 ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
-                &[&self.settings.batch_size],
-            )
-            .await?;
-        // Keep batches within the byte budget; the first row always goes.
-        let mut ids = Vec::new();
-        let mut bytes = 0usize;
-        for row in &locked {
-            let size = row.get::<_, i32>(1) as usize;
-            if !ids.is_empty() && bytes + size > self.settings.max_batch_bytes {
-                break;
-            }
-            bytes += size;
-            ids.push(row.get::<_, i64>(0));
-        }
-        if ids.is_empty() {
+        let claim = self.claim().await?;
+        if claim.is_empty() {
             return Ok(0);
         }
-        let rows = tx
+        let ids: Vec<i64> = claim.iter().map(|(id, _)| *id).collect();
+        let outcome = async {
+            match self.post(&claim).await? {
+                Answer::Accepted => {
+                    self.finish(&ids).await?;
+                    Ok(ids.len())
+                }
+                Answer::Refused(status, answer) if ids.len() == 1 => {
+                    self.set_aside(ids[0], status, &answer).await?;
+                    Ok(1)
+                }
+                Answer::Refused(..) => {
+                    // One event in it may be the cause: each on its own.
+                    let mut done = 0;
+                    for one in &claim {
+                        done += match self.post(std::slice::from_ref(one)).await? {
+                            Answer::Accepted => self.finish(&[one.0]).await?,
+                            Answer::Refused(status, answer) => {
+                                self.set_aside(one.0, status, &answer).await?;
+                                1
+                            }
+                        };
+                    }
+                    Ok(done)
+                }
+            }
+        }
+        .await;
+        if outcome.is_err() {
+            // Let the next step (here or on a replica) try at once.
+            let _ = self.release(&ids).await;
+        }
+        outcome
+    }
+
+    /// Claims the oldest unclaimed rows within the batch and byte budgets
+    /// (the first row always goes): `(outbox id, event id)`.
+    async fn claim(&self) -> anyhow::Result<Vec<(i64, i64)>> {
+        let client = self.pool.get().await?;
+        // Long enough for the call and its fallbacks; a dead relay's rows
+        // come back after it.
+        let lease = (3 * self.settings.timeout_ms.max(1000)) as f64 / 1000.0;
+        let rows = client
             .query(
-                "SELECT e.task_id, e.source, e.event_uuid, e.event_type, e.received_at, e.trace_id, e.headers, e.body,
-                        e.traceparent
-                 FROM outbox o JOIN events e ON e.id = o.event_id WHERE o.id = ANY($1) ORDER BY o.id",
-                &[&ids],
+                "UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2), claimed_by = $3
+                 FROM (SELECT o.id, length(e.body) AS size FROM outbox o JOIN events e ON e.id = o.event_id
+                       WHERE o.claimed_until IS NULL OR o.claimed_until < now()
+                       ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED) p
+                 WHERE o.id = p.id
+                 RETURNING o.id, o.event_id, p.size",
+                &[&self.settings.batch_size, &lease, &self.relay_id],
             )
             .await?;
+        drop(client);
+        let mut claimed: Vec<(i64, i64, i32)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        claimed.sort_unstable();
+        let mut claim = Vec::new();
+        let mut excess = Vec::new();
+        let mut bytes = 0usize;
+        for (id, event_id, size) in claimed {
+            let size = usize::try_from(size).unwrap_or(0);
+            if claim.is_empty()
+                || (excess.is_empty() && bytes + size <= self.settings.max_batch_bytes)
+            {
+                bytes += size;
+                claim.push((id, event_id));
+            } else {
+                excess.push(id);
+            }
+        }
+        if !excess.is_empty() {
+            self.release(&excess).await?;
+        }
+        Ok(claim)
+    }
+
+    /// Posts the claimed events in one batch.
+    async fn post(&self, claim: &[(i64, i64)]) -> anyhow::Result<Answer> {
+        let client = self.pool.get().await?;
+        let event_ids: Vec<i64> = claim.iter().map(|(_, e)| *e).collect();
+        let rows = client
+            .query(
+                "SELECT task_id, source, event_uuid, event_type, received_at, trace_id, headers, body, traceparent
+                 FROM events WHERE id = ANY($1) ORDER BY id",
+                &[&event_ids],
+            )
+            .await?;
+        drop(client);
         let events: Vec<RelayedEvent> = rows
             .iter()
             .map(|r| RelayedEvent {
@@ -117,8 +204,6 @@ impl Relay {
                 body_base64: BASE64.encode(r.get::<_, &[u8]>(7)),
             })
             .collect();
-        // A failure here (a timeout included) leaves the rows for the next
-        // step, as with one replica.
         let body = serde_json::json!({ "events": events });
         let response = rave_service::http::send_to_first_replica(&self.urls, |url| {
             self.http
@@ -128,15 +213,62 @@ impl Relay {
         })
         .await?;
         let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            anyhow::bail!("task-dispatcher answered {status}: {body}");
+        if status.is_success() {
+            return Ok(Answer::Accepted);
         }
-        tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+        let answer = response.text().await.unwrap_or_default();
+        // 401/403 (a wrong token), 429 and 5xx are the relay's or the
+        // dispatcher's trouble, not the events': retried as they are.
+        if status.is_client_error() && ![401, 403, 404, 408, 429].contains(&status.as_u16()) {
+            return Ok(Answer::Refused(status.as_u16(), answer));
+        }
+        anyhow::bail!("task-dispatcher answered {status}: {answer}")
+    }
+
+    /// Deletes delivered rows this relay still holds; how many.
+    async fn finish(&self, ids: &[i64]) -> anyhow::Result<usize> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "DELETE FROM outbox WHERE id = ANY($1) AND claimed_by = $2",
+                &[&ids, &self.relay_id],
+            )
             .await?;
-        tx.commit().await?;
         self.metrics.relayed.inc_by(ids.len() as u64);
         Ok(ids.len())
+    }
+
+    async fn release(&self, ids: &[i64]) -> anyhow::Result<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL
+                 WHERE id = ANY($1) AND claimed_by = $2",
+                &[&ids, &self.relay_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a row the dispatcher refused on its own to `outbox_refused`.
+    async fn set_aside(&self, id: i64, status: u16, answer: &str) -> anyhow::Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let answer = rave_service::content::storable_text(answer, 2048);
+        let moved = tx
+            .execute(
+                "WITH gone AS (DELETE FROM outbox WHERE id = $1 AND claimed_by = $2 RETURNING event_id, task_id)
+                 INSERT INTO outbox_refused (event_id, task_id, status, answer)
+                 SELECT event_id, task_id, $3, $4 FROM gone ON CONFLICT (event_id) DO NOTHING",
+                &[&id, &self.relay_id, &i32::from(status), &answer],
+            )
+            .await?;
+        tx.commit().await?;
+        if moved > 0 {
+            tracing::error!(outbox_id = id, status, answer = %answer, "task-dispatcher refused an event on its own; set aside in outbox_refused");
+            self.metrics.relay_refused.inc();
+        }
+        Ok(())
     }
 
     /// Relays until `stop`: at once after new events (`wake`), otherwise

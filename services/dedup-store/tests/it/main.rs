@@ -5,4 +5,5 @@ mod insert;
 mod operator_api;
 mod outage;
 mod relay;
+mod relay_edges;
 mod shutdown;

@@ -35,7 +35,7 @@ async fn spawn_dispatcher(db: &TestDatabase) -> (String, actix_web::dev::ServerH
     (url, handle)
 }
 
-async fn count(db: &TestDatabase, sql: &str) -> i64 {
+pub async fn count(db: &TestDatabase, sql: &str) -> i64 {
     db.connect()
         .await
         .unwrap()
@@ -46,7 +46,7 @@ async fn count(db: &TestDatabase, sql: &str) -> i64 {
 }
 
 /// The store (relay not running by itself) pointed at `dispatcher_url`.
-async fn spawn_store_relaying_to(
+pub async fn spawn_store_relaying_to(
     dispatcher_url: &str,
     batch_size: i64,
 ) -> (crate::helpers::TestStore, Relay) {
@@ -68,7 +68,7 @@ fn relay_for(settings: &dedup_store::Settings) -> Relay {
         .unwrap()
 }
 
-async fn drain(relay: &Relay) -> usize {
+pub async fn drain(relay: &Relay) -> usize {
     let mut total = 0;
     loop {
         match relay.relay_once().await.unwrap() {
