@@ -15,6 +15,9 @@ pub enum DedupError {
         source_name: String,
         event_uuid: String,
     },
+    /// A value PostgreSQL would refuse (NUL in a stored header).
+    #[error("{0}")]
+    Unstorable(#[from] rave_service::content::Unstorable),
     #[error("the event store is unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("unexpected error")]
@@ -27,6 +30,7 @@ impl ServiceError for DedupError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::NotFound { .. } => "event_not_found",
+            Self::Unstorable(_) => "unstorable_value",
             Self::Unavailable(_) => "store_unavailable",
             Self::Unexpected(_) => "internal",
         }
@@ -37,6 +41,7 @@ impl ServiceError for DedupError {
             Self::InvalidRequest(_) => ErrorClass::Refused(StatusCode::BAD_REQUEST),
             Self::BodyTooLarge { .. } => ErrorClass::Refused(StatusCode::PAYLOAD_TOO_LARGE),
             Self::NotFound { .. } => ErrorClass::Refused(StatusCode::NOT_FOUND),
+            Self::Unstorable(_) => ErrorClass::Refused(StatusCode::BAD_REQUEST),
             // The store recovers in about a second (reconnect or commit retry).
             Self::Unavailable(cause) => ErrorClass::Unavailable {
                 retry_after_secs: 1,

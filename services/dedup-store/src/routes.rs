@@ -113,11 +113,19 @@ fn validate(request: InsertRequest, limits: &Limits) -> Result<NewEvent, DedupEr
                 "headers: {name:?} is not a lower-case header name"
             )));
         }
-        if value.as_str().is_none_or(|v| v.len() > 4096) {
+        let Some(value) = value.as_str() else {
+            return Err(DedupError::InvalidRequest(format!(
+                "headers.{name}: must be a string of at most 4096 bytes"
+            )));
+        };
+        if value.len() > 4096 {
             return Err(DedupError::InvalidRequest(format!(
                 "headers.{name}: must be a string of at most 4096 bytes"
             )));
         }
+        // Stored as jsonb, which cannot hold NUL: refused here, not by the
+        // group commit that carries other callers' events.
+        rave_service::content::check_text(&format!("headers.{name}"), value, 4096)?;
     }
     let body = BASE64
         .decode(request.body_base64.as_bytes())

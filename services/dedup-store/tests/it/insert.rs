@@ -178,3 +178,46 @@ async fn a_request_over_the_size_limit_is_refused_with_413() {
     assert_eq!(response.status(), 413);
     assert_eq!(error_code(response).await, "body_too_large");
 }
+
+#[tokio::test]
+async fn a_header_postgresql_cannot_store_is_refused_with_400_and_the_events_beside_it_are_stored()
+{
+    let store = spawn_store().await;
+    let mut bad = event("github", "nul-header", b"{}");
+    bad["headers"] = serde_json::json!({"user-agent": "a\u{0}b"});
+    let good: Vec<Value> = (0..20)
+        .map(|i| event("github", &format!("beside-{i}"), b"{}"))
+        .collect();
+    // Sent together, so they share group commits.
+    let mut sends = JoinSet::new();
+    for e in good.into_iter().chain([bad]) {
+        let (http, url) = (store.http.clone(), format!("{}/v1/events", store.address));
+        sends.spawn(async move {
+            let answer = http.post(url).json(&e).send().await.unwrap();
+            (
+                e["event_uuid"].as_str().unwrap().to_owned(),
+                answer.status().as_u16(),
+                answer.json::<Value>().await.unwrap(),
+            )
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        let (uuid, status, body) = sent.unwrap();
+        if uuid == "nul-header" {
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (400, Some("unstorable_value")),
+                "{body}"
+            );
+        } else {
+            assert_eq!(status, 201, "{uuid}: {body}");
+        }
+    }
+    let client = store.db.connect().await.unwrap();
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 20);
+}
