@@ -506,6 +506,7 @@ fn cases(task_id: &str, lease: &str, standard_secret: &str) -> Vec<Case> {
         c("report with an unknown status", Reporter, report(Some(AGENT_TOKEN), &good_report(json!({"status": "pwned"}))), 422, Some("invalid_report")),
         c("report without started_at", Reporter, report(Some(AGENT_TOKEN), &good_report(json!({"started_at": null}))), 422, Some("invalid_report")),
         c("report with an unknown field", Reporter, report(Some(AGENT_TOKEN), &good_report(json!({"agent": "e2e-admin"}))), 422, Some("invalid_report")),
+        c("report with NUL in a label value", Reporter, report(Some(AGENT_TOKEN), &good_report(json!({"metrics": [{"name": "tool_calls", "value": 1, "labels": {"tool": "a\u{0}b"}}]}))), 422, Some("invalid_report")),
         c("report with a control character in a metric name", Reporter, report(Some(AGENT_TOKEN), &good_report(json!({"metrics": [{"name": "a\u{7}b", "value": 1}]}))), 422, Some("invalid_report")),
     ]
 }
