@@ -71,6 +71,17 @@ impl TestDatabase {
         connect(&self.connection_string()).await
     }
 
+    /// The one number `sql` selects (a count, say), read on a fresh connection.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        self.connect()
+            .await
+            .expect("a connection")
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
     /// A fresh superuser connection to this database.
     pub async fn connect_as_superuser(&self) -> anyhow::Result<tokio_postgres::Client> {
         connect(&format!(

@@ -36,13 +36,7 @@ async fn spawn_dispatcher(db: &TestDatabase) -> (String, actix_web::dev::ServerH
 }
 
 pub async fn count(db: &TestDatabase, sql: &str) -> i64 {
-    db.connect()
-        .await
-        .unwrap()
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
+    db.scalar(sql).await
 }
 
 /// The store (relay not running by itself) pointed at `dispatcher_url`.

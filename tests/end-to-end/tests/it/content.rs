@@ -139,12 +139,7 @@ async fn pipeline() -> Pipeline {
     let relay = app.relay().expect("a relay");
     let store_url = serve(app.port(), app.run_until_stopped()).await;
 
-    let mut ingest: ingest::Settings = defaults();
-    ingest.server.port = 0;
-    ingest.store.url = store_url;
-    ingest.sources.insert("github".into(), github_source());
-    let app = ingest::Application::build(ingest).await.unwrap();
-    let ingest_url = serve(app.port(), app.run_until_stopped()).await;
+    let (_, ingest_url) = github_ingest(store_url).await;
     Pipeline {
         ingest_url,
         dispatcher_url,
@@ -156,13 +151,7 @@ async fn pipeline() -> Pipeline {
 }
 
 async fn count(db: &TestDatabase, sql: &str) -> i64 {
-    db.connect()
-        .await
-        .unwrap()
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
+    db.scalar(sql).await
 }
 
 static DELIVERY: AtomicUsize = AtomicUsize::new(0);

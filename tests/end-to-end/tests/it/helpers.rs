@@ -95,6 +95,18 @@ pub fn github_source() -> ingest::settings::SourceSettings {
     toml::from_str(&format!("kind = \"github\"\nsecret = \"{GITHUB_SECRET}\"")).unwrap()
 }
 
+/// An ingest in this process with the github source, in front of the
+/// dedup-store at `store_url`: its port and URL.
+pub async fn github_ingest(store_url: String) -> (u16, String) {
+    let mut ingest: ingest::Settings = defaults();
+    ingest.server.port = 0;
+    ingest.store.url = store_url;
+    ingest.sources.insert("github".into(), github_source());
+    let app = ingest::Application::build(ingest).await.unwrap();
+    let port = app.port();
+    (port, serve(port, app.run_until_stopped()).await)
+}
+
 /// A correctly signed GitHub delivery in the trace `trace_id`.
 pub fn github_webhook(ingest_url: &str, delivery: &str, trace_id: &str) -> reqwest::RequestBuilder {
     let body = br#"{"ref":"refs/heads/main"}"#;

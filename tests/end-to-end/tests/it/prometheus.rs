@@ -19,13 +19,7 @@ async fn prometheus_keeps_the_trace_id_of_a_webhook_as_an_exemplar_and_scrapes_a
     store.database = cluster.create_database().await.unwrap().settings();
     let app = dedup_store::Application::build(store).await.unwrap();
     let store_url = serve(app.port(), app.run_until_stopped()).await;
-    let mut ingest: ingest::Settings = defaults();
-    ingest.server.port = 0;
-    ingest.store.url = store_url;
-    ingest.sources.insert("github".into(), github_source());
-    let app = ingest::Application::build(ingest).await.unwrap();
-    let ingest_port = app.port();
-    let ingest_url = serve(ingest_port, app.run_until_stopped()).await;
+    let (ingest_port, ingest_url) = github_ingest(store_url).await;
 
     let gateway = Pushgateway::start().await.unwrap();
     let mut reporter: agent_reporter::Settings = defaults();
