@@ -77,26 +77,17 @@ pub(super) async fn take_in(
 ) -> Result<(store::Accepted, Vec<store::Quarantined>), DispatchError> {
     let mut items = Vec::new();
     let mut set_aside = Vec::new();
+    // Each event as it came, by task id: what a quarantine record keeps.
+    let mut raws = std::collections::HashMap::new();
     for raw in events {
         match prepare(state, &raw) {
-            Ok(item) => items.push((item, raw)),
+            Ok(item) => {
+                raws.insert(item.event().task_id.to_string(), raw);
+                items.push(item);
+            }
             Err(q) => set_aside.push(*q),
         }
     }
-    let (raws, items): (
-        std::collections::HashMap<String, serde_json::Value>,
-        Vec<Intake>,
-    ) = {
-        let mut raws = std::collections::HashMap::new();
-        let items = items
-            .into_iter()
-            .map(|(item, raw)| {
-                raws.insert(item.event().task_id.to_string(), raw);
-                item
-            })
-            .collect();
-        (raws, items)
-    };
     let ignored_sources: Vec<String> = items
         .iter()
         .filter_map(|i| match i {
