@@ -341,6 +341,9 @@ fn service_metrics() -> BTreeSet<String> {
         .events_ignored
         .get_or_create_owned(&task_dispatcher::metrics::SourceLabel { source: "x".into() });
     let _ = dispatcher
+        .events_quarantined
+        .get_or_create_owned(&task_dispatcher::metrics::SourceLabel { source: "x".into() });
+    let _ = dispatcher
         .rejected
         .get_or_create_owned(&task_dispatcher::metrics::ReasonLabel { reason: "x" });
     let reporter = agent_reporter::metrics::Metrics::new();
