@@ -76,14 +76,15 @@ pub(super) async fn take_in(
     events: Vec<serde_json::Value>,
 ) -> Result<(store::Accepted, Vec<store::Quarantined>), DispatchError> {
     let mut items = Vec::new();
+    // Each event as it came, by the index of its item: what a quarantine
+    // record keeps.
+    let mut raws = Vec::new();
     let mut set_aside = Vec::new();
-    // Each event as it came, by task id: what a quarantine record keeps.
-    let mut raws = std::collections::HashMap::new();
     for raw in events {
         match prepare(state, &raw) {
             Ok(item) => {
-                raws.insert(item.event().task_id.to_string(), raw);
                 items.push(item);
+                raws.push(raw);
             }
             Err(q) => set_aside.push(*q),
         }
@@ -95,7 +96,7 @@ pub(super) async fn take_in(
             Intake::Routed(..) => None,
         })
         .collect();
-    let (accepted, refused) = store::accept_isolated(&state.pool, state.clock.now(), items)
+    let (accepted, refused) = store::accept_isolated(&state.pool, state.clock.now(), &items)
         .await
         .map_err(unavailable)?;
     if accepted.ignored > 0 {
@@ -107,9 +108,8 @@ pub(super) async fn take_in(
                 .inc();
         }
     }
-    for (item, error) in refused {
-        let e = item.event();
-        let raw = raws.get(e.task_id.as_str()).cloned().unwrap_or_default();
+    for (n, error) in refused {
+        let (e, raw) = (items[n].event(), &raws[n]);
         tracing::warn!(task_id = %e.task_id, error = %format!("{error:#}"), "event quarantined: PostgreSQL refused it");
         set_aside.push(store::Quarantined {
             task_id: Some(e.task_id.to_string()),
@@ -117,7 +117,7 @@ pub(super) async fn take_in(
             event_uuid: Some(e.event_uuid.to_string()),
             event_type: Some(e.event_type.to_string()),
             reason: format!("PostgreSQL refused it: {error:#}"),
-            event: serde_json::to_vec(&raw).unwrap_or_default(),
+            event: serde_json::to_vec(raw).unwrap_or_default(),
         });
     }
     count_accepted(state, &accepted);
@@ -173,8 +173,8 @@ fn prepare(state: &AppState, raw: &serde_json::Value) -> Result<Intake, Box<stor
             event: serde_json::to_vec(raw).unwrap_or_default(),
         })
     };
-    let e: RelayedEvent = serde_json::from_value(raw.clone())
-        .map_err(|err| aside(format!("unreadable event: {err}")))?;
+    let e: RelayedEvent =
+        RelayedEvent::deserialize(raw).map_err(|err| aside(format!("unreadable event: {err}")))?;
     let body = base64::engine::general_purpose::STANDARD
         .decode(e.body_base64.as_bytes())
         .map_err(|err| aside(format!("body_base64: {err}")))?;

@@ -33,7 +33,7 @@ pub struct Finished {
 /// Completes a batch of tasks in one transaction.
 pub async fn complete_batch(
     pool: &Pool,
-    items: &[Completion],
+    items: &[&Completion],
 ) -> anyhow::Result<Vec<Result<Finished, Refusal>>> {
     let now = items.iter().map(|c| c.now).max().context("empty batch")?;
     let ids: Vec<&str> = items.iter().map(|c| c.task_id.as_str()).collect();
@@ -234,28 +234,28 @@ pub async fn complete_isolated(
     items: &[Completion],
 ) -> anyhow::Result<Vec<Result<Finished, Refusal>>> {
     type Numbered = Vec<(usize, Result<Finished, Refusal>)>;
-    let run = move |part: Vec<(usize, Completion)>| -> futures_util::future::BoxFuture<'_, anyhow::Result<Numbered>> {
+    let run = rave_service::isolate::runner(|part: &[(usize, &Completion)]| {
+        // A pool is a handle: each run holds its own.
         let pool = pool.clone();
         Box::pin(async move {
-            let completions: Vec<Completion> = part.iter().map(|(_, c)| c.clone()).collect();
+            let completions: Vec<&Completion> = part.iter().map(|(_, c)| *c).collect();
             let results = complete_batch(&pool, &completions).await?;
-            Ok(part.into_iter().map(|(n, _)| n).zip(results).collect())
+            Ok::<Numbered, _>(part.iter().map(|(n, _)| *n).zip(results).collect())
         })
-    };
+    });
     fn concat(mut a: Numbered, b: Numbered) -> Numbered {
         a.extend(b);
         a
     }
-    let numbered = items.iter().cloned().enumerate().collect();
+    let numbered: Vec<(usize, &Completion)> = items.iter().enumerate().collect();
     let out =
-        rave_service::isolate::isolate(numbered, &run, concat, rave_pg::is_content_error).await?;
+        rave_service::isolate::isolate(&numbered, &run, concat, rave_pg::is_content_error).await?;
     let mut results: Vec<Result<Finished, Refusal>> = vec![Err(Refusal::Unstorable); items.len()];
     for (n, result) in out.done.unwrap_or_default() {
         results[n] = result;
     }
-    for ((n, c), error) in out.set_aside {
-        tracing::warn!(task_id = %c.task_id, error = %format!("{error:#}"), "completion refused: PostgreSQL cannot store it");
-        results[n] = Err(Refusal::Unstorable);
+    for (n, error) in out.set_aside {
+        tracing::warn!(task_id = %items[n].task_id, error = %format!("{error:#}"), "completion refused: PostgreSQL cannot store it");
     }
     Ok(results)
 }

@@ -55,15 +55,15 @@ pub struct Accepted {
 pub async fn accept_events(
     pool: &Pool,
     now: OffsetDateTime,
-    routed: Vec<(IncomingEvent, Routed)>,
-    ignored: Vec<IncomingEvent>,
+    routed: &[(&IncomingEvent, &Routed)],
+    ignored: &[&IncomingEvent],
 ) -> anyhow::Result<Accepted> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let mut accepted = Accepted::default();
 
     if !routed.is_empty() {
-        let col = |f: &dyn Fn(&(IncomingEvent, Routed)) -> String| {
+        let col = |f: &dyn Fn(&(&IncomingEvent, &Routed)) -> String| {
             routed.iter().map(f).collect::<Vec<_>>()
         };
         let ids = col(&|(e, _)| e.task_id.to_string());
@@ -160,7 +160,7 @@ pub async fn accept_events(
     }
 
     if !ignored.is_empty() {
-        let col = |f: &dyn Fn(&IncomingEvent) -> String| ignored.iter().map(f).collect::<Vec<_>>();
+        let col = |f: &dyn Fn(&&IncomingEvent) -> String| ignored.iter().map(f).collect::<Vec<_>>();
         let received: Vec<OffsetDateTime> = ignored.iter().map(|e| e.received_at).collect();
         let inserted = tx
             .execute(
@@ -218,27 +218,27 @@ impl Accepted {
 
 /// [`accept_events`], with one bad event never failing the others: a batch
 /// PostgreSQL refuses for its content is split until the events at fault
-/// are found (rave_service::isolate); those are returned with the error,
-/// for quarantine, and everything else is committed.
+/// are found (rave_service::isolate); their indexes in `items` are returned
+/// with the error, for quarantine, and everything else is committed.
 pub async fn accept_isolated(
     pool: &Pool,
     now: OffsetDateTime,
-    items: Vec<Intake>,
-) -> anyhow::Result<(Accepted, Vec<(Intake, anyhow::Error)>)> {
-    let run =
-        move |items: Vec<Intake>| -> futures_util::future::BoxFuture<'_, anyhow::Result<Accepted>> {
-            let pool = pool.clone();
-            Box::pin(async move {
-                let (mut routed, mut ignored) = (Vec::new(), Vec::new());
-                for item in items {
-                    match item {
-                        Intake::Routed(e, r) => routed.push((e, r)),
-                        Intake::Ignored(e) => ignored.push(e),
-                    }
+    items: &[Intake],
+) -> anyhow::Result<(Accepted, Vec<(usize, anyhow::Error)>)> {
+    let run = rave_service::isolate::runner(|part: &[Intake]| {
+        // A pool is a handle: each run holds its own.
+        let pool = pool.clone();
+        Box::pin(async move {
+            let (mut routed, mut ignored) = (Vec::new(), Vec::new());
+            for item in part {
+                match item {
+                    Intake::Routed(e, r) => routed.push((e, r)),
+                    Intake::Ignored(e) => ignored.push(e),
                 }
-                accept_events(&pool, now, routed, ignored).await
-            })
-        };
+            }
+            accept_events(&pool, now, &routed, &ignored).await
+        })
+    });
     let out =
         rave_service::isolate::isolate(items, &run, Accepted::merge, rave_pg::is_content_error)
             .await?;
