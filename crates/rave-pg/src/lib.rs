@@ -65,6 +65,59 @@ pub struct DatabaseSettings {
     /// bundle, or your own CA).
     #[serde(default)]
     pub sslrootcert: Option<PathBuf>,
+    /// How long anything may wait on PostgreSQL or on the network to it.
+    #[serde(default)]
+    pub timeouts: DatabaseTimeouts,
+}
+
+/// `[database.timeouts]`: nothing waits on PostgreSQL forever. The first
+/// three are set on every session (0 turns one off); the rest detect a
+/// connection whose peer vanished (a dead host, a dropped NAT entry) instead
+/// of waiting on it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseTimeouts {
+    /// A statement running longer is cancelled by the server.
+    pub statement_ms: u64,
+    /// A statement waiting longer for a lock fails instead (SQLSTATE 55P03).
+    pub lock_ms: u64,
+    /// A session idle inside a transaction longer is closed by the server,
+    /// releasing its locks.
+    pub idle_in_transaction_ms: u64,
+    /// TCP keepalive probes start after this much silence...
+    pub keepalive_idle_secs: u64,
+    /// ...are sent this often...
+    pub keepalive_interval_secs: u64,
+    /// ...and this many unanswered ones close the connection.
+    pub keepalive_retries: u32,
+    /// Data left unacknowledged this long closes the connection (Linux's
+    /// TCP_USER_TIMEOUT); keepalives alone do not cover a peer that
+    /// vanishes while a request is outstanding.
+    pub tcp_user_timeout_ms: u64,
+}
+
+impl Default for DatabaseTimeouts {
+    fn default() -> Self {
+        Self {
+            statement_ms: 30_000,
+            lock_ms: 5_000,
+            idle_in_transaction_ms: 60_000,
+            keepalive_idle_secs: 30,
+            keepalive_interval_secs: 10,
+            keepalive_retries: 3,
+            tcp_user_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl DatabaseTimeouts {
+    /// The session settings, as a startup `options` string.
+    fn session_options(&self) -> String {
+        format!(
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.statement_ms, self.lock_ms, self.idle_in_transaction_ms
+        )
+    }
 }
 
 impl DatabaseSettings {
@@ -73,6 +126,14 @@ impl DatabaseSettings {
             return Err(SettingsError::invalid(
                 key,
                 "host, user and dbname must be set",
+            ));
+        }
+        let t = &self.timeouts;
+        if t.keepalive_idle_secs == 0 || t.keepalive_interval_secs == 0 || t.keepalive_retries == 0
+        {
+            return Err(SettingsError::invalid(
+                format!("{key}.timeouts"),
+                "keepalive_idle_secs, keepalive_interval_secs and keepalive_retries must be positive",
             ));
         }
         if self.pool_size == 0 || self.connect_timeout_ms == 0 {
@@ -132,7 +193,15 @@ impl DatabaseSettings {
             .user(&self.user)
             .dbname(&self.dbname)
             .application_name(application_name)
-            .connect_timeout(Duration::from_millis(self.connect_timeout_ms));
+            .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
+            .options(self.timeouts.session_options())
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(self.timeouts.keepalive_idle_secs))
+            .keepalives_interval(Duration::from_secs(self.timeouts.keepalive_interval_secs))
+            .keepalives_retries(self.timeouts.keepalive_retries);
+        if self.timeouts.tcp_user_timeout_ms > 0 {
+            config.tcp_user_timeout(Duration::from_millis(self.timeouts.tcp_user_timeout_ms));
+        }
         if let Some(password) = &self.password {
             config.password(password.expose());
         }
@@ -191,15 +260,23 @@ pub fn pool(settings: &DatabaseSettings, application_name: &str) -> anyhow::Resu
 }
 
 /// Applies `runner`'s embedded migrations under a session advisory lock, so
-/// replicas starting together apply them once.
+/// replicas starting together apply them once. The session's statement and
+/// lock timeouts are lifted meanwhile: a migration may rightly take long,
+/// and a replica waiting for another's migration must not give up.
 pub async fn migrate(pool: &Pool, runner: refinery::Runner, lock_id: i64) -> anyhow::Result<()> {
     let mut client = pool.get().await.context("connecting to PostgreSQL")?;
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&lock_id])
         .await?;
     let result = runner.run_async(&mut **client).await;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&lock_id])
+        .await?;
+    client
+        .batch_execute("RESET statement_timeout; RESET lock_timeout")
         .await?;
     let report = result.context("applying migrations")?;
     for migration in report.applied_migrations() {

@@ -63,6 +63,7 @@ impl TestDatabase {
             connect_timeout_ms: 2000,
             sslmode: rave_pg::SslMode::Disable,
             sslrootcert: None,
+            timeouts: Default::default(),
         }
     }
 

@@ -119,6 +119,8 @@ pub struct Pusher {
     pub(crate) report_retention: Duration,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// This pusher's name on its claims (random per process).
+    pub(crate) pusher_id: String,
 }
 
 impl Pusher {
@@ -142,12 +144,13 @@ impl Pusher {
             report_retention: Duration::from_secs(reporter.limits.report_retention_hours * 3600),
             metrics,
             clock,
+            pusher_id: hex::encode(rave_service::crypto::random_bytes::<9>()),
         }))
     }
 
     /// Pushes every group that changed (or is due for a refresh), then
     /// deletes the groups of agents silent longer than the TTL. Each group
-    /// is pushed or deleted under its own lock, so with several replicas
+    /// is pushed or deleted under its own claim, so with several replicas
     /// one group has one pusher at a time; groups another replica holds are
     /// skipped (it is pushing them).
     pub async fn push_once(&self) -> anyhow::Result<PushSummary> {
@@ -163,7 +166,7 @@ impl Pusher {
         }
         let before = now - self.settings.group_ttl();
         for agent in store::silent_groups(&self.pool, before).await? {
-            if self.delete_group(&agent, before).await? {
+            if self.delete_group(&agent, now, before).await? {
                 summary.deleted += 1;
             }
         }
@@ -171,7 +174,7 @@ impl Pusher {
         Ok(summary)
     }
 
-    /// Pushes one group under its lock: `None` when another replica holds
+    /// Pushes one group under its claim: `None` when another replica holds
     /// it or already pushed it, else whether the push succeeded.
     async fn push_group(
         &self,
@@ -179,43 +182,60 @@ impl Pusher {
         now: time::OffsetDateTime,
         interval: Duration,
     ) -> anyhow::Result<Option<bool>> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        if !store::try_lock_group(&tx, agent).await? {
-            return Ok(None);
-        }
-        let Some(version) = store::due_version(&tx, agent, now, interval).await? else {
+        let Some(version) = store::claim_push(
+            &self.pool,
+            agent,
+            now,
+            interval,
+            now + self.claim_time(),
+            &self.pusher_id,
+        )
+        .await?
+        else {
             return Ok(None);
         };
-        let body = render(&store::group_series(&tx, agent).await?);
-        let pushed = match self.put(agent, body).await {
+        // Series read now may include reports newer than `version`: pushing
+        // them early is harmless, and the group stays due for the next push.
+        let client = self.pool.get().await?;
+        let series = store::group_series(&client, agent).await;
+        drop(client);
+        let body = match series {
+            Ok(series) => render(&series),
+            Err(e) => {
+                store::release_claim(&self.pool, agent, &self.pusher_id).await?;
+                return Err(e);
+            }
+        };
+        Ok(Some(match self.put(agent, body).await {
             Ok(()) => {
-                store::mark_pushed(&tx, agent, version, now).await?;
+                store::mark_pushed(&self.pool, agent, version, now, &self.pusher_id).await?;
                 self.metrics.pushes.inc();
                 true
             }
             Err(e) => {
                 self.metrics.push_failures.inc();
-                store::mark_push_failed(&tx, agent, &e).await?;
+                store::mark_push_failed(&self.pool, agent, &e, &self.pusher_id).await?;
                 false
             }
-        };
-        tx.commit().await?;
-        Ok(Some(pushed))
+        }))
+    }
+
+    /// Long enough for one HTTP call to end (it times out after
+    /// `timeout_ms`), so one group has one pusher at a time.
+    fn claim_time(&self) -> Duration {
+        Duration::from_millis(self.settings.timeout_ms * 2) + Duration::from_secs(1)
     }
 
     /// Deletes a silent agent's group from the Pushgateway, then forgets
-    /// it, under the group's lock; whether it was deleted.
+    /// it, under the group's claim; whether it was deleted.
     async fn delete_group(
         &self,
         agent: &str,
+        now: time::OffsetDateTime,
         before: time::OffsetDateTime,
     ) -> anyhow::Result<bool> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        if !store::try_lock_group(&tx, agent).await?
-            || !store::still_silent(&tx, agent, before).await?
-        {
+        let until = now + self.claim_time();
+        if !store::claim_silent(&self.pool, agent, now, before, until, &self.pusher_id).await? {
             return Ok(false);
         }
         let response = self
@@ -223,27 +243,30 @@ impl Pusher {
             .delete(group_url(&self.url, &self.settings.job, agent))
             .send()
             .await;
-        match response {
-            Ok(r) if r.status().is_success() => {}
+        let deleted = match response {
+            Ok(r) if r.status().is_success() => true,
             Ok(r) => {
                 tracing::warn!(agent, status = %r.status(), "deleting a silent agent's group failed");
-                return Ok(false);
+                false
             }
             Err(e) => {
                 tracing::warn!(agent, error = %e, "deleting a silent agent's group failed");
-                return Ok(false);
+                false
             }
+        };
+        let forgotten =
+            deleted && store::forget_group(&self.pool, agent, before, &self.pusher_id).await?;
+        if !forgotten {
+            // Failed, or the agent reported meanwhile: its group is due again.
+            store::release_claim(&self.pool, agent, &self.pusher_id).await?;
+            return Ok(false);
         }
-        let forgotten = store::forget_group(&tx, agent, before).await?;
-        tx.commit().await?;
-        if forgotten {
-            self.metrics.groups_deleted.inc();
-            tracing::info!(
-                agent,
-                "deleted the group of a silent agent from the Pushgateway"
-            );
-        }
-        Ok(forgotten)
+        self.metrics.groups_deleted.inc();
+        tracing::info!(
+            agent,
+            "deleted the group of a silent agent from the Pushgateway"
+        );
+        Ok(true)
     }
 
     async fn put(&self, agent: &str, body: String) -> Result<(), String> {

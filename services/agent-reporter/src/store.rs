@@ -111,6 +111,13 @@ pub async fn record(
 ) -> anyhow::Result<Recorded> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // Reports of one agent take turns, so concurrent ones cannot each see
+    // room under the series limit and pass it together.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&REPORT_LOCK_CLASS, &agent.as_str()],
+    )
+    .await?;
     let new_report = tx
         .execute(
             "INSERT INTO reports (agent, task_id, started_at, received_at) VALUES ($1, $2, $3, $4)
@@ -214,66 +221,111 @@ pub async fn due_groups(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Advisory-lock class of agent groups (the key is `hashtext(agent)`).
-pub const GROUP_LOCK_CLASS: i32 = 0x7261_7667; // "ravg"
+/// Advisory-lock class of one agent's reports (the key is `hashtext(agent)`).
+pub const REPORT_LOCK_CLASS: i32 = 0x7261_7672; // "ravr"
 
-/// Takes the group's lock for the rest of `tx`, unless another replica
-/// holds it (then `false`: that replica is pushing or deleting the group).
-/// Reads after this see everything the previous holder committed, so
-/// pushes of one group never overtake each other.
-pub async fn try_lock_group(tx: &impl GenericClient, agent: &str) -> anyhow::Result<bool> {
-    Ok(tx
-        .query_one(
-            "SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
-            &[&GROUP_LOCK_CLASS, &agent],
-        )
-        .await?
-        .get(0))
-}
+/// A group's push claim is free, or ran out (its pusher died).
+const UNCLAIMED: &str = "(push_claimed_until IS NULL OR push_claimed_until <= $1::timestamptz)";
 
-/// The group's version if it is still due (checked again under its lock:
-/// another replica may have pushed it since [`due_groups`]).
-pub async fn due_version(
-    tx: &impl GenericClient,
+/// Claims the group for a push until `until`, if it is still due (another
+/// replica may have pushed it since [`due_groups`]) and no other pusher
+/// holds it: its version, or `None`. The claim is committed at once, so no
+/// transaction is open during the push.
+pub async fn claim_push(
+    pool: &Pool,
     agent: &str,
     now: OffsetDateTime,
     interval: std::time::Duration,
+    until: OffsetDateTime,
+    pusher: &str,
 ) -> anyhow::Result<Option<i64>> {
-    Ok(tx
+    let client = pool.get().await?;
+    Ok(client
         .query_opt(
-            &format!("SELECT version FROM agent_groups WHERE agent = $3 AND {DUE}"),
-            &[&now, &interval.as_secs_f64(), &agent],
+            &format!(
+                "UPDATE agent_groups SET push_claimed_until = $4, push_claimed_by = $5
+                 WHERE agent = $3 AND {DUE} AND {UNCLAIMED} RETURNING version"
+            ),
+            &[&now, &interval.as_secs_f64(), &agent, &until, &pusher],
         )
         .await?
         .map(|r| r.get(0)))
 }
 
-pub async fn mark_pushed(
-    tx: &impl GenericClient,
+/// Claims a silent agent's group for its deletion (see [`claim_push`]).
+pub async fn claim_silent(
+    pool: &Pool,
     agent: &str,
-    version: i64,
     now: OffsetDateTime,
-) -> anyhow::Result<()> {
-    tx.execute(
-        "UPDATE agent_groups SET pushed_version = greatest(pushed_version, $2), last_pushed_at = $3,
-                last_push_error = NULL
-         WHERE agent = $1",
-        &[&agent, &version, &now],
-    )
-    .await?;
+    before: OffsetDateTime,
+    until: OffsetDateTime,
+    pusher: &str,
+) -> anyhow::Result<bool> {
+    let client = pool.get().await?;
+    Ok(client
+        .execute(
+            &format!(
+                "UPDATE agent_groups SET push_claimed_until = $4, push_claimed_by = $5
+                 WHERE agent = $2 AND last_report_at < $3 AND {UNCLAIMED}"
+            ),
+            &[&now, &agent, &before, &until, &pusher],
+        )
+        .await?
+        == 1)
+}
+
+/// Ends `pusher`'s claim on the group, if it still holds it.
+pub async fn release_claim(pool: &Pool, agent: &str, pusher: &str) -> anyhow::Result<()> {
+    pool.get()
+        .await?
+        .execute(
+            "UPDATE agent_groups SET push_claimed_until = NULL, push_claimed_by = NULL
+             WHERE agent = $1 AND push_claimed_by = $2",
+            &[&agent, &pusher],
+        )
+        .await?;
     Ok(())
 }
 
+/// Records a push of `version` and ends `pusher`'s claim.
+pub async fn mark_pushed(
+    pool: &Pool,
+    agent: &str,
+    version: i64,
+    now: OffsetDateTime,
+    pusher: &str,
+) -> anyhow::Result<()> {
+    pool.get()
+        .await?
+        .execute(
+            "UPDATE agent_groups SET pushed_version = greatest(pushed_version, $2), last_pushed_at = $3,
+                    last_push_error = NULL,
+                    push_claimed_until = CASE WHEN push_claimed_by = $4 THEN NULL ELSE push_claimed_until END,
+                    push_claimed_by = CASE WHEN push_claimed_by = $4 THEN NULL ELSE push_claimed_by END
+             WHERE agent = $1",
+            &[&agent, &version, &now, &pusher],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records a failed push and ends `pusher`'s claim.
 pub async fn mark_push_failed(
-    tx: &impl GenericClient,
+    pool: &Pool,
     agent: &str,
     error: &str,
+    pusher: &str,
 ) -> anyhow::Result<()> {
-    tx.execute(
-        "UPDATE agent_groups SET last_push_error = $2 WHERE agent = $1",
-        &[&agent, &error],
-    )
-    .await?;
+    pool.get()
+        .await?
+        .execute(
+            "UPDATE agent_groups SET last_push_error = $2,
+                    push_claimed_until = CASE WHEN push_claimed_by = $3 THEN NULL ELSE push_claimed_until END,
+                    push_claimed_by = CASE WHEN push_claimed_by = $3 THEN NULL ELSE push_claimed_by END
+             WHERE agent = $1",
+            &[&agent, &error, &pusher],
+        )
+        .await?;
     Ok(())
 }
 
@@ -289,38 +341,35 @@ pub async fn silent_groups(pool: &Pool, before: OffsetDateTime) -> anyhow::Resul
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Whether the agent is still silent since `before` (checked under its lock).
-pub async fn still_silent(
-    tx: &impl GenericClient,
-    agent: &str,
-    before: OffsetDateTime,
-) -> anyhow::Result<bool> {
-    Ok(tx
-        .query_opt(
-            "SELECT 1 FROM agent_groups WHERE agent = $1 AND last_report_at < $2",
-            &[&agent, &before],
-        )
-        .await?
-        .is_some())
-}
-
 /// Forgets a silent agent's aggregates (its counters restart from zero if it
 /// reports again, which Prometheus' rate() handles as a reset).
+/// Only while `pusher` holds the group's claim and no report came since.
 pub async fn forget_group(
-    tx: &impl GenericClient,
+    pool: &Pool,
     agent: &str,
     before: OffsetDateTime,
+    pusher: &str,
 ) -> anyhow::Result<bool> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // Under the reports' lock: a report arriving now waits, then starts a
+    // fresh group, instead of losing its series to this delete.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&REPORT_LOCK_CLASS, &agent],
+    )
+    .await?;
     let gone = tx
         .execute(
-            "DELETE FROM agent_groups WHERE agent = $1 AND last_report_at < $2",
-            &[&agent, &before],
+            "DELETE FROM agent_groups WHERE agent = $1 AND last_report_at < $2 AND push_claimed_by = $3",
+            &[&agent, &before, &pusher],
         )
         .await?;
     if gone == 1 {
         tx.execute("DELETE FROM series WHERE agent = $1", &[&agent])
             .await?;
     }
+    tx.commit().await?;
     Ok(gone == 1)
 }
 

@@ -76,6 +76,7 @@ fn verify_full_without_a_root_certificate_is_refused_at_start() {
         connect_timeout_ms: 1000,
         sslmode: SslMode::VerifyFull,
         sslrootcert: None,
+        timeouts: Default::default(),
     };
     let error = settings.validate("database").unwrap_err().to_string();
     assert!(error.contains("sslrootcert"), "{error}");
@@ -84,4 +85,151 @@ fn verify_full_without_a_root_certificate_is_refused_at_start() {
     settings.sslrootcert = Some(empty.path().to_owned());
     let error = settings.validate("database").unwrap_err().to_string();
     assert!(error.contains("no certificate"), "{error}");
+}
+
+async fn plain_settings() -> DatabaseSettings {
+    let mut settings = settings().await;
+    settings.sslmode = SslMode::Disable;
+    settings
+}
+
+#[tokio::test]
+async fn a_statement_waiting_on_a_stuck_lock_fails_after_the_lock_timeout_instead_of_waiting_forever()
+ {
+    let mut settings = plain_settings().await;
+    settings.timeouts.lock_ms = 200;
+    let pool = rave_pg::pool(&settings, "lock-test").unwrap();
+    let setup = pool.get().await.unwrap();
+    setup
+        .batch_execute("CREATE TABLE held (id int PRIMARY KEY); INSERT INTO held VALUES (1)")
+        .await
+        .unwrap();
+
+    // One session takes the row lock and keeps its transaction open.
+    let mut holder = pool.get().await.unwrap();
+    let holding = holder.transaction().await.unwrap();
+    holding
+        .execute("SELECT id FROM held WHERE id = 1 FOR UPDATE", &[])
+        .await
+        .unwrap();
+
+    let waiter = pool.get().await.unwrap();
+    let error = waiter
+        .execute("UPDATE held SET id = 2 WHERE id = 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE),
+        "{error}"
+    );
+    holding.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_session_carries_the_configured_statement_lock_and_idle_transaction_timeouts() {
+    let mut settings = plain_settings().await;
+    settings.timeouts.statement_ms = 1234;
+    settings.timeouts.lock_ms = 567;
+    settings.timeouts.idle_in_transaction_ms = 8900;
+    let show = |client: tokio_postgres::Client| async move {
+        let row = client
+            .query_one(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), \
+                 current_setting('idle_in_transaction_session_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (0..3).map(|i| row.get::<_, String>(i)).collect::<Vec<_>>()
+    };
+    let expected = vec!["1234ms".to_owned(), "567ms".to_owned(), "8900ms".to_owned()];
+
+    let pool = rave_pg::pool(&settings, "timeouts").unwrap();
+    let pooled = pool.get().await.unwrap();
+    let row = pooled
+        .query_one("SELECT current_setting('statement_timeout')", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "1234ms");
+
+    let (client, mut messages) = rave_pg::connect(&settings, "timeouts-listen")
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        use futures_util::StreamExt as _;
+        while messages.next().await.is_some() {}
+    });
+    assert_eq!(show(client).await, expected);
+    driver.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_statement_running_past_the_statement_timeout_is_cancelled() {
+    let mut settings = plain_settings().await;
+    settings.timeouts.statement_ms = 100;
+    let client = rave_pg::pool(&settings, "slow")
+        .unwrap()
+        .get()
+        .await
+        .unwrap();
+    let error = client
+        .execute("SELECT pg_sleep(30)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_left_idle_inside_a_transaction_is_closed_and_its_locks_released() {
+    let mut settings = plain_settings().await;
+    settings.timeouts.idle_in_transaction_ms = 100;
+    settings.timeouts.lock_ms = 0;
+    let pool = rave_pg::pool(&settings, "idle").unwrap();
+    let setup = pool.get().await.unwrap();
+    setup
+        .batch_execute("CREATE TABLE held (id int PRIMARY KEY); INSERT INTO held VALUES (1)")
+        .await
+        .unwrap();
+    let mut holder = pool.get().await.unwrap();
+    let holding = holder.transaction().await.unwrap();
+    holding
+        .execute("SELECT id FROM held WHERE id = 1 FOR UPDATE", &[])
+        .await
+        .unwrap();
+    // With no lock timeout, this waits exactly until the server ends the
+    // idle transaction above.
+    let waiter = pool.get().await.unwrap();
+    waiter
+        .execute("UPDATE held SET id = 2 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert!(
+        holding.commit().await.is_err(),
+        "the idle session was closed"
+    );
+}
+
+#[test]
+fn keepalives_that_could_never_fire_are_refused_at_start() {
+    let mut settings = DatabaseSettings {
+        host: "127.0.0.1".into(),
+        port: 5432,
+        user: "rave".into(),
+        password: None,
+        dbname: "rave".into(),
+        pool_size: 4,
+        connect_timeout_ms: 1000,
+        sslmode: SslMode::Disable,
+        sslrootcert: None,
+        timeouts: Default::default(),
+    };
+    settings.validate("database").unwrap();
+    settings.timeouts.keepalive_retries = 0;
+    let error = settings.validate("database").unwrap_err().to_string();
+    assert!(error.contains("database.timeouts"), "{error}");
 }

@@ -1,7 +1,6 @@
 //! Several reporter replicas over one database: an agent's reports may land
 //! on any of them, and each group has one pusher at a time.
 
-use agent_reporter::store::GROUP_LOCK_CLASS;
 use test_support::pushgateway::{Pushgateway, find_sample};
 
 use crate::helpers::{jobs_of, report, spawn_reporter, spawn_reporter_on};
@@ -52,24 +51,44 @@ async fn a_group_another_replica_is_pushing_is_skipped_and_pushed_later() {
     a.post("agent-1", &report("succeeded", 1.0)).await;
     a.post("agent-2", &report("succeeded", 1.0)).await;
 
-    // Stand in for a replica caught mid-push of agent-1's group.
-    let mut other = a.db.connect().await.unwrap();
-    let holder = other.transaction().await.unwrap();
-    holder
+    // Stand in for a replica caught mid-push of agent-1's group: its claim
+    // is committed, and no transaction of it is open.
+    let other = a.db.connect().await.unwrap();
+    other
         .execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext('agent-1'))",
-            &[&GROUP_LOCK_CLASS],
+            "UPDATE agent_groups SET push_claimed_by = 'other',
+                    push_claimed_until = now() + interval '1 hour'
+             WHERE agent = 'agent-1'",
+            &[],
         )
         .await
         .unwrap();
+    let open: i64 = other
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'
+             AND datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0);
     let summary = b.pusher().push_once().await.unwrap();
     assert_eq!((summary.pushed, summary.skipped), (1, 1));
     let text = gateway.metrics().await;
     assert_eq!(jobs_of(&text, "agent-1"), None);
     assert_eq!(jobs_of(&text, "agent-2"), Some(1.0));
 
-    // The holder went away without pushing: the group is still due.
-    holder.rollback().await.unwrap();
+    // The holder died without pushing: once its claim runs out, the group
+    // is still due.
+    other
+        .execute(
+            "UPDATE agent_groups SET push_claimed_until = now() - interval '1 second'
+             WHERE agent = 'agent-1'",
+            &[],
+        )
+        .await
+        .unwrap();
     let summary = b.pusher().push_once().await.unwrap();
     assert_eq!((summary.pushed, summary.skipped), (1, 0));
     assert_eq!(jobs_of(&gateway.metrics().await, "agent-1"), Some(1.0));

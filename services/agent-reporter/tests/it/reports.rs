@@ -125,3 +125,27 @@ async fn custom_labels_cannot_grow_an_agents_series_without_bound() {
         "reports within the existing series still count"
     );
 }
+
+#[tokio::test]
+async fn concurrent_reports_cannot_pass_an_agents_series_limit_together() {
+    let r = spawn_reporter(None).await; // at most 60 series per agent
+    // Each report brings a series of its own; sent together, each would
+    // see room if reports did not take turns.
+    let bodies: Vec<Value> = (0..120)
+        .map(|i| {
+            let mut body = report("succeeded", 1.0);
+            body["metrics"] =
+                json!([{"name": "files", "value": 1, "labels": {"repo": format!("r{i}")}}]);
+            body
+        })
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|b| r.post("agent-1", b))).await;
+    let accepted = answers.iter().filter(|(status, _)| *status == 202).count();
+    let refused = answers.iter().filter(|(status, _)| *status == 422).count();
+    assert_eq!(accepted + refused, 120, "{answers:?}");
+    let series =
+        r.db.scalar("SELECT count(*) FROM series WHERE agent = 'agent-1'")
+            .await;
+    assert!(series <= 60, "{series} series stored past the limit of 60");
+    assert!(refused > 0);
+}
