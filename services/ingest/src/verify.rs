@@ -269,9 +269,17 @@ fn verify_gitlab(
     now_unix: i64,
 ) -> Result<Verified, VerifyError> {
     let signed = headers.contains_key("webhook-signature");
+    let event_type = || parse_type(required(headers, &["x-gitlab-event"])?, "x-gitlab-event");
     match signing {
         Some(keys) if signed => {
-            keys.verify(headers, body, now_unix)?;
+            // The signature covers `webhook-id`, not `Idempotency-Key`: a
+            // captured delivery replayed within the tolerance with a fresh
+            // key is the same event, so the signed id is the dedup key.
+            let event_uuid = keys.verify(headers, body, now_unix)?;
+            return Ok(Verified {
+                event_uuid,
+                event_type: event_type()?,
+            });
         }
         _ if require_signature => return Err(VerifyError::SignatureRequired),
         _ => {
@@ -285,9 +293,10 @@ fn verify_gitlab(
             }
         }
     }
-    // `Idempotency-Key` (GitLab ≥ 17.4, = `webhook-id` from 19.0) is stable
-    // across retries. Older GitLab only has `X-Gitlab-Event-UUID`, which
-    // recursive webhooks share.
+    // Token deliveries sign nothing, so no id is protected: `Idempotency-Key`
+    // (GitLab ≥ 17.4, = `webhook-id` from 19.0) is at least stable across
+    // retries. Older GitLab only has `X-Gitlab-Event-UUID`, which recursive
+    // webhooks share.
     let (id, header) = first_present(
         headers,
         &["idempotency-key", "webhook-id", "x-gitlab-event-uuid"],
@@ -295,7 +304,7 @@ fn verify_gitlab(
     .ok_or(VerifyError::MissingHeader("idempotency-key"))?;
     Ok(Verified {
         event_uuid: parse_id(id, header)?,
-        event_type: parse_type(required(headers, &["x-gitlab-event"])?, "x-gitlab-event")?,
+        event_type: event_type()?,
     })
 }
 

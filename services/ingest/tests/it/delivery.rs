@@ -1,4 +1,5 @@
 use crate::helpers::{GITLAB_TOKEN, TestStack, send, spawn_stack};
+use test_support::sign;
 
 async fn assert_stored_once(
     stack: &TestStack,
@@ -104,6 +105,37 @@ async fn a_gitlab_delivery_signed_with_a_signing_token_is_stored_under_its_idemp
         headers.get("x-gitlab-token").is_none(),
         "the secret token is never stored"
     );
+}
+
+#[tokio::test]
+async fn a_captured_signed_gitlab_delivery_replayed_with_a_fresh_idempotency_key_is_a_duplicate() {
+    let stack = spawn_stack().await;
+    let body = br#"{"object_kind":"merge_request"}"#;
+    let now = sign::now_unix();
+    let signature = sign::standard(&stack.gitlab_signing_secret, "idem-signed", now, body);
+    let delivery = |idempotency_key: &str| {
+        stack
+            .http
+            .post(format!("{}/hooks/gitlab", stack.ingest))
+            .header("content-type", "application/json")
+            .header("x-gitlab-event", "Merge Request Hook")
+            .header("idempotency-key", idempotency_key)
+            .header("webhook-id", "idem-signed")
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", &signature)
+            .body(body.to_vec())
+    };
+    let (status, first) = send(delivery("idem-signed")).await;
+    assert_eq!(status, 202, "{first}");
+    // The key is not signed: an attacker can change it, not webhook-id.
+    let (status, replay) = send(delivery("a-fresh-key")).await;
+    assert_eq!(
+        (status, replay["status"].as_str()),
+        (200, Some("duplicate")),
+        "{replay}"
+    );
+    assert_eq!(replay["task_id"], first["task_id"]);
+    assert_eq!(stack.stored_count().await, 1);
 }
 
 #[tokio::test]
