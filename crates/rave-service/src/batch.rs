@@ -201,10 +201,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Writer<I, O> {
             let batch = if stopping {
                 self.drain().await
             } else {
-                tokio::select! {
-                    batch = self.next_batch() => batch,
-                    _ = stopped.changed() => continue,
-                }
+                self.next_batch(&mut stopped).await
             };
             if batch.is_empty() {
                 if stopping {
@@ -216,9 +213,20 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Writer<I, O> {
         }
     }
 
-    async fn next_batch(&self) -> Vec<Job<I, O>> {
-        let mut receiver = self.receiver.lock().await;
-        let Some(first) = receiver.recv().await else {
+    /// Waits for one item, then collects more. A stop while waiting for the
+    /// first returns nothing; a stop while collecting ends the collection,
+    /// and what was collected is still run (its callers are waiting).
+    async fn next_batch(&self, stopped: &mut watch::Receiver<bool>) -> Vec<Job<I, O>> {
+        let mut receiver = tokio::select! {
+            receiver = self.receiver.lock() => receiver,
+            _ = crate::served::stopping(stopped) => return Vec::new(),
+        };
+        // `recv` is cancel-safe: a stop here takes no item.
+        let first = tokio::select! {
+            first = receiver.recv() => first,
+            _ = crate::served::stopping(stopped) => return Vec::new(),
+        };
+        let Some(first) = first else {
             return Vec::new();
         };
         let mut batch = vec![first];
@@ -227,9 +235,12 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Writer<I, O> {
             match receiver.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) if self.max_wait.is_zero() => break,
-                Err(_) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    _ => break,
+                Err(_) => tokio::select! {
+                    job = tokio::time::timeout_at(deadline, receiver.recv()) => match job {
+                        Ok(Some(job)) => batch.push(job),
+                        _ => break,
+                    },
+                    _ = crate::served::stopping(stopped) => break,
                 },
             }
         }
@@ -371,6 +382,37 @@ mod tests {
         assert_eq!(second.await.unwrap(), 2);
         assert_eq!(handling.recv().await, Some(vec![2]));
         writers.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_a_batch_is_being_collected_runs_what_was_collected() {
+        let (ran, mut runs) = mpsc::unbounded_channel();
+        let handler: Handler<u32, u32> = Arc::new(move |items| {
+            let _ = ran.send(items.to_vec());
+            Box::pin(async move { Ok(items.to_vec()) })
+        });
+        let mut s = settings(1, 8);
+        // The writer would wait an hour for the batch to fill.
+        s.max_wait_us = 3_600_000_000;
+        let in_flight = Gauge::default();
+        let metrics = BatchMetrics {
+            batch_size: None,
+            in_flight: Some(in_flight.clone()),
+        };
+        let (batcher, writers) = Batcher::start(&s, handler, metrics);
+        let batcher = Arc::new(batcher);
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(1).await }
+        });
+        // Item 1 is submitted and out of the queue: the writer holds it and
+        // waits for more.
+        while in_flight.get() < 1 || batcher.queue.capacity() < s.queue_capacity {
+            tokio::task::yield_now().await;
+        }
+        writers.shutdown().await;
+        assert_eq!(first.await.unwrap().unwrap(), 1, "committed, not dropped");
+        assert_eq!(runs.recv().await, Some(vec![1]));
     }
 
     #[tokio::test]

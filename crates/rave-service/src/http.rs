@@ -159,6 +159,9 @@ pub fn serve<T: Send + Sync + 'static>(
             .default_service(web::to(not_found))
     })
     .listen(listener)?
+    // `Served` listens for SIGTERM itself, to mark the service as draining
+    // before it stops.
+    .disable_signals()
     .shutdown_timeout(settings.shutdown_timeout_secs)
     // Senders give up after ~10 s; a client this slow to send is not one.
     .client_request_timeout(Duration::from_secs(10));

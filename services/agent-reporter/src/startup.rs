@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
 use actix_web::web;
 use rave_service::auth::Agents;
 use rave_service::clock::{Clock, SystemClock};
 use rave_service::served::Served;
+use rave_service::served::StopHandle;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
@@ -63,7 +63,7 @@ impl Application {
         self.served.port()
     }
 
-    pub fn handle(&self) -> ServerHandle {
+    pub fn handle(&self) -> StopHandle {
         self.served.handle()
     }
 

@@ -281,6 +281,11 @@ impl Relay {
             let pause = match self.relay_once().await {
                 Ok(n) if n > 0 => {
                     backoff = Duration::from_millis(100);
+                    // A stop does not wait for the outbox to empty: the next
+                    // process relays the rest.
+                    if *stop.borrow() {
+                        return;
+                    }
                     continue;
                 }
                 Ok(_) => interval,

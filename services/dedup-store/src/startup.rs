@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
 use actix_web::web;
 use rave_service::batch::Writers;
 use rave_service::served::Served;
+use rave_service::served::StopHandle;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
@@ -69,7 +69,7 @@ impl Application {
     }
 
     /// A handle to stop the server gracefully (tests; SIGTERM does the same).
-    pub fn handle(&self) -> ServerHandle {
+    pub fn handle(&self) -> StopHandle {
         self.served.handle()
     }
 
@@ -78,12 +78,11 @@ impl Application {
         self.relay.clone()
     }
 
-    /// Serves until SIGTERM/SIGINT (or [`ServerHandle::stop`]), lets in-flight
+    /// Serves until SIGTERM/SIGINT (or [`StopHandle::stop`]), lets in-flight
     /// requests finish, commits what the writers hold, then stops the relay.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let stopped = self.served.until_stopped().await?;
-        self.writers.shutdown().await;
-        stopped.stop_background().await;
+        stopped.finish(self.writers.shutdown()).await;
         Ok(())
     }
 }

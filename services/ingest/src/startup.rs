@@ -1,9 +1,9 @@
 //! Building and running the service: `Application::build` → `port` →
 //! `run_until_stopped`.
 
-use actix_web::dev::ServerHandle;
 use actix_web::web;
 use rave_service::served::Served;
+use rave_service::served::StopHandle;
 
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
@@ -97,7 +97,7 @@ impl Application {
         self.served.port()
     }
 
-    pub fn handle(&self) -> ServerHandle {
+    pub fn handle(&self) -> StopHandle {
         self.served.handle()
     }
 

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use actix_web::web;
 use rave_service::batch::{BatchMetrics, Batcher, Handler, Writers};
 use rave_service::served::Served;
+use rave_service::served::StopHandle;
 
 use crate::auth::TokenSet;
 use crate::clock::{Clock, SystemClock};
@@ -95,6 +95,11 @@ impl Application {
             kinds,
         });
         let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
+        let (mut draining, closing) = (served.draining(), waker.clone());
+        tokio::spawn(async move {
+            rave_service::served::stopping(&mut draining).await;
+            closing.close();
+        });
         let (database, listen_waker) = (settings.database.clone(), waker.clone());
         served.spawn(move |stop| waker::listen(database, listen_waker, stop));
         if background {
@@ -114,7 +119,7 @@ impl Application {
         self.served.port()
     }
 
-    pub fn handle(&self) -> ServerHandle {
+    pub fn handle(&self) -> StopHandle {
         self.served.handle()
     }
 
@@ -127,8 +132,7 @@ impl Application {
     /// queued completions, then stops the background loops.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let stopped = self.served.until_stopped().await?;
-        self.writers.shutdown().await;
-        stopped.stop_background().await;
+        stopped.finish(self.writers.shutdown()).await;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@
 //! notifications. Notifications are hints; the claim statement decides.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -24,6 +24,7 @@ use crate::store::{self, WAKE_CHANNEL};
 pub struct Waker {
     version: watch::Sender<u64>,
     waiting: AtomicUsize,
+    closed: AtomicBool,
 }
 
 impl Default for Waker {
@@ -31,6 +32,7 @@ impl Default for Waker {
         Self {
             version: watch::channel(0).0,
             waiting: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 }
@@ -38,6 +40,17 @@ impl Default for Waker {
 impl Waker {
     pub fn wake(&self) {
         self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The service is stopping: every parked claim is woken to answer at
+    /// once, and none parks again, so no long poll holds the stop up.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Subscribe *before* looking for work, so no wake-up is missed.

@@ -26,7 +26,7 @@ pub struct TestReporter {
     pub http: reqwest::Client,
     pub clock: ManualClock,
     pub pusher: Option<Pusher>,
-    pub handle: actix_web::dev::ServerHandle,
+    pub handle: rave_service::served::StopHandle,
     pub stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 

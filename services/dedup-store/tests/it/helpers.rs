@@ -1,8 +1,8 @@
 use std::collections::HashMap;
 
-use actix_web::dev::ServerHandle;
 use base64::Engine as _;
 use dedup_store::{Application, Settings};
+use rave_service::served::StopHandle;
 use serde_json::{Value, json};
 use test_support::pg::{PgCluster, TestDatabase};
 
@@ -10,7 +10,7 @@ pub struct TestStore {
     pub address: String,
     pub db: TestDatabase,
     pub http: reqwest::Client,
-    pub handle: ServerHandle,
+    pub handle: StopHandle,
     /// Resolves once the server has stopped and the writers have drained.
     pub stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
 }

@@ -12,7 +12,7 @@ use crate::helpers::{event, sample, settings_for, spawn_with};
 const RELAY_TOKEN: &str = "relay-test-token";
 
 /// A task-dispatcher on its own database that routes every event to a task.
-async fn spawn_dispatcher(db: &TestDatabase) -> (String, actix_web::dev::ServerHandle) {
+async fn spawn_dispatcher(db: &TestDatabase) -> (String, rave_service::served::StopHandle) {
     let mut settings: task_dispatcher::Settings =
         rave_service::settings::load_with_env(None, Some(HashMap::new())).unwrap();
     settings.server.port = 0;
@@ -99,6 +99,28 @@ async fn every_stored_event_becomes_exactly_one_task_through_the_relay() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(stored, task_ids, "each event's task carries its task_id");
+}
+
+#[tokio::test]
+async fn a_stopping_relay_ends_after_its_current_batch_instead_of_emptying_the_outbox() {
+    let dispatcher_db = PgCluster::shared().create_database().await.unwrap();
+    let (dispatcher, _) = spawn_dispatcher(&dispatcher_db).await;
+    let (store, relay) = spawn_store_relaying_to(&dispatcher, 10).await;
+    for i in 0..50 {
+        store
+            .post_event(&event("github", &format!("s-{i}"), b"{}"))
+            .await;
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(true);
+    relay
+        .run(Arc::new(tokio::sync::Notify::new()), stopped)
+        .await;
+    drop(stop);
+    assert_eq!(
+        count(&store.db, "SELECT count(*) FROM outbox").await,
+        40,
+        "one batch relayed; the rest waits for the next process"
+    );
 }
 
 #[tokio::test]

@@ -100,6 +100,9 @@ async fn claim_inner(req: &HttpRequest, payload: web::Payload, state: &AppState)
             }
             return Ok(HttpResponse::Ok().json(serde_json::json!({ "tasks": tasks })));
         }
+        if state.waker.is_closed() {
+            return Ok(HttpResponse::NoContent().finish());
+        }
         // Counted while parked; /metrics reads the count at scrape time.
         let waiting = state.waker.waiting_guard();
         let woken = tokio::select! {
@@ -107,7 +110,7 @@ async fn claim_inner(req: &HttpRequest, payload: web::Payload, state: &AppState)
             _ = tokio::time::sleep_until(deadline) => false,
         };
         drop(waiting);
-        if !woken {
+        if !woken || state.waker.is_closed() {
             return Ok(HttpResponse::NoContent().finish());
         }
     }

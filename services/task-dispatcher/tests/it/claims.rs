@@ -162,3 +162,14 @@ async fn task_duration_carries_the_webhooks_trace_id_as_an_exemplar() {
         "no exemplar {exemplar} in:\n{open}"
     );
 }
+
+#[tokio::test]
+async fn a_stop_answers_parked_claims_at_once_instead_of_waiting_out_their_long_poll() {
+    let d = spawn_dispatcher().await;
+    // Parked for up to a minute; the stop allows a second.
+    let parked = d.parked_claim("agent-1", 60).await;
+    d.handle.stop(true).await;
+    let (status, body) = parked.await.unwrap();
+    assert_eq!(status, 204, "answered, not cut off: {body}");
+    d.stopped.await.unwrap().unwrap();
+}

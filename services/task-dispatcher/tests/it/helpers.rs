@@ -22,6 +22,8 @@ pub struct TestDispatcher {
     pub http: reqwest::Client,
     pub clock: ManualClock,
     pub maintenance: Maintenance,
+    pub handle: rave_service::served::StopHandle,
+    pub stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 const ROUTES: &str = r#"
@@ -80,6 +82,9 @@ pub async fn spawn_dispatcher_on(db: TestDatabase) -> TestDispatcher {
     settings.routes = toml::from_str::<Routes>(ROUTES).unwrap().routes;
     settings.server.port = 0;
     settings.server.workers = 2;
+    // A stop that waited on a parked claim would cut its connection after
+    // a second instead of answering it.
+    settings.server.shutdown_timeout_secs = 1;
     settings.database = db.settings();
     settings.claim.lease_secs = LEASE_SECS;
     settings.retry.base_secs = 10.0;
@@ -109,13 +114,16 @@ pub async fn spawn_dispatcher_on(db: TestDatabase) -> TestDispatcher {
         .expect("task-dispatcher builds");
     let url = format!("http://127.0.0.1:{}", app.port());
     let maintenance = app.maintenance();
-    tokio::spawn(app.run_until_stopped());
+    let handle = app.handle();
+    let stopped = tokio::spawn(app.run_until_stopped());
     TestDispatcher {
         url,
         db,
         http: reqwest::Client::new(),
         clock,
         maintenance,
+        handle,
+        stopped,
     }
 }
 
