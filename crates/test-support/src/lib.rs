@@ -8,13 +8,15 @@
 //! - [`pushgateway`]: a real Prometheus Pushgateway (and [`process`], the
 //!   supervision it runs under);
 //! - [`prometheus`]: a real Prometheus with exemplar storage;
-//! - [`otlp`]: an OTLP/HTTP receiver standing in for a collector.
+//! - [`otlp`]: an OTLP/HTTP receiver standing in for a collector;
+//! - [`proxy`]: a TCP proxy that can make its connections half-open.
 
 pub mod metrics;
 pub mod otlp;
 pub mod pg;
 pub mod process;
 pub mod prometheus;
+pub mod proxy;
 pub mod pushgateway;
 pub mod trace;
 

@@ -57,6 +57,7 @@ pub struct Metrics {
     pub quarantined: Gauge,
     pub tasks_created: Family<KindLabel, Counter>,
     pub superseded: Counter,
+    pub listen_lost: Counter,
     pub tasks: Family<KindStateLabels, Gauge>,
     pub claims: Family<KindLabel, Counter>,
     pub completions: Family<KindOutcomeLabels, Counter>,
@@ -108,6 +109,12 @@ impl Metrics {
             "dispatcher_tasks_superseded",
             "Older tasks cancelled or asked to stop by a newer task for the same entity",
             superseded.clone(),
+        );
+        let listen_lost = Counter::default();
+        r.register(
+            "dispatcher_listen_connections_lost",
+            "LISTEN connections lost or found unresponsive and replaced (claims poll meanwhile)",
+            listen_lost.clone(),
         );
         let tasks = Family::<KindStateLabels, Gauge>::default();
         r.register(
@@ -180,6 +187,7 @@ impl Metrics {
             quarantined,
             tasks_created,
             superseded,
+            listen_lost,
             tasks,
             claims,
             completions,

@@ -48,6 +48,11 @@ pub struct ClaimSettings {
     pub max_tasks: i64,
     pub lease_secs: u64,
     pub poll_interval_ms: u64,
+    /// The LISTEN connection is asked `SELECT 1` this often...
+    pub listen_probe_interval_ms: u64,
+    /// ...and replaced when it does not answer within this: a half-open
+    /// connection delivers no notification and no error.
+    pub listen_probe_timeout_ms: u64,
 }
 
 impl ClaimSettings {
@@ -158,11 +163,13 @@ impl ServiceSettings for Settings {
         if c.lease_secs == 0
             || c.max_tasks < 1
             || c.poll_interval_ms == 0
+            || c.listen_probe_interval_ms == 0
+            || c.listen_probe_timeout_ms == 0
             || c.long_poll_max_secs < c.long_poll_secs
         {
             return Err(SettingsError::invalid(
                 "claim",
-                "lease_secs, max_tasks and poll_interval_ms must be positive; long_poll_max_secs >= long_poll_secs",
+                "lease_secs, max_tasks, poll_interval_ms and the listen probe times must be positive; long_poll_max_secs >= long_poll_secs",
             ));
         }
         let r = &self.retry;

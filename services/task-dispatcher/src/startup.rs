@@ -94,6 +94,7 @@ impl Application {
             limits: settings.limits.clone(),
             kinds,
         });
+        let lost = state.metrics.listen_lost.clone();
         let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
         let (mut draining, closing) = (served.draining(), waker.clone());
         tokio::spawn(async move {
@@ -101,7 +102,11 @@ impl Application {
             closing.close();
         });
         let (database, listen_waker) = (settings.database.clone(), waker.clone());
-        served.spawn(move |stop| waker::listen(database, listen_waker, stop));
+        let probe = waker::Probe {
+            interval: Duration::from_millis(settings.claim.listen_probe_interval_ms),
+            timeout: Duration::from_millis(settings.claim.listen_probe_timeout_ms),
+        };
+        served.spawn(move |stop| waker::listen(database, probe, listen_waker, lost, stop));
         if background {
             let steps = maintenance.clone();
             served.spawn(move |stop| steps.run(stop));

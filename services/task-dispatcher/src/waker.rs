@@ -25,6 +25,8 @@ pub struct Waker {
     version: watch::Sender<u64>,
     waiting: AtomicUsize,
     closed: AtomicBool,
+    /// LISTEN connections established so far.
+    listens: watch::Sender<u64>,
 }
 
 impl Default for Waker {
@@ -33,6 +35,7 @@ impl Default for Waker {
             version: watch::channel(0).0,
             waiting: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            listens: watch::channel(0).0,
         }
     }
 }
@@ -67,6 +70,11 @@ impl Waker {
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
+
+    /// Counts LISTEN connections as they are established (tests wait on it).
+    pub fn listens(&self) -> watch::Receiver<u64> {
+        self.listens.subscribe()
+    }
 }
 
 #[derive(Debug)]
@@ -78,16 +86,26 @@ impl Drop for WaitingGuard<'_> {
     }
 }
 
+/// How the LISTEN connection is checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
 /// Holds one LISTEN connection, reconnecting with backoff, until `stop`.
 pub async fn listen(
     database: DatabaseSettings,
+    probe: Probe,
     waker: Arc<Waker>,
+    lost: prometheus_client::metrics::counter::Counter,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
         tokio::select! {
-            result = listen_once(&database, &waker) => {
+            result = listen_once(&database, probe, &waker) => {
+                lost.inc();
                 if let Err(e) = result {
                     tracing::warn!(error = %format!("{e:#}"), "LISTEN connection lost; waiting claims fall back to polling");
                 }
@@ -104,7 +122,11 @@ pub async fn listen(
     }
 }
 
-async fn listen_once(database: &DatabaseSettings, waker: &Waker) -> anyhow::Result<()> {
+async fn listen_once(
+    database: &DatabaseSettings,
+    probe: Probe,
+    waker: &Waker,
+) -> anyhow::Result<()> {
     let (client, mut messages) = rave_pg::connect(database, "task-dispatcher-listen").await?;
     let (notified, mut notifications) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -119,14 +141,48 @@ async fn listen_once(database: &DatabaseSettings, waker: &Waker) -> anyhow::Resu
         }
         Ok(())
     });
-    client
-        .batch_execute(&format!("LISTEN {WAKE_CHANNEL}"))
-        .await?;
+    // Dropping the driver's handle does not stop it; aborting does, and
+    // closes the socket with it.
+    let _driver_guard = AbortOnDrop(driver.abort_handle());
+    tokio::time::timeout(
+        probe.timeout,
+        client.batch_execute(&format!("LISTEN {WAKE_CHANNEL}")),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("LISTEN got no answer in {:?}", probe.timeout))??;
     tracing::info!("listening for task notifications");
-    while notifications.recv().await.is_some() {
-        waker.wake();
+    waker.listens.send_modify(|n| *n += 1);
+    // Missed ticks are skipped, not bunched.
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + probe.interval, probe.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            notification = notifications.recv() => match notification {
+                Some(()) => waker.wake(),
+                None => break,
+            },
+            _ = ticker.tick() => {
+                // A half-open connection (the peer gone without a FIN, a
+                // NAT entry dropped) delivers neither notifications nor an
+                // error: only a question that goes unanswered tells.
+                match tokio::time::timeout(probe.timeout, client.simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => anyhow::bail!("the LISTEN connection did not answer a probe in {:?}", probe.timeout),
+                }
+            }
+        }
     }
     driver.await?
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// While claims wait, asks once per `interval` whether any task is due.

@@ -5,6 +5,7 @@ mod claims;
 mod handoff;
 mod helpers;
 mod leases;
+mod listen;
 mod policies;
 mod quarantine;
 mod replicas;
