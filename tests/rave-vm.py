@@ -119,13 +119,19 @@ with subtest("the firewall opens 22 and 3002 only"):
         client.fail(f"nc -z -w 3 server {port}")
 
 with subtest("secrets are readable only by their service"):
-    for name in ["relay.token", "operator.token", "github.secret", "agent-dev.token"]:
+    for name in ["relay.token", "ingest.token", "operator.token", "github.secret", "agent-dev.token"]:
         mode = server.succeed(f"stat -c '%a %U' /var/lib/rave-secrets/{name}").strip()
         assert mode == "600 root", f"{name}: {mode}"
     server.fail("runuser -u rave_ingest -- cat /var/lib/rave-secrets/github.secret")
     server.succeed("test -r /run/credentials/rave-ingest.service/source-github-secret-0")
     server.fail("runuser -u rave_dedup_store -- cat /run/credentials/rave-ingest.service/source-github-secret-0")
     server.fail("runuser -u rave_ingest -- cat /run/credentials/rave-dedup-store.service/relay-token")
+    # dedup-store stores only for ingest and shows events only to operators.
+    for request in ["-X POST -H 'content-type: application/json' -d '{}'", ""]:
+        code = server.succeed(
+            f"curl -s -o /dev/null -w '%{{http_code}}' {request} http://127.0.0.1:3010/v1/events"
+        ).strip()
+        assert code == "401", f"unauthenticated dedup-store call answered {code}"
     secret = server.succeed("cat /var/lib/rave-secrets/github.secret").strip()
     # Not in any unit's settings, not in the store, not in the journal.
     server.fail(f"grep -rqF '{secret}' /etc/systemd/system/rave-*.service")

@@ -36,6 +36,8 @@
 , operatorTokenFiles ? [ ]
 , # The token dedup-store's relay presents to task-dispatcher.
   relayTokenFile
+, # The token ingest presents to dedup-store to store events.
+  ingestTokenFile
 , pushgatewayUrl ? "http://127.0.0.1:9091"
 , # OTLP/HTTP traces endpoint, e.g. "http://127.0.0.1:4318/v1/traces".
   otlpEndpoint ? null
@@ -146,7 +148,8 @@ in
       user = "rave_ingest";
       database = null;
       addressFamilies = [ "AF_INET" "AF_INET6" ];
-      credentials = builtins.foldl' (acc: name: acc // sourceCredentials name sources.${name}) { }
+      credentials = builtins.foldl' (acc: name: acc // sourceCredentials name sources.${name})
+        { store-token = ingestTokenFile; }
         (builtins.attrNames sources);
     }
     (k: unit: port: {
@@ -162,6 +165,7 @@ in
         store = {
           url = urlOf "dedup-store" (preferred "dedup-store" k);
           fallback_urls = othersOf "dedup-store" k;
+          token = credential unit "store-token";
         };
         inherit telemetry;
         sources = builtins.mapAttrs (sourceSettings unit) sources;
@@ -173,10 +177,14 @@ in
       user = "rave_dedup_store";
       database = user;
       addressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-      credentials = { relay-token = relayTokenFile; } // databaseCredential "dedup-store";
+      # Only ingest stores events; only operators read them.
+      credentials = { relay-token = relayTokenFile; ingest-token = ingestTokenFile; }
+        // operatorTokens // databaseCredential "dedup-store";
     }
     (k: unit: port: {
       settings = {
+        ingest_tokens = [ (credential unit "ingest-token") ];
+        operator_tokens = credentialFiles unit operatorTokens;
         server = server port;
         database = databaseOf "dedup-store" "rave_dedup_store" unit;
         relay = {

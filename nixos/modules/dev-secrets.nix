@@ -41,6 +41,7 @@ in
         hex() { [ -s "$1" ] || openssl rand -hex "$2" > "$1"; }
         whsec() { [ -s "$1" ] || echo "whsec_$(openssl rand -base64 32)" > "$1"; }
         hex relay.token 24
+        hex ingest.token 24
         hex operator.token 24
         hex github.secret 20
         whsec gitlab-signing.secret
@@ -70,6 +71,7 @@ in
 
     services.rave = {
       relayTokenFile = file "relay.token";
+      ingestTokenFile = file "ingest.token";
       agentsFile = file "agents.toml";
       task-dispatcher.operatorTokenFiles = [ (file "operator.token") ];
       ingest.sources = {

@@ -20,14 +20,14 @@ let
       (_: s: { inherit (s) kind secretFiles tokenFiles requireSignature; })
       cfg.ingest.sources;
     agents = lib.mapAttrs (_: a: { inherit (a) kinds tokenSha256; }) cfg.agents;
-    inherit (cfg) agentsFile relayTokenFile otlpEndpoint;
+    inherit (cfg) agentsFile relayTokenFile ingestTokenFile otlpEndpoint;
     inherit (cfg.task-dispatcher) operatorTokenFiles;
     pushgatewayUrl = cfg.agent-reporter.pushgatewayUrl;
   };
 
   # A secret is a path outside the Nix store, read by systemd at start.
   secretPath = types.strMatching "/.+";
-  secretFiles = [ cfg.relayTokenFile cfg.tls.keyFile ]
+  secretFiles = [ cfg.relayTokenFile cfg.ingestTokenFile cfg.tls.keyFile ]
     ++ lib.optional (cfg.agentsFile != null) cfg.agentsFile
     ++ cfg.task-dispatcher.operatorTokenFiles
     ++ lib.attrValues cfg.database.passwordFiles
@@ -169,6 +169,10 @@ in
     relayTokenFile = mkOption {
       type = secretPath;
       description = "The token dedup-store's relay presents to task-dispatcher.";
+    };
+    ingestTokenFile = mkOption {
+      type = secretPath;
+      description = "The token ingest presents to dedup-store, which stores events for no one else.";
     };
     otlpEndpoint = mkOption {
       type = types.nullOr types.str;

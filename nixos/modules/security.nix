@@ -93,6 +93,7 @@ in
         age.keyFile = cfg.sops.ageKeyFile;
         secrets = {
           "rave/relay-token" = rootOnly;
+          "rave/ingest-token" = rootOnly;
           "rave/operator-token" = rootOnly;
           "rave/github-secret" = rootOnly;
           "rave/gitlab-signing-secret" = rootOnly;
@@ -107,6 +108,7 @@ in
 
       services.rave = {
         relayTokenFile = config.sops.secrets."rave/relay-token".path;
+        ingestTokenFile = config.sops.secrets."rave/ingest-token".path;
         task-dispatcher.operatorTokenFiles = [ config.sops.secrets."rave/operator-token".path ];
         ingest.sources = {
           github = { kind = "github"; secretFiles = [ config.sops.secrets."rave/github-secret".path ]; };

@@ -58,6 +58,10 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 pub struct TokenSet(Vec<[u8; 32]>);
 
 impl TokenSet {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn from_hex(digests: &[String]) -> Result<Self, String> {
         digests
             .iter()

@@ -30,3 +30,20 @@ pub fn free_port() -> u16 {
 
 /// Webhook signers, as senders compute them.
 pub use rave_service::sign;
+
+/// The token tests give ingest (`store.token`) and dedup-store
+/// (`ingest_tokens`).
+pub const INGEST_TOKEN: &str = "test-ingest-token";
+
+/// The token tests read dedup-store's events with (`operator_tokens`).
+pub const STORE_OPERATOR_TOKEN: &str = "test-store-operator-token";
+
+/// The environment tests load service settings with: what every test stack
+/// needs and the built-in defaults cannot hold (ingest's store token).
+pub fn test_env() -> std::collections::HashMap<String, String> {
+    [(
+        "RAVE_INGEST__STORE__TOKEN".to_owned(),
+        INGEST_TOKEN.to_owned(),
+    )]
+    .into()
+}

@@ -8,6 +8,8 @@ use rave_service::error::{ErrorClass, ServiceError};
 pub enum DedupError {
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("a valid bearer token is required")]
+    Unauthorized,
     #[error("the request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("no event {event_uuid} from source {source_name}")]
@@ -28,6 +30,7 @@ impl ServiceError for DedupError {
     fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
+            Self::Unauthorized => "unauthorized",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::NotFound { .. } => "event_not_found",
             Self::Unstorable(_) => "unstorable_value",
@@ -39,6 +42,7 @@ impl ServiceError for DedupError {
     fn class(&self) -> ErrorClass<'_> {
         match self {
             Self::InvalidRequest(_) => ErrorClass::Refused(StatusCode::BAD_REQUEST),
+            Self::Unauthorized => ErrorClass::Unauthorized,
             Self::BodyTooLarge { .. } => ErrorClass::Refused(StatusCode::PAYLOAD_TOO_LARGE),
             Self::NotFound { .. } => ErrorClass::Refused(StatusCode::NOT_FOUND),
             Self::Unstorable(_) => ErrorClass::Refused(StatusCode::BAD_REQUEST),

@@ -11,6 +11,8 @@ use rave_service::ids::{EventType, EventUuid, SourceName, TaskId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use rave_service::auth::TokenSet;
+
 use crate::error::DedupError;
 use crate::metrics::Metrics;
 use crate::settings::Limits;
@@ -23,6 +25,19 @@ pub struct AppState {
     pub committer: GroupCommitter,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// ingest: may store events.
+    pub writers: TokenSet,
+    /// Operators: may read them.
+    pub readers: TokenSet,
+}
+
+/// Refuses a request whose bearer token is not one of `allowed` (before its
+/// body is read).
+fn authorized(req: &HttpRequest, allowed: &TokenSet) -> Result<(), DedupError> {
+    match rave_service::auth::bearer(req) {
+        Some(token) if allowed.allows(token) => Ok(()),
+        _ => Err(DedupError::Unauthorized),
+    }
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -75,6 +90,7 @@ async fn insert_event_inner(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, DedupError> {
+    authorized(&req, &state.writers)?;
     let raw = rave_service::http::read_body(&req, payload, state.limits.max_request_bytes).await?;
     let request: InsertRequest = serde_json::from_slice(&raw)
         .map_err(|e| DedupError::InvalidRequest(format!("invalid event: {e}")))?;
@@ -159,6 +175,7 @@ async fn get_event(
 }
 
 async fn get_event_inner(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, DedupError> {
+    authorized(req, &state.readers)?;
     let param = |name| req.match_info().get(name).unwrap_or_default().to_owned();
     let (source_raw, uuid_raw) = (param("source"), param("event_uuid"));
     let source = SourceName::parse(source_raw.clone())
@@ -207,6 +224,7 @@ async fn list_events_inner(
     req: &HttpRequest,
     state: &AppState,
 ) -> Result<HttpResponse, DedupError> {
+    authorized(req, &state.readers)?;
     let query = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| DedupError::InvalidRequest(format!("query: {e}")))?
         .into_inner();

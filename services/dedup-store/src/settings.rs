@@ -11,6 +11,18 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Who may store events: ingest's token(s), as SHA-256 hex digests...
+    #[serde(default)]
+    pub ingest_tokens_sha256: Vec<String>,
+    /// ...or the tokens themselves (usually `{ file = ... }`, a systemd
+    /// credential), hashed at start.
+    #[serde(default)]
+    pub ingest_tokens: Vec<Secret>,
+    /// Who may read events (`GET /v1/events...`), as for ingest's.
+    #[serde(default)]
+    pub operator_tokens_sha256: Vec<String>,
+    #[serde(default)]
+    pub operator_tokens: Vec<Secret>,
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     /// Group commit of inserts (see docs/adr/0004-group-commit.md).
@@ -55,6 +67,22 @@ pub struct Limits {
     pub max_page_size: i64,
 }
 
+impl Settings {
+    /// The tokens that may store events.
+    pub fn writers(&self) -> rave_service::auth::TokenSet {
+        rave_service::auth::TokenSet::from_hex(&self.ingest_tokens_sha256)
+            .expect("validated digests")
+            .with_tokens(self.ingest_tokens.iter().map(Secret::expose))
+    }
+
+    /// The tokens that may read events.
+    pub fn readers(&self) -> rave_service::auth::TokenSet {
+        rave_service::auth::TokenSet::from_hex(&self.operator_tokens_sha256)
+            .expect("validated digests")
+            .with_tokens(self.operator_tokens.iter().map(Secret::expose))
+    }
+}
+
 impl ServiceSettings for Settings {
     const SERVICE: &'static str = "dedup-store";
     const DEFAULTS: &'static str = include_str!("../config/default.toml");
@@ -64,6 +92,15 @@ impl ServiceSettings for Settings {
         self.telemetry.validate("telemetry")?;
         self.group_commit.validate("group_commit")?;
         self.database.validate("database")?;
+        for (key, digests) in [
+            ("ingest_tokens_sha256", &self.ingest_tokens_sha256),
+            ("operator_tokens_sha256", &self.operator_tokens_sha256),
+        ] {
+            for digest in digests {
+                rave_service::auth::parse_digest(digest)
+                    .map_err(|e| SettingsError::invalid(key, e))?;
+            }
+        }
         let relay = &self.relay;
         if relay.dispatcher_url.is_some() != relay.token.is_some() {
             return Err(SettingsError::invalid(

@@ -43,6 +43,9 @@ impl Application {
             committed.clone(),
         );
         let relay = Relay::new(pool.clone(), &settings.relay, metrics.clone())?;
+        if settings.writers().is_empty() {
+            tracing::warn!("no ingest token is configured: every write will get 401");
+        }
         if relay.is_none() {
             tracing::warn!("relay.dispatcher_url is not set: stored events wait in the outbox");
         }
@@ -51,6 +54,8 @@ impl Application {
             committer,
             metrics,
             limits: settings.limits.clone(),
+            writers: settings.writers(),
+            readers: settings.readers(),
         });
         let listener = rave_service::http::bind(&settings.server)?;
         let mut served = Served::new(listener, &settings.server, state, routes::configure)?;

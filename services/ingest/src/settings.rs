@@ -47,6 +47,9 @@ pub struct StoreSettings {
     /// connection (docs/scaling.md).
     #[serde(default)]
     pub fallback_urls: Vec<String>,
+    /// The bearer token dedup-store knows as an ingest token (required:
+    /// it stores nothing without one).
+    pub token: Option<Secret>,
     pub timeout_ms: u64,
     pub retry_after_secs: u32,
 }
@@ -125,6 +128,12 @@ impl ServiceSettings for Settings {
             return Err(SettingsError::invalid(
                 "store.url",
                 "must be an http:// or https:// URL",
+            ));
+        }
+        if self.store.token.is_none() {
+            return Err(SettingsError::invalid(
+                "store.token",
+                "must be set: dedup-store stores events only for ingest's token",
             ));
         }
         if !self.store.fallback_urls.iter().all(|u| web(u)) {

@@ -42,6 +42,11 @@ impl Application {
             .collect();
         let store = StoreClient::new(
             &store_urls,
+            settings
+                .store
+                .token
+                .clone()
+                .context("store.token is not set")?,
             settings.store.timeout(),
             settings.store.retry_after_secs,
         )?;

@@ -7,6 +7,7 @@ use actix_web::web::Bytes;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rave_service::ids::{EventType, EventUuid, SourceName, TaskId};
+use rave_service::settings::Secret;
 use reqwest::StatusCode;
 use reqwest_middleware::ClientWithMiddleware;
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,7 @@ pub struct StoreClient {
     /// Each dedup-store replica's events and readiness URLs, preferred first.
     events_urls: Vec<String>,
     ready_urls: Vec<String>,
+    token: Secret,
     retry_after_secs: u32,
 }
 
@@ -61,6 +63,7 @@ impl StoreClient {
     /// `base_urls`: dedup-store replicas, this ingest's preferred one first.
     pub fn new(
         base_urls: &[&str],
+        token: Secret,
         timeout: Duration,
         retry_after_secs: u32,
     ) -> anyhow::Result<Self> {
@@ -75,6 +78,7 @@ impl StoreClient {
             http: rave_service::http::traced_client(timeout)?,
             events_urls: urls("/v1/events"),
             ready_urls: urls("/readyz"),
+            token,
             retry_after_secs,
         })
     }
@@ -104,6 +108,7 @@ impl StoreClient {
         let response = rave_service::http::send_to_first_replica(&self.events_urls, |url| {
             self.http
                 .post(url)
+                .bearer_auth(self.token.expose())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(request.clone())
         })
@@ -122,6 +127,14 @@ impl StoreClient {
                 } else {
                     StoreOutcome::Duplicate(answer.task_id)
                 })
+            }
+            StatusCode::UNAUTHORIZED => {
+                // A configuration mistake (a rotated token not yet given to
+                // ingest): nothing is wrong with the event, so it is kept
+                // (spooled, or 503 for the sender to retry), not refused.
+                Err(unavailable(anyhow::anyhow!(
+                    "dedup-store refused ingest's token (store.token)"
+                )))
             }
             s if s.is_server_error() => {
                 let body = response.text().await.unwrap_or_default();

@@ -140,9 +140,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
         "relay token (dedup-store to dispatcher)",
         || secrets::hex_token(24),
     )?;
-    secret("operator.token", "operator token (GET /v1/tasks)", || {
-        secrets::hex_token(24)
-    })?;
+    secret(
+        "operator.token",
+        "operator token (GET /v1/tasks, GET /v1/events)",
+        || secrets::hex_token(24),
+    )?;
+    secret(
+        "ingest.token",
+        "ingest token (ingest to dedup-store)",
+        || secrets::hex_token(24),
+    )?;
     secret("agent-dev.token", "agent `dev` token", || {
         format!("rave_agent_{}", secrets::hex_token(24))
     })?;

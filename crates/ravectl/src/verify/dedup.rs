@@ -16,11 +16,17 @@ pub(super) async fn dedup(ctx: &Ctx) -> anyhow::Result<String> {
         again.json()["task_id"].clone(),
     );
     ensure!(a == b && a.is_string(), "task ids differ: {a} vs {b}");
-    let stored = ctx
-        .get_json(&format!(
+    let operator = ctx.secret("operator.token")?;
+    let stored: serde_json::Value = ctx
+        .http
+        .get(format!(
             "{}/v1/events/github/{delivery}",
             ctx.stack.store_url
         ))
+        .bearer_auth(operator.trim())
+        .send()
+        .await?
+        .json()
         .await?;
     ensure!(
         stored["task_id"] == a,

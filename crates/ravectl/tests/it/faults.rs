@@ -388,7 +388,7 @@ async fn faults_under_load(replicas: u16) {
         &http,
         &format!("{}/v1/events?source=github&limit=500", stack.store_url),
         "events",
-        None,
+        Some(&operator),
     )
     .await;
     let tasks = all_pages(&http, &tasks_url, "tasks", Some(&operator)).await;

@@ -205,13 +205,16 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
         "{stdout}"
     );
 
-    let listing: serde_json::Value =
-        reqwest::get(format!("http://127.0.0.1:{}/v1/events", ports[1]))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let operator = std::fs::read_to_string(state.join("secrets/operator.token")).unwrap();
+    let listing: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/v1/events", ports[1]))
+        .bearer_auth(operator.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut stored: Vec<String> = listing["events"]
         .as_array()
         .unwrap()

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use rave_service::settings::Secret;
 
 use base64::Engine as _;
 use dedup_store::{Application, Settings};
@@ -18,11 +18,29 @@ pub struct TestStore {
 /// Default settings pointed at a fresh database, on a free port.
 pub async fn settings_for(db: &TestDatabase) -> Settings {
     let mut settings: Settings =
-        rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load");
+        rave_service::settings::load_with_env(None, Some(test_support::test_env()))
+            .expect("defaults load");
     settings.server.port = 0;
     settings.server.workers = 1;
     settings.database = db.settings();
+    settings.ingest_tokens = vec![Secret::new(test_support::INGEST_TOKEN)];
+    settings.operator_tokens = vec![Secret::new(test_support::STORE_OPERATOR_TOKEN)];
     settings
+}
+
+/// A client that presents ingest's token on every request (as ingest does).
+pub fn as_ingest() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", test_support::INGEST_TOKEN)
+            .parse()
+            .expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client")
 }
 
 pub async fn spawn_store() -> TestStore {
@@ -46,7 +64,7 @@ pub async fn spawn_with(db: TestDatabase, settings: Settings) -> TestStore {
     TestStore {
         address,
         db,
-        http: reqwest::Client::new(),
+        http: as_ingest(),
         handle,
         stopped,
     }
@@ -83,9 +101,11 @@ impl TestStore {
             .expect("request sent")
     }
 
+    /// A read, as an operator.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.address))
+            .bearer_auth(test_support::STORE_OPERATOR_TOKEN)
             .send()
             .await
             .expect("request sent")

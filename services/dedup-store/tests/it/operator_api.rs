@@ -1,7 +1,7 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::helpers::{error_code, event, spawn_store};
+use crate::helpers::{error_code, event, sample, spawn_store};
 
 #[tokio::test]
 async fn an_event_can_be_read_back_with_its_exact_body_and_headers() {
@@ -116,4 +116,61 @@ async fn metrics_are_openmetrics_when_asked_and_prometheus_text_otherwise() {
         );
     }
     assert!(!text.contains("task_id="), "no unbounded labels");
+}
+
+#[tokio::test]
+async fn without_the_right_token_nothing_is_stored_or_read() {
+    let store = spawn_store().await;
+    let anyone = reqwest::Client::new();
+    let body = event("github", "forged", b"{}");
+    let insert = |client: &reqwest::Client, token: Option<&str>| {
+        let request = client
+            .post(format!("{}/v1/events", store.address))
+            .json(&body);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    };
+    for token in [
+        None,
+        Some("guess"),
+        Some(test_support::STORE_OPERATOR_TOKEN),
+    ] {
+        let response = insert(&anyone, token).send().await.unwrap();
+        assert_eq!(response.status(), 401, "write with {token:?}");
+        assert_eq!(
+            response.headers()["www-authenticate"].to_str().unwrap(),
+            "Bearer"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    assert_eq!(
+        store.db.scalar("SELECT count(*) FROM events").await,
+        0,
+        "no \"verified\" event from anyone but ingest"
+    );
+
+    assert_eq!(
+        store.post_event(&body).await.status(),
+        201,
+        "ingest's token"
+    );
+    for path in ["/v1/events", "/v1/events/github/forged"] {
+        for token in [None, Some("guess"), Some(test_support::INGEST_TOKEN)] {
+            let mut request = anyone.get(format!("{}{path}", store.address));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let status = request.send().await.unwrap().status();
+            assert_eq!(status, 401, "read of {path} with {token:?}");
+        }
+        assert_eq!(store.get(path).await.status(), 200, "an operator's read");
+    }
+    let refused = sample(
+        &store.metrics_text().await,
+        "dedup_requests_rejected_total{reason=\"unauthorized\"}",
+    );
+    assert_eq!(refused, 9.0);
 }

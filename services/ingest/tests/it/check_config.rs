@@ -1,19 +1,35 @@
 use std::process::Command;
 
+/// `ingest --check-config` with the defaults and the one setting they
+/// cannot hold, the store token.
 fn ingest() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ingest"));
-    command.arg("--check-config").env_clear();
+    command
+        .arg("--check-config")
+        .env_clear()
+        .env("RAVE_INGEST__STORE__TOKEN", "a-store-token");
     command
 }
 
 #[test]
-fn check_config_accepts_the_defaults() {
+fn check_config_accepts_the_defaults_with_a_store_token() {
     let out = ingest().output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn check_config_refuses_a_missing_store_token_without_which_nothing_could_be_stored() {
+    let out = ingest()
+        .env_remove("RAVE_INGEST__STORE__TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("store.token"), "{stderr}");
 }
 
 #[test]

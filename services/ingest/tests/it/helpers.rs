@@ -1,5 +1,3 @@
-use std::collections::HashMap;
-
 use ingest::settings::{SourceKind, SourceSettings};
 use rave_service::settings::Secret;
 use serde_json::Value;
@@ -37,7 +35,8 @@ pub fn ingest_settings(
     gitlab_signing: &str,
 ) -> ingest::Settings {
     let mut settings: ingest::Settings =
-        rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load");
+        rave_service::settings::load_with_env(None, Some(test_support::test_env()))
+            .expect("defaults load");
     settings.server.port = 0;
     settings.server.workers = 1;
     settings.store.url = store_url.to_owned();
@@ -58,10 +57,14 @@ pub fn ingest_settings(
 
 pub async fn spawn_store(db: &TestDatabase) -> String {
     let mut settings: dedup_store::Settings =
-        rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load");
+        rave_service::settings::load_with_env(None, Some(test_support::test_env()))
+            .expect("defaults load");
     settings.server.port = 0;
     settings.server.workers = 1;
     settings.database = db.settings();
+    settings.ingest_tokens = vec![rave_service::settings::Secret::new(
+        test_support::INGEST_TOKEN,
+    )];
     let app = dedup_store::Application::build(settings)
         .await
         .expect("dedup-store builds");

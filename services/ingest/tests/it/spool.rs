@@ -1,8 +1,6 @@
 //! The store-outage spool: acknowledged while dedup-store is down, replayed
 //! in order once it is back, deduplicated, bounded, and kept across restarts.
 
-use std::collections::HashMap;
-
 use test_support::pg::{PgCluster, TestDatabase};
 use test_support::sign;
 
@@ -77,7 +75,10 @@ impl Outage {
 
 async fn start_store_on(db: &TestDatabase, port: u16) {
     let mut settings: dedup_store::Settings =
-        rave_service::settings::load_with_env(None, Some(HashMap::new())).unwrap();
+        rave_service::settings::load_with_env(None, Some(test_support::test_env())).unwrap();
+    settings.ingest_tokens = vec![rave_service::settings::Secret::new(
+        test_support::INGEST_TOKEN,
+    )];
     settings.server.port = port;
     settings.server.workers = 1;
     settings.database = db.settings();

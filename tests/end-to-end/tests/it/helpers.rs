@@ -1,8 +1,6 @@
 //! Shared set-up: the services of one pipeline in this process, and the
 //! process-wide telemetry exporting to an OTLP receiver.
 
-use std::collections::HashMap;
-
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
@@ -16,7 +14,8 @@ pub const RELAY_TOKEN: &str = "relay-token-e2e";
 pub const GITHUB_SECRET: &str = "e2e-github-secret";
 
 pub fn defaults<S: rave_service::settings::ServiceSettings>() -> S {
-    rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load")
+    rave_service::settings::load_with_env(None, Some(test_support::test_env()))
+        .expect("defaults load")
 }
 
 pub fn agent() -> AgentSettings {

@@ -171,6 +171,10 @@ async fn sixty_and_more_hostile_requests_get_their_status_are_counted_and_change
     serve(app.port(), app.run_until_stopped()).await;
 
     let mut store: dedup_store::Settings = defaults();
+
+    store.ingest_tokens = vec![rave_service::settings::Secret::new(
+        test_support::INGEST_TOKEN,
+    )];
     store.server.port = 0;
     store.database = events_db.settings();
     store.relay.dispatcher_url = Some(dispatcher_url.clone());

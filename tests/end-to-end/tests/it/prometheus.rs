@@ -15,6 +15,9 @@ async fn prometheus_keeps_the_trace_id_of_a_webhook_as_an_exemplar_and_scrapes_a
     telemetry();
     let cluster = PgCluster::shared();
     let mut store: dedup_store::Settings = defaults();
+    store.ingest_tokens = vec![rave_service::settings::Secret::new(
+        test_support::INGEST_TOKEN,
+    )];
     store.server.port = 0;
     store.database = cluster.create_database().await.unwrap().settings();
     let app = dedup_store::Application::build(store).await.unwrap();

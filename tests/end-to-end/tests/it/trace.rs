@@ -33,6 +33,10 @@ async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
     let reporter_url = serve(app.port(), app.run_until_stopped()).await;
 
     let mut store: dedup_store::Settings = defaults();
+
+    store.ingest_tokens = vec![rave_service::settings::Secret::new(
+        test_support::INGEST_TOKEN,
+    )];
     store.server.port = 0;
     store.database = cluster.create_database().await.unwrap().settings();
     store.relay.dispatcher_url = Some(dispatcher_url.clone());

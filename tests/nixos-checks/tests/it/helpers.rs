@@ -22,6 +22,7 @@ pub fn services_expr_with(credentials_dir: &str, extra: &str) -> String {
             {extra}
             credentialsDir = unit: "{credentials_dir}/${{unit}}";
             relayTokenFile = "/run/secrets/rave/relay-token";
+            ingestTokenFile = "/run/secrets/rave/ingest-token";
             operatorTokenFiles = [ "/run/secrets/rave/operator-token" ];
             agentsFile = "/var/lib/rave/agents.toml";
             agents.review-bot = {{ kinds = [ "review" ]; tokenSha256 = "{digest}"; }};
