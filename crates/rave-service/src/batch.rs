@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Deserialize;
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Tuning for one batcher.
@@ -31,6 +31,15 @@ pub struct BatchSettings {
     pub max_wait_us: u64,
     /// Items queued at most; beyond that `submit` fails at once.
     pub queue_capacity: usize,
+    /// Bytes queued or being committed at most (as the batcher's size
+    /// function counts them); beyond that `submit` fails at once. One item
+    /// larger than this still goes when nothing else is queued.
+    #[serde(default = "default_queue_max_bytes")]
+    pub queue_max_bytes: usize,
+}
+
+fn default_queue_max_bytes() -> usize {
+    256 << 20
 }
 
 impl BatchSettings {
@@ -39,6 +48,7 @@ impl BatchSettings {
             ("writers", self.writers),
             ("max_batch", self.max_batch),
             ("queue_capacity", self.queue_capacity),
+            ("queue_max_bytes", self.queue_max_bytes),
         ] {
             if value == 0 {
                 return Err(crate::settings::SettingsError::invalid(
@@ -56,6 +66,8 @@ impl BatchSettings {
 pub enum BatchError {
     #[error("the queue is full ({0} items)")]
     QueueFull(usize),
+    #[error("the queue is full ({0} bytes)")]
+    QueueFullBytes(usize),
     #[error("the batcher stopped before answering")]
     Stopped,
     /// The handler failed; every item of the batch gets the same error.
@@ -81,10 +93,16 @@ struct Job<I, O> {
     reply: oneshot::Sender<Result<O, BatchError>>,
 }
 
+/// How many bytes an item holds while it is queued and committed.
+pub type SizeOf<I> = fn(&I) -> usize;
+
 pub struct Batcher<I, O> {
     queue: mpsc::Sender<Job<I, O>>,
     capacity: usize,
     metrics: BatchMetrics,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+    size_of: SizeOf<I>,
 }
 
 impl<I, O> Clone for Batcher<I, O> {
@@ -93,6 +111,9 @@ impl<I, O> Clone for Batcher<I, O> {
             queue: self.queue.clone(),
             capacity: self.capacity,
             metrics: self.metrics.clone(),
+            bytes: self.bytes.clone(),
+            max_bytes: self.max_bytes,
+            size_of: self.size_of,
         }
     }
 }
@@ -123,11 +144,22 @@ impl Writers {
 }
 
 impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
-    /// Starts the writers on the current runtime.
+    /// Starts the writers on the current runtime; items count no bytes.
     pub fn start(
         settings: &BatchSettings,
         handler: Handler<I, O>,
         metrics: BatchMetrics,
+    ) -> (Self, Writers) {
+        Self::start_sized(settings, handler, metrics, |_| 0)
+    }
+
+    /// Starts the writers; `size_of` says how many of `queue_max_bytes`
+    /// an item takes while it waits and while its batch runs.
+    pub fn start_sized(
+        settings: &BatchSettings,
+        handler: Handler<I, O>,
+        metrics: BatchMetrics,
+        size_of: SizeOf<I>,
     ) -> (Self, Writers) {
         let (queue, receiver) = mpsc::channel(settings.queue_capacity);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -144,16 +176,26 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
                 tokio::spawn(writer.run(stopped.clone()))
             })
             .collect();
+        let max_bytes = settings.queue_max_bytes.min(u32::MAX as usize);
         let batcher = Self {
             queue,
             capacity: settings.queue_capacity,
             metrics,
+            bytes: Arc::new(Semaphore::new(max_bytes)),
+            max_bytes,
+            size_of,
         };
         (batcher, Writers { handles, stop })
     }
 
     /// Queues `item` and waits for its batch's result.
     pub async fn submit(&self, item: I) -> Result<O, BatchError> {
+        // Held until the item is answered: the bytes stay in memory that long.
+        let size = (self.size_of)(&item).min(self.max_bytes) as u32;
+        let _bytes = self
+            .bytes
+            .try_acquire_many(size)
+            .map_err(|_| BatchError::QueueFullBytes(self.max_bytes))?;
         let _in_flight = InFlight::enter(self.metrics.in_flight.as_ref());
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -301,6 +343,7 @@ mod tests {
             max_batch,
             max_wait_us: 0,
             queue_capacity: 1000,
+            queue_max_bytes: 1 << 20,
         }
     }
 
@@ -413,6 +456,41 @@ mod tests {
         writers.shutdown().await;
         assert_eq!(first.await.unwrap().unwrap(), 1, "committed, not dropped");
         assert_eq!(runs.recv().await, Some(vec![1]));
+    }
+
+    #[tokio::test]
+    async fn past_its_byte_bound_the_queue_refuses_at_once_and_an_oversized_item_still_goes_alone()
+    {
+        use futures_util::FutureExt as _;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let handler: Handler<Vec<u8>, usize> = {
+            let gate = gate.clone();
+            Arc::new(move |items| {
+                let gate = gate.clone();
+                Box::pin(async move {
+                    let _open = gate.acquire().await?;
+                    Ok(items.iter().map(Vec::len).collect())
+                })
+            })
+        };
+        let mut s = settings(1, 8);
+        s.queue_max_bytes = 100;
+        let (batcher, writers) =
+            Batcher::start_sized(&s, handler, BatchMetrics::default(), Vec::len);
+        // 60 bytes held by a batch that waits on the gate.
+        let mut first = Box::pin(batcher.submit(vec![0; 60]));
+        assert!(first.as_mut().now_or_never().is_none());
+        // 60 more would pass 100: refused on the first poll.
+        let second = batcher.submit(vec![0; 60]).now_or_never();
+        assert!(
+            matches!(second, Some(Err(BatchError::QueueFullBytes(100)))),
+            "{second:?}"
+        );
+        gate.add_permits(2);
+        assert_eq!(first.await.unwrap(), 60);
+        // With room again, even an item over the bound goes (counted as 100).
+        assert_eq!(batcher.submit(vec![0; 500]).await.unwrap(), 500);
+        writers.shutdown().await;
     }
 
     #[tokio::test]

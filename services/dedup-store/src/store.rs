@@ -72,7 +72,10 @@ pub fn start_group_commit(
             Ok(results)
         })
     });
-    Batcher::start(settings, handler, observed)
+    // A queued event holds its body (and a little more) until committed.
+    Batcher::start_sized(settings, handler, observed, |e: &NewEvent| {
+        e.body.len() + 1024
+    })
 }
 
 async fn commit(

@@ -46,6 +46,9 @@ pub struct ClaimSettings {
     pub long_poll_secs: u64,
     pub long_poll_max_secs: u64,
     pub max_tasks: i64,
+    /// A claim's answer holds whole tasks up to about this many bytes (the
+    /// first task always, however large).
+    pub max_response_bytes: i64,
     pub lease_secs: u64,
     pub poll_interval_ms: u64,
     /// The LISTEN connection is asked `SELECT 1` this often...
@@ -162,6 +165,7 @@ impl ServiceSettings for Settings {
         let c = &self.claim;
         if c.lease_secs == 0
             || c.max_tasks < 1
+            || c.max_response_bytes < 1
             || c.poll_interval_ms == 0
             || c.listen_probe_interval_ms == 0
             || c.listen_probe_timeout_ms == 0

@@ -58,13 +58,14 @@ impl Application {
                 let pool = completer_pool.clone();
                 Box::pin(async move { store::complete_isolated(&pool, &items).await })
             });
-        let (completer, writers): (Completer, Writers) = Batcher::start(
+        let (completer, writers): (Completer, Writers) = Batcher::start_sized(
             &settings.completions,
             handler,
             BatchMetrics {
                 batch_size: Some(metrics.completion_batch_size.clone()),
                 in_flight: None,
             },
+            |c: &Completion| c.bytes,
         );
 
         let maintenance = Maintenance {

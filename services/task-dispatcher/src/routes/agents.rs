@@ -69,6 +69,7 @@ async fn claim_inner(req: &HttpRequest, payload: web::Payload, state: &AppState)
             max,
             state.clock.now(),
             state.claim.lease(),
+            state.claim.max_response_bytes,
         )
         .await
         .map_err(unavailable)?;
@@ -179,6 +180,11 @@ async fn complete_inner(req: &HttpRequest, payload: web::Payload, state: &AppSta
     let agent = agent(req, state)?;
     let id = task_id(req)?;
     rave_service::telemetry::record_task_id(&id);
+    let bytes = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(state.limits.max_result_bytes);
     let body: CompleteRequest = json_body(req, payload, state.limits.max_result_bytes).await?;
     if let Some(result) = &body.result {
         rave_service::content::check_json("result", result)?;
@@ -191,6 +197,7 @@ async fn complete_inner(req: &HttpRequest, payload: web::Payload, state: &AppSta
             agent: agent.id.clone(),
             result: body.result,
             now: state.clock.now(),
+            bytes,
         })
         .await
         .map_err(|e| DispatchError::Unavailable(anyhow::Error::new(e)))?

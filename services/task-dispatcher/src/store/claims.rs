@@ -47,6 +47,7 @@ pub async fn claim(
     max: i64,
     now: OffsetDateTime,
     lease: Duration,
+    max_bytes: i64,
 ) -> anyhow::Result<Vec<ClaimedTask>> {
     use base64::Engine as _;
     let kinds: Vec<&str> = kinds.iter().map(TaskKind::as_str).collect();
@@ -73,8 +74,21 @@ pub async fn claim(
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED
                  ) t
+             ), best AS (
+                 SELECT task_id, priority, run_at, seq FROM per_kind ORDER BY priority, run_at, seq LIMIT $3
              ), candidates AS (
-                 SELECT task_id FROM per_kind ORDER BY priority, run_at, seq LIMIT $3
+                 -- Whole tasks while the answer stays within $6 bytes (a
+                 -- body travels as base64); the first always goes, however
+                 -- large. octet_length reads a TOASTed body's size without
+                 -- fetching it.
+                 SELECT task_id FROM (
+                     SELECT b.task_id,
+                            sum(octet_length(p.body) * 4 / 3 + 1024)
+                                OVER (ORDER BY b.priority, b.run_at, b.seq ROWS UNBOUNDED PRECEDING)
+                            - (octet_length(p.body) * 4 / 3 + 1024) AS before
+                     FROM best b JOIN task_payloads p USING (task_id)
+                 ) sized
+                 WHERE before = 0 OR before < $6
              ), claimed AS (
                  UPDATE tasks t
                  SET state = 'leased', attempt = t.attempt + 1,
@@ -92,7 +106,7 @@ pub async fn claim(
                     c.event_type, c.received_at, p.headers, p.body
              FROM claimed c JOIN task_payloads p USING (task_id)
              ORDER BY c.priority, c.run_at, c.seq",
-            &[&now, &kinds, &max, &secs(lease), &agent.as_str()],
+            &[&now, &kinds, &max, &secs(lease), &agent.as_str(), &max_bytes],
         )
         .await?;
     rows.iter()

@@ -19,6 +19,8 @@ pub struct Completion {
     pub agent: AgentId,
     pub result: Option<serde_json::Value>,
     pub now: OffsetDateTime,
+    /// The request's size: what the result holds in memory, about.
+    pub bytes: usize,
 }
 
 /// A finished task, for metrics.

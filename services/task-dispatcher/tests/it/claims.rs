@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::helpers::{drain_as, event, sample, spawn_dispatcher};
+use crate::helpers::{drain_as, event, sample, spawn_dispatcher, spawn_dispatcher_with};
 
 #[tokio::test]
 async fn a_claim_returns_the_payload_a_fresh_lease_and_the_webhooks_trace() {
@@ -172,4 +172,35 @@ async fn a_stop_answers_parked_claims_at_once_instead_of_waiting_out_their_long_
     let (status, body) = parked.await.unwrap();
     assert_eq!(status, 204, "answered, not cut off: {body}");
     d.stopped.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_claims_answer_holds_whole_tasks_up_to_its_byte_bound_and_always_one() {
+    let db = test_support::pg::PgCluster::shared()
+        .create_database()
+        .await
+        .unwrap();
+    // About 1.3 MiB per task as base64: three fit in 4 MiB, not four.
+    let d = spawn_dispatcher_with(db, |s| s.claim.max_response_bytes = 4 << 20).await;
+    let big = "x".repeat(1 << 20);
+    let events: Vec<Value> = (0..6)
+        .map(|i| event("github", "push", json!({"n": i, "padding": big})))
+        .collect();
+    d.handoff(&events).await;
+    let first = d.claim_now("agent-1", 10).await;
+    assert_eq!(first.len(), 3, "three whole tasks within 4 MiB");
+    let rest = d.claim_now("agent-2", 10).await;
+    assert_eq!(rest.len(), 3, "the others stayed queued, unleased");
+
+    let db = test_support::pg::PgCluster::shared()
+        .create_database()
+        .await
+        .unwrap();
+    let tiny = spawn_dispatcher_with(db, |s| s.claim.max_response_bytes = 1).await;
+    tiny.handoff(&events[..2]).await;
+    assert_eq!(
+        tiny.claim_now("agent-1", 10).await.len(),
+        1,
+        "a task larger than the bound still goes, alone"
+    );
 }

@@ -72,6 +72,14 @@ pub async fn spawn_dispatcher() -> TestDispatcher {
 
 /// Another replica over `db` (each replica has its own clock).
 pub async fn spawn_dispatcher_on(db: TestDatabase) -> TestDispatcher {
+    spawn_dispatcher_with(db, |_| {}).await
+}
+
+/// A dispatcher over `db` with `adjust` applied to the test settings.
+pub async fn spawn_dispatcher_with(
+    db: TestDatabase,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestDispatcher {
     rave_service::telemetry::init_for_tests();
     let mut settings: Settings =
         rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load");
@@ -108,6 +116,7 @@ pub async fn spawn_dispatcher_on(db: TestDatabase) -> TestDispatcher {
     // In clear, as a NixOS host passes it (a credential file): hashed at start.
     settings.relay_tokens = vec![rave_service::settings::Secret::new(RELAY)];
 
+    adjust(&mut settings);
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
     let app = task_dispatcher::Application::build_with(settings, Arc::new(clock.clone()), false)
         .await
