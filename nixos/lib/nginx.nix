@@ -18,9 +18,11 @@
 , key
 , # Extra `location` blocks inside the public server (Grafana on P2).
   extraLocations ? ""
-, # Per-address limits, requests per second (beyond the burst: 429).
-  hooksRate ? 100
-, agentsRate ? 50
+, # Per-address flood ceilings, requests per second (burst twice that;
+  # beyond it, 429). Far above a genuine sender: RAVE never refuses a
+  # verified delivery for rate, and limits agents per token itself.
+  hooksRate ? 2000
+, agentsRate ? 2000
 }:
 let
   template = builtins.readFile ../../crates/ravectl/templates/nginx-sites.conf;
@@ -37,7 +39,9 @@ let
     TLS_KEY = toString key;
     EXTRA_LOCATIONS = extraLocations;
     HOOKS_RATE = toString hooksRate;
+    HOOKS_BURST = toString (hooksRate * 2);
     AGENTS_RATE = toString agentsRate;
+    AGENTS_BURST = toString (agentsRate * 2);
   };
   names = builtins.attrNames values;
 in

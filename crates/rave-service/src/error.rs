@@ -39,6 +39,12 @@ pub enum ErrorClass<'a> {
         retry_after_secs: u32,
         cause: &'a anyhow::Error,
     },
+    /// Not now: this status (429 past a rate, 503 when full) with
+    /// `Retry-After`; nothing failed, so nothing is logged as an error.
+    Later {
+        status: StatusCode,
+        retry_after_secs: u32,
+    },
     /// A bug or the unforeseen: an opaque 500, its cause chain logged once.
     Unexpected,
 }
@@ -49,6 +55,7 @@ pub fn status<E: ServiceError>(error: &E) -> StatusCode {
         ErrorClass::Refused(status) => status,
         ErrorClass::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorClass::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Later { status, .. } => status,
         ErrorClass::Unexpected => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -72,6 +79,18 @@ pub fn response<E: ServiceError>(error: &E) -> HttpResponse {
         ErrorClass::Refused(status) => {
             tracing::info!(code = error.code(), error = %error, "request refused");
             error_response(status, error.code(), &error.to_string())
+        }
+        ErrorClass::Later {
+            status,
+            retry_after_secs,
+        } => {
+            tracing::debug!(code = error.code(), "request deferred");
+            let mut response = error_response(status, error.code(), &error.to_string());
+            response.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs),
+            );
+            response
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod isolate;
+pub mod limit;
 pub mod metrics;
 pub mod served;
 pub mod settings;

@@ -271,12 +271,15 @@ pub struct UpArgs {
     /// Do not install missing Debian packages, even as root.
     #[arg(long)]
     pub no_install: bool,
-    /// nginx's per-address limit on /hooks/, requests per second (burst
-    /// 200); 0 lifts it, for `ravectl bench` from one address.
-    #[arg(long, default_value_t = 100)]
+    /// nginx's flood ceiling per client address on /hooks/, requests per
+    /// second (burst twice that); 0 lifts it. RAVE itself never refuses a
+    /// verified delivery for its rate.
+    #[arg(long, default_value_t = 2000)]
     pub hooks_rate_limit: u32,
-    /// nginx's per-address limit on the agents' routes (burst 100); 0 lifts it.
-    #[arg(long, default_value_t = 50)]
+    /// Requests per second per authenticated agent (burst twice that), in
+    /// task-dispatcher and agent-reporter; nginx's per-address ceiling on
+    /// the agents' routes is ten times it. 0 lifts both.
+    #[arg(long, default_value_t = 200)]
     pub agents_rate_limit: u32,
     /// Replicas of each RAVE service, all over the one PostgreSQL, behind
     /// nginx (docs/scaling.md). With more than one, they are named

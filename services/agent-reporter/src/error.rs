@@ -10,6 +10,8 @@ use crate::report::Invalid;
 pub enum ReportError {
     #[error("missing or unknown bearer token")]
     Unauthorized,
+    #[error("this agent sends reports faster than its limit; retry later")]
+    RateLimited { retry_after_secs: u32 },
     #[error("the body is not JSON: {0}")]
     InvalidJson(String),
     #[error("{0}")]
@@ -30,6 +32,7 @@ impl ServiceError for ReportError {
     fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
+            Self::RateLimited { .. } => "rate_limited",
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidReport(_) => "invalid_report",
             Self::TooManySeries(_) => "too_many_series",
@@ -42,6 +45,10 @@ impl ServiceError for ReportError {
     fn class(&self) -> ErrorClass<'_> {
         match self {
             Self::Unauthorized => ErrorClass::Unauthorized,
+            Self::RateLimited { retry_after_secs } => ErrorClass::Later {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                retry_after_secs: *retry_after_secs,
+            },
             Self::InvalidJson(_) => ErrorClass::Refused(StatusCode::BAD_REQUEST),
             Self::InvalidReport(_) | Self::TooManySeries(_) => {
                 ErrorClass::Refused(StatusCode::UNPROCESSABLE_ENTITY)

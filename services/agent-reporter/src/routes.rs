@@ -23,6 +23,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Wakes the pusher.
     pub reported: Arc<Notify>,
+    /// Reports per agent (`limits.agent_requests`), when limited.
+    pub agent_limit: Option<rave_service::limit::KeyedLimit<rave_service::ids::AgentId>>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -52,6 +54,13 @@ async fn report_inner(
     let agent = bearer(req)
         .and_then(|t| state.agents.authenticate(t))
         .ok_or(ReportError::Unauthorized)?;
+    if let Some(limit) = &state.agent_limit {
+        limit
+            .check(&agent.id)
+            .map_err(|wait| ReportError::RateLimited {
+                retry_after_secs: rave_service::limit::retry_after_secs(wait),
+            })?;
+    }
     let body = rave_service::http::read_body(req, payload, state.limits.max_report_bytes)
         .await
         .map_err(|e| match e {

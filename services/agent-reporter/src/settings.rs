@@ -48,6 +48,8 @@ pub struct Limits {
     pub max_series_per_agent: i64,
     pub max_duration_secs: f64,
     pub report_retention_hours: u64,
+    /// Reports per authenticated agent; past it, 429 with `Retry-After`.
+    pub agent_requests: rave_service::limit::RateSettings,
 }
 
 impl ServiceSettings for Settings {
@@ -55,6 +57,9 @@ impl ServiceSettings for Settings {
     const DEFAULTS: &'static str = include_str!("../config/default.toml");
 
     fn validate(&self) -> Result<(), SettingsError> {
+        self.limits
+            .agent_requests
+            .validate("limits.agent_requests")?;
         self.telemetry.validate("telemetry")?;
         self.database.validate("database")?;
         let p = &self.pushgateway;

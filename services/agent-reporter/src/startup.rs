@@ -49,6 +49,7 @@ impl Application {
             agents,
             metrics,
             limits: settings.limits.clone(),
+            agent_limit: rave_service::limit::KeyedLimit::new(settings.limits.agent_requests),
             clock,
             reported: reported.clone(),
         });

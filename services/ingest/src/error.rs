@@ -20,6 +20,10 @@ pub enum IngestError {
     BodyUnreadable(String),
     #[error(transparent)]
     Verification(#[from] VerifyError),
+    #[error("too many requests from this address failed verification; retry later")]
+    TooManyFailures { retry_after_secs: u32 },
+    #[error("more than {limit} body bytes are in flight; retry later")]
+    Overloaded { limit: usize, retry_after_secs: u32 },
     #[error("the event store is unavailable; retry later")]
     StoreUnavailable {
         retry_after_secs: u32,
@@ -39,6 +43,8 @@ impl ServiceError for IngestError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyUnreadable(_) => "body_unreadable",
             Self::Verification(e) => e.code(),
+            Self::TooManyFailures { .. } => "too_many_failed_verifications",
+            Self::Overloaded { .. } => "overloaded",
             Self::StoreUnavailable { .. } => "store_unavailable",
             Self::Unexpected(_) => "internal",
         }
@@ -57,6 +63,16 @@ impl ServiceError for IngestError {
             // A signature that does not verify: not a bearer token, so no
             // WWW-Authenticate.
             Self::Verification(_) => refused(StatusCode::UNAUTHORIZED),
+            Self::TooManyFailures { retry_after_secs } => ErrorClass::Later {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                retry_after_secs: *retry_after_secs,
+            },
+            Self::Overloaded {
+                retry_after_secs, ..
+            } => ErrorClass::Later {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                retry_after_secs: *retry_after_secs,
+            },
             Self::StoreUnavailable {
                 retry_after_secs,
                 cause,

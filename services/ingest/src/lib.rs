@@ -5,6 +5,7 @@
 //! dedup-store; it answers 2xx only after the store has committed.
 
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod routes;
 pub mod settings;

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub spool_events: Gauge,
     pub spool_bytes: Gauge,
     pub spool_oldest_age: Gauge<f64, AtomicU64>,
+    pub in_flight_bytes: Gauge,
     started: Instant,
 }
 
@@ -141,7 +142,14 @@ impl Metrics {
             "Age of the oldest event waiting in the spool; 0 when empty",
             spool_oldest_age.clone(),
         );
+        let in_flight_bytes = Gauge::default();
+        registry.register(
+            "ingest_in_flight_body_bytes",
+            "Body bytes of requests in flight (their bound is limits.max_in_flight_bytes)",
+            in_flight_bytes.clone(),
+        );
         Self {
+            in_flight_bytes,
             spooled,
             spool_replayed,
             spool_rejected,

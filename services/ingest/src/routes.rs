@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::error::IngestError;
+use crate::guard::Guard;
 use crate::metrics::{ErrorLabels, Metrics, OutcomeLabels, SourceLabel, UNKNOWN_SOURCE};
 use crate::settings::Limits;
 use crate::sources::Sources;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Where events wait while dedup-store is unreachable (when configured).
     pub spool: Option<std::sync::Arc<Spool>>,
+    /// Bytes in flight; addresses that keep failing verification.
+    pub guard: std::sync::Arc<Guard>,
 }
 
 /// What became of a verified delivery.
@@ -202,6 +205,20 @@ async fn receive(
             limit: state.limits.max_header_bytes,
         });
     }
+    let client = crate::guard::client_address(req);
+    if let Some(client) = client {
+        state.guard.check(client)?;
+    }
+    // Room for the body among everything in flight, held to the answer.
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(state.limits.max_body_bytes);
+    let _room = state
+        .guard
+        .admit(declared.min(state.limits.max_body_bytes))
+        .await?;
     let body = rave_service::http::read_body(req, payload, state.limits.max_body_bytes)
         .await
         .map_err(|e| match e {
@@ -211,9 +228,18 @@ async fn receive(
             rave_service::http::BodyError::Read(m) => IngestError::BodyUnreadable(m),
         })?;
     let received_at = OffsetDateTime::now_utc();
-    let verified = source
+    let verified = match source
         .verifier
-        .verify(req.headers(), &body, received_at.unix_timestamp())?;
+        .verify(req.headers(), &body, received_at.unix_timestamp())
+    {
+        Ok(verified) => verified,
+        Err(e) => {
+            if let Some(client) = client {
+                state.guard.failed(client);
+            }
+            return Err(e.into());
+        }
+    };
     let request = StoreClient::encode(VerifiedEvent {
         source: &source.name,
         event_uuid: &verified.event_uuid,
@@ -222,6 +248,8 @@ async fn receive(
         headers: source.stored_headers(req.headers()),
         body: &body,
     });
+    // Only the encoded request is needed from here on.
+    drop(body);
     let outcome = match &state.spool {
         // While anything waits in the spool, new events queue behind it, so
         // the store receives them in the order they were acknowledged.
@@ -301,5 +329,9 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     state
         .metrics
         .refresh(state.spool.as_ref().map(|spool| spool.depth()));
+    state
+        .metrics
+        .in_flight_bytes
+        .set(state.guard.in_flight_bytes() as i64);
     rave_service::metrics::render(&req, &state.metrics.registry)
 }

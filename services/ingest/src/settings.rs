@@ -67,6 +67,16 @@ pub struct Limits {
     pub max_headers: usize,
     /// Names and values of all header fields together, in bytes.
     pub max_header_bytes: usize,
+    /// Body bytes of all requests in flight together.
+    pub max_in_flight_bytes: usize,
+    /// How long a request waits for room under `max_in_flight_bytes`
+    /// before it is answered 503 with `Retry-After`.
+    pub in_flight_wait_ms: u64,
+    /// Failed verifications a client address may have per minute...
+    pub failed_verifications_per_minute: u32,
+    /// ...and at once; past it the address is refused (429) before its
+    /// body is read, until its budget refills. 0 per minute: no limit.
+    pub failed_verifications_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +161,20 @@ impl ServiceSettings for Settings {
             if value == 0 {
                 return Err(SettingsError::invalid(key, "must be at least 1"));
             }
+        }
+        if self.limits.max_in_flight_bytes < self.limits.max_body_bytes {
+            return Err(SettingsError::invalid(
+                "limits.max_in_flight_bytes",
+                "must hold at least one body of limits.max_body_bytes",
+            ));
+        }
+        if self.limits.failed_verifications_per_minute > 0
+            && self.limits.failed_verifications_burst == 0
+        {
+            return Err(SettingsError::invalid(
+                "limits.failed_verifications_burst",
+                "must be at least 1 when failed_verifications_per_minute is set",
+            ));
         }
         if self.spool.replay_interval_ms == 0 {
             return Err(SettingsError::invalid(

@@ -75,15 +75,26 @@ impl Application {
                 );
             }
         }
+        let guard = Arc::new(crate::guard::Guard::new(&settings.limits));
         let state = web::Data::new(AppState {
             sources,
             store,
             metrics,
             limits: settings.limits.clone(),
             spool,
+            guard: guard.clone(),
         });
         let listener = rave_service::http::bind(&settings.server)?;
         let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
+        served.spawn(move |mut stop| async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => guard.forget_idle(),
+                    _ = rave_service::served::stopping(&mut stop) => return,
+                }
+            }
+        });
         if let (Some(replayer), true) = (&replayer, background) {
             let replayer = replayer.clone();
             let interval = Duration::from_millis(settings.spool.replay_interval_ms);

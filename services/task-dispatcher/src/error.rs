@@ -10,6 +10,8 @@ pub enum DispatchError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    #[error("this agent sends requests faster than its limit; retry later")]
+    RateLimited { retry_after_secs: u32 },
     #[error("{0}")]
     InvalidRequest(String),
     #[error("the request body exceeds the limit of {limit} bytes")]
@@ -36,6 +38,7 @@ impl ServiceError for DispatchError {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
             Self::InvalidRequest(_) => "invalid_request",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::TaskNotFound(_) => "task_not_found",
@@ -53,6 +56,10 @@ impl ServiceError for DispatchError {
         match self {
             Self::Unauthorized => ErrorClass::Unauthorized,
             Self::Forbidden(_) => refused(StatusCode::FORBIDDEN),
+            Self::RateLimited { retry_after_secs } => ErrorClass::Later {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                retry_after_secs: *retry_after_secs,
+            },
             Self::InvalidRequest(_) => refused(StatusCode::BAD_REQUEST),
             Self::BodyTooLarge { .. } => refused(StatusCode::PAYLOAD_TOO_LARGE),
             Self::TaskNotFound(_) | Self::QuarantineRecordNotFound(_) => {

@@ -88,6 +88,9 @@ pub struct Limits {
     pub max_request_bytes: usize,
     pub max_page_size: i64,
     pub max_result_bytes: usize,
+    /// Requests per authenticated agent (claims and lease calls); past it,
+    /// 429 with `Retry-After`. Agents behind one address are apart.
+    pub agent_requests: rave_service::limit::RateSettings,
 }
 
 /// What to do with another task for the same entity.
@@ -200,6 +203,9 @@ impl ServiceSettings for Settings {
                 "max_page_size and max_request_bytes must be positive",
             ));
         }
+        self.limits
+            .agent_requests
+            .validate("limits.agent_requests")?;
         for (i, route) in self.routes.iter().enumerate() {
             crate::routing::Rule::from_settings(route)
                 .map_err(|e| SettingsError::invalid(format!("routes[{i}]"), e))?;

@@ -94,6 +94,7 @@ impl Application {
             retry: settings.retry.clone(),
             limits: settings.limits.clone(),
             kinds,
+            agent_limit: rave_service::limit::KeyedLimit::new(settings.limits.agent_requests),
         });
         let lost = state.metrics.listen_lost.clone();
         let mut served = Served::new(listener, &settings.server, state, routes::configure)?;

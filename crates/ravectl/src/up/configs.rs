@@ -98,7 +98,24 @@ pub(super) fn write(
                 &state_dir.join("nginx").display().to_string(),
             )
             .replace("{{HOOKS_RATE}}", &rate(args.hooks_rate_limit))
-            .replace("{{AGENTS_RATE}}", &rate(args.agents_rate_limit))
+            .replace(
+                "{{HOOKS_BURST}}",
+                &rate(args.hooks_rate_limit.saturating_mul(2)),
+            )
+            // nginx's agents zone is only a flood ceiling: ten agents' worth.
+            .replace(
+                "{{AGENTS_RATE}}",
+                &rate(args.agents_rate_limit.saturating_mul(10)),
+            )
+            .replace(
+                "{{AGENTS_BURST}}",
+                &rate(args.agents_rate_limit.saturating_mul(20)),
+            )
+            .replace("{{AGENT_RATE}}", &args.agents_rate_limit.to_string())
+            .replace(
+                "{{AGENT_BURST}}",
+                &args.agents_rate_limit.saturating_mul(2).to_string(),
+            )
             .replace("{{LOG_DIR}}", &state_dir.join("logs").display().to_string())
             .replace(
                 "{{SPOOL_DIR}}",

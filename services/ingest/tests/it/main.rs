@@ -3,6 +3,7 @@
 mod bad_input;
 mod check_config;
 mod delivery;
+mod edges;
 mod exactly_once;
 mod helpers;
 mod observability;

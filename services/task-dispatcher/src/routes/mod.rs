@@ -41,6 +41,8 @@ pub struct AppState {
     pub retry: RetrySettings,
     pub limits: Limits,
     pub kinds: Vec<String>,
+    /// Requests per agent (`limits.agent_requests`), when limited.
+    pub agent_limit: Option<rave_service::limit::KeyedLimit<rave_service::ids::AgentId>>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -110,10 +112,19 @@ fn task_id(req: &HttpRequest) -> Result<TaskId, DispatchError> {
     TaskId::parse(raw).map_err(|e| DispatchError::InvalidRequest(e.to_string()))
 }
 
+/// The agent holding the request's token, within its request rate.
 fn agent<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Agent, DispatchError> {
-    bearer(req)
+    let agent = bearer(req)
         .and_then(|token| state.agents.authenticate(token))
-        .ok_or(DispatchError::Unauthorized)
+        .ok_or(DispatchError::Unauthorized)?;
+    if let Some(limit) = &state.agent_limit {
+        limit
+            .check(&agent.id)
+            .map_err(|wait| DispatchError::RateLimited {
+                retry_after_secs: rave_service::limit::retry_after_secs(wait),
+            })?;
+    }
+    Ok(agent)
 }
 
 fn operator(req: &HttpRequest, state: &AppState) -> Result<(), DispatchError> {

@@ -204,3 +204,35 @@ async fn a_claims_answer_holds_whole_tasks_up_to_its_byte_bound_and_always_one()
         "a task larger than the bound still goes, alone"
     );
 }
+
+#[tokio::test]
+async fn agents_are_limited_each_by_their_own_token_not_by_the_address_they_share() {
+    let db = test_support::pg::PgCluster::shared()
+        .create_database()
+        .await
+        .unwrap();
+    let d = spawn_dispatcher_with(db, |s| {
+        s.limits.agent_requests = rave_service::limit::RateSettings {
+            per_second: 1,
+            burst: 2,
+        };
+    })
+    .await;
+    let claim = |agent: &'static str| {
+        d.http
+            .post(format!("{}/v1/agents/claim", d.url))
+            .bearer_auth(crate::helpers::agent_token(agent))
+            .json(&json!({"wait_secs": 0}))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(claim("agent-1").await.unwrap().status(), 204);
+    }
+    let limited = claim("agent-1").await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "1");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Same machine, same address, another agent: its own budget.
+    assert_eq!(claim("agent-2").await.unwrap().status(), 204);
+}
