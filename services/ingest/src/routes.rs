@@ -252,8 +252,10 @@ async fn receive(
     drop(body);
     let outcome = match &state.spool {
         // While anything waits in the spool, new events queue behind it, so
-        // the store receives them in the order they were acknowledged.
-        Some(spool) if !spool.is_empty() => {
+        // the store receives them in the order they were acknowledged; while
+        // the replayer sends the last of it, they wait for it instead, so
+        // the spool empties even under load.
+        Some(spool) if !spool.wait_for_empty(state.store.timeout()).await => {
             spool_event(spool, request, received_at, state, None).await?
         }
         Some(spool) => match state.store.store(request.clone()).await {

@@ -9,7 +9,12 @@
 //! [payload]` (little-endian; payload = dedup-store's insert request), and
 //! `spool.offset`, the replay position. A torn tail (a crash mid-append,
 //! never acknowledged) is cut when the spool opens. Once everything is
-//! replayed the file is truncated.
+//! replayed the file is truncated; before that, the replayed prefix is
+//! compacted away, so the file never outgrows `spool.max_bytes`.
+//!
+//! Request handlers never wait on the file: appends run on blocking
+//! threads, and what handlers read (is it empty, how deep) is kept in
+//! atomics outside the lock an fsync holds.
 //!
 //! Replicas: each ingest owns its directory through an exclusive `flock` on
 //! `spool.lock`, held while it runs, so two processes never share a spool.
@@ -23,9 +28,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use time::OffsetDateTime;
+
+mod replay;
+
+pub use replay::Replayer;
 
 const HEADER: u64 = 16;
 
@@ -46,18 +56,41 @@ pub struct Depth {
     pub oldest_ms: Option<i64>,
 }
 
-#[derive(Debug)]
+/// Called before each fsync (tests slow it down); `None` in service.
+type SyncHook = Arc<dyn Fn() + Send + Sync>;
+
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     inner: Mutex<Inner>,
+    /// What handlers read, kept current under `inner` and read without it.
+    events: AtomicU64,
+    bytes: AtomicU64,
+    oldest_ms: AtomicI64,
+    /// The replayer is sending the last of the backlog: new deliveries
+    /// wait for it (briefly) instead of queueing behind it, so the spool
+    /// empties even under steady load.
+    closing: AtomicBool,
+    emptied: tokio::sync::Notify,
+    sync_hook: RwLock<Option<SyncHook>>,
     /// `spool.lock`, flocked for as long as this value lives.
     _owner: File,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.dir)
+            .field("depth", &self.depth())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How long a starting ingest waits for its spool's lock: a peer adopting
 /// it holds it for one bounded replay batch.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+const NO_OLDEST: i64 = i64::MIN;
 
 #[derive(Debug)]
 struct Inner {
@@ -161,25 +194,58 @@ impl Spool {
                 offset,
                 waiting,
             }),
+            events: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            oldest_ms: AtomicI64::new(NO_OLDEST),
+            closing: AtomicBool::new(false),
+            emptied: tokio::sync::Notify::new(),
+            sync_hook: RwLock::new(None),
             _owner: owner,
         };
+        spool.publish(&spool.lock());
         Ok(spool)
     }
 
+    /// Without the lock: handlers call it.
     pub fn is_empty(&self) -> bool {
-        self.lock().waiting.is_empty()
+        self.events.load(Ordering::SeqCst) == 0
     }
 
+    /// Without the lock: handlers and `/metrics` call it.
     pub fn depth(&self) -> Depth {
-        let inner = self.lock();
+        let oldest = self.oldest_ms.load(Ordering::SeqCst);
         Depth {
-            events: inner.waiting.len() as u64,
-            bytes: inner.len - inner.offset,
-            oldest_ms: inner.waiting.front().map(|(_, ms)| *ms),
+            events: self.events.load(Ordering::SeqCst),
+            bytes: self.bytes.load(Ordering::SeqCst),
+            oldest_ms: (oldest != NO_OLDEST).then_some(oldest),
         }
     }
 
+    /// Bytes the spool's file takes on disk now.
+    pub fn file_bytes(&self) -> u64 {
+        self.lock().len
+    }
+
+    /// Runs `hook` before every fsync (tests: a slow disk).
+    #[doc(hidden)]
+    pub fn before_each_sync(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self.sync_hook.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        let hook = self
+            .sync_hook
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook();
+        }
+        file.sync_data()
+    }
+
     /// Appends a record and fsyncs it: once this returns, it survives a crash.
+    /// Blocking: call it on a blocking thread.
     pub fn append(&self, payload: &[u8], received: OffsetDateTime) -> Result<(), SpoolError> {
         let received_ms = (received.unix_timestamp_nanos() / 1_000_000) as i64;
         let mut record = Vec::with_capacity(HEADER as usize + payload.len());
@@ -188,47 +254,72 @@ impl Spool {
         record.extend_from_slice(&received_ms.to_le_bytes());
         record.extend_from_slice(payload);
         let mut inner = self.lock();
-        if inner.len - inner.offset + record.len() as u64 > self.max_bytes {
+        let size = record.len() as u64;
+        if inner.len + size > self.max_bytes && inner.offset > 0 {
+            self.compact(&mut inner)?;
+        }
+        if inner.len + size > self.max_bytes {
             return Err(SpoolError::Full {
                 limit: self.max_bytes,
             });
         }
         let at = inner.len;
         inner.file.seek(SeekFrom::Start(at))?;
-        if let Err(e) = inner
-            .file
-            .write_all(&record)
-            .and_then(|()| inner.file.sync_data())
-        {
+        let written = inner.file.write_all(&record);
+        if let Err(e) = written.and_then(|()| self.sync_data(&inner.file)) {
             // Leave no partial record behind the next append.
             let _ = inner.file.set_len(at);
             return Err(e.into());
         }
-        inner.len = at + record.len() as u64;
+        inner.len = at + size;
         let end = inner.len;
         inner.waiting.push_back((end, received_ms));
+        self.publish(&inner);
         Ok(())
+    }
+
+    /// Up to `max_events` of the oldest records not yet replayed, and
+    /// about `max_bytes` (the first always). Blocking.
+    pub fn peek_batch(&self, max_events: usize, max_bytes: u64) -> std::io::Result<Vec<Next>> {
+        let inner = self.lock();
+        let mut batch = Vec::new();
+        let (mut start, mut total) = (inner.offset, 0);
+        for &(end, _) in inner.waiting.iter().take(max_events) {
+            if !batch.is_empty() && total + (end - start) > max_bytes {
+                break;
+            }
+            let mut payload = vec![0; (end - start - HEADER) as usize];
+            inner.file.read_exact_at(&mut payload, start + HEADER)?;
+            total += end - start;
+            batch.push(Next { payload, end });
+            start = end;
+        }
+        Ok(batch)
     }
 
     /// The oldest record not yet replayed.
     pub fn peek(&self) -> std::io::Result<Option<Next>> {
-        let inner = self.lock();
-        let Some(&(end, _)) = inner.waiting.front() else {
-            return Ok(None);
-        };
-        let start = inner.offset + HEADER;
-        let mut payload = vec![0; (end - start) as usize];
-        inner.file.read_exact_at(&mut payload, start)?;
-        Ok(Some(Next { payload, end }))
+        Ok(self.peek_batch(1, u64::MAX)?.into_iter().next())
     }
 
     /// Marks `next` replayed (the store committed it, or it is set aside).
     pub fn advance(&self, next: &Next) -> std::io::Result<()> {
+        self.advance_to(next.end)
+    }
+
+    /// Marks every record up to the one ending at `end` replayed, with one
+    /// write of the replay position. Blocking.
+    pub fn advance_to(&self, end: u64) -> std::io::Result<()> {
         let mut inner = self.lock();
-        if inner.waiting.front().map(|(end, _)| *end) != Some(next.end) {
+        if !inner.waiting.iter().any(|(e, _)| *e == end) {
             return Ok(()); // already advanced
         }
-        inner.waiting.pop_front();
+        while let Some(&(first, _)) = inner.waiting.front() {
+            if first > end {
+                break;
+            }
+            inner.waiting.pop_front();
+        }
         if inner.waiting.is_empty() {
             // All replayed: start the file over.
             inner.file.set_len(0)?;
@@ -236,19 +327,68 @@ impl Spool {
             inner.len = 0;
             inner.offset = 0;
         } else {
-            inner.offset = next.end;
+            inner.offset = end;
         }
-        // A crash before this write replays the record again: the store
-        // deduplicates it.
+        // A crash before this write replays those records again: the store
+        // deduplicates them.
         write_synced(
             &self.dir.join("spool.offset"),
             inner.offset.to_string().as_bytes(),
-        )
+        )?;
+        if inner.offset > self.max_bytes / 2 {
+            self.compact(&mut inner)?;
+        }
+        self.publish(&inner);
+        if inner.waiting.is_empty() {
+            self.open_tail();
+        }
+        Ok(())
+    }
+
+    /// Drops the replayed prefix: the records still waiting are copied to
+    /// a new file that replaces the old. Crash-safe: the replay position is
+    /// reset to 0 first, so a crash before the rename replays the old file
+    /// from its start (the store deduplicates), and one after finds the new.
+    fn compact(&self, inner: &mut Inner) -> std::io::Result<()> {
+        let (offset, live) = (inner.offset, inner.len - inner.offset);
+        let path = self.dir.join("spool.log");
+        let tmp = self.dir.join("spool.log.compact");
+        let mut copy = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut source = inner.file.try_clone()?;
+        source.seek(SeekFrom::Start(offset))?;
+        let copied = std::io::copy(&mut std::io::Read::take(source, live), &mut copy)?;
+        if copied != live {
+            return Err(std::io::Error::other("spool: short copy while compacting"));
+        }
+        copy.sync_all()?;
+        write_synced(&self.dir.join("spool.offset"), b"0")?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        inner.file = copy;
+        inner.len = live;
+        inner.offset = 0;
+        for (end, _) in inner.waiting.iter_mut() {
+            *end -= offset;
+        }
+        tracing::info!(dropped = offset, kept = live, "spool: compacted");
+        Ok(())
     }
 
     /// Keeps a record the store refuses outright (a bug, never expected)
-    /// instead of blocking the spool behind it.
+    /// instead of blocking the spool behind it. Blocking.
     pub fn set_aside(&self, next: &Next, why: &str) -> std::io::Result<()> {
+        self.keep_refused(next, why)?;
+        self.advance(next)
+    }
+
+    /// Appends a refused record to `rejected.log`, without advancing.
+    fn keep_refused(&self, next: &Next, why: &str) -> std::io::Result<()> {
         let mut rejected = OpenOptions::new()
             .append(true)
             .create(true)
@@ -261,135 +401,54 @@ impl Spool {
             reason = why,
             "spool: dedup-store refused a spooled event; kept in rejected.log"
         );
-        self.advance(next)
+        Ok(())
+    }
+
+    /// New deliveries wait for the backlog's last batch instead of queueing
+    /// behind it ([`Spool::wait_for_empty`]).
+    fn close_tail(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets waiting deliveries go (the spool emptied, or replay stopped).
+    fn open_tail(&self) {
+        self.closing.store(false, Ordering::SeqCst);
+        self.emptied.notify_waiters();
+    }
+
+    /// Whether the spool is empty, waiting up to `timeout` for it while the
+    /// replayer sends the backlog's last batch; `false` at once otherwise.
+    pub async fn wait_for_empty(&self, timeout: std::time::Duration) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        if !self.closing.load(Ordering::SeqCst) {
+            return false;
+        }
+        let emptied = self.emptied.notified();
+        tokio::pin!(emptied);
+        emptied.as_mut().enable();
+        if self.is_empty() || !self.closing.load(Ordering::SeqCst) {
+            return self.is_empty();
+        }
+        let _ = tokio::time::timeout(timeout, emptied).await;
+        self.is_empty()
+    }
+
+    fn publish(&self, inner: &Inner) {
+        self.events
+            .store(inner.waiting.len() as u64, Ordering::SeqCst);
+        self.bytes.store(inner.len - inner.offset, Ordering::SeqCst);
+        self.oldest_ms.store(
+            inner.waiting.front().map_or(NO_OLDEST, |(_, ms)| *ms),
+            Ordering::SeqCst,
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent state (every
         // mutation completes or is undone before returning).
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Replays the spool into dedup-store, oldest first.
-#[derive(Debug, Clone)]
-pub struct Replayer {
-    pub spool: std::sync::Arc<Spool>,
-    pub store: std::sync::Arc<crate::store_client::StoreClient>,
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// Other replicas' spool directories, adopted when their owner is gone.
-    pub peers: Vec<PathBuf>,
-}
-
-/// Records replayed from an adopted spool before letting go of it, so its
-/// owner, restarting, waits at most one batch for the lock.
-const ADOPT_BATCH: u64 = 500;
-
-impl Replayer {
-    /// Sends waiting events until the spool is empty or the store fails;
-    /// returns how many the store committed.
-    pub async fn step(&self) -> anyhow::Result<u64> {
-        self.replay(&self.spool, u64::MAX).await
-    }
-
-    /// Replays the spools of peers that are gone (unlocked, not empty), a
-    /// bounded batch each; returns how many events the store committed.
-    pub async fn adopt_step(&self) -> anyhow::Result<u64> {
-        let mut replayed = 0;
-        for dir in &self.peers {
-            let dir = dir.clone();
-            let Some(spool) = tokio::task::spawn_blocking(move || Spool::try_adopt(&dir)).await??
-            else {
-                continue;
-            };
-            let spool = std::sync::Arc::new(spool);
-            let n = self.replay(&spool, ADOPT_BATCH).await?;
-            self.metrics.spool_adopted.inc_by(n);
-            tracing::warn!(
-                dir = %spool.dir().display(),
-                replayed = n,
-                waiting = spool.depth().events,
-                "spool: replayed events from the spool of a replica that is gone"
-            );
-            replayed += n;
-        }
-        Ok(replayed)
-    }
-
-    /// Sends up to `limit` of `spool`'s events, oldest first, until it is
-    /// empty or the store fails.
-    async fn replay(&self, spool: &std::sync::Arc<Spool>, limit: u64) -> anyhow::Result<u64> {
-        let mut replayed = 0;
-        while replayed < limit {
-            let spool = spool.clone();
-            let Some(next) = tokio::task::spawn_blocking({
-                let spool = spool.clone();
-                move || spool.peek()
-            })
-            .await??
-            else {
-                return Ok(replayed);
-            };
-            let payload = actix_web::web::Bytes::from(next.payload.clone());
-            match self.store.store(payload).await {
-                Ok(_) => {
-                    tokio::task::spawn_blocking(move || spool.advance(&next)).await??;
-                    self.metrics.spool_replayed.inc();
-                    replayed += 1;
-                }
-                Err(crate::error::IngestError::StoreUnavailable { cause, .. }) => {
-                    tracing::info!(
-                        waiting = spool.depth().events,
-                        error = format!("{cause:#}"),
-                        "spool: dedup-store still unreachable"
-                    );
-                    return Ok(replayed);
-                }
-                Err(e) => {
-                    let why = format!("{:#}", anyhow::Error::new(e));
-                    tokio::task::spawn_blocking(move || spool.set_aside(&next, &why)).await??;
-                    self.metrics.spool_rejected.inc();
-                }
-            }
-        }
-        Ok(replayed)
-    }
-
-    /// Steps every `interval` while anything waits, and looks at the
-    /// peers' spools, until `stop`.
-    pub async fn run(
-        self,
-        interval: std::time::Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = stop.changed() => return,
-            }
-            if !self.peers.is_empty()
-                && let Err(e) = self.adopt_step().await
-            {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "spool: replaying a peer's spool failed"
-                );
-            }
-            if self.spool.is_empty() {
-                continue;
-            }
-            match self.step().await {
-                Ok(n) if n > 0 => tracing::info!(
-                    replayed = n,
-                    waiting = self.spool.depth().events,
-                    "spool: replayed"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = format!("{e:#}"), "spool: replay failed"),
-            }
-        }
     }
 }
 
@@ -449,92 +508,4 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::Read as _;
-
-    use super::*;
-
-    fn now() -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-
-    #[test]
-    fn records_come_back_in_order_and_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
-        for i in 0..3 {
-            spool
-                .append(format!("event-{i}").as_bytes(), now())
-                .unwrap();
-        }
-        let first = spool.peek().unwrap().unwrap();
-        assert_eq!(first.payload, b"event-0");
-        spool.advance(&first).unwrap();
-        drop(spool);
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(spool.depth().events, 2);
-        let mut seen = Vec::new();
-        while let Some(next) = spool.peek().unwrap() {
-            seen.push(String::from_utf8(next.payload.clone()).unwrap());
-            spool.advance(&next).unwrap();
-        }
-        assert_eq!(seen, ["event-1", "event-2"]);
-        assert!(spool.is_empty());
-        assert_eq!(
-            std::fs::metadata(dir.path().join("spool.log"))
-                .unwrap()
-                .len(),
-            0
-        );
-    }
-
-    #[test]
-    fn a_torn_tail_is_cut_and_the_whole_records_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
-        spool.append(b"whole", now()).unwrap();
-        drop(spool);
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join("spool.log"))
-            .unwrap();
-        file.write_all(&[9, 0, 0, 0, 1, 2]).unwrap(); // half a header
-        drop(file);
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(spool.depth().events, 1);
-        assert_eq!(spool.peek().unwrap().unwrap().payload, b"whole");
-        spool.append(b"after", now()).unwrap();
-        assert_eq!(spool.depth().events, 2);
-    }
-
-    #[test]
-    fn a_corrupted_record_ends_the_valid_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
-        spool.append(b"good", now()).unwrap();
-        spool.append(b"flipped", now()).unwrap();
-        drop(spool);
-        let path = dir.path().join("spool.log");
-        let mut bytes = Vec::new();
-        File::open(&path).unwrap().read_to_end(&mut bytes).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        std::fs::write(&path, bytes).unwrap();
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(spool.depth().events, 1);
-    }
-
-    #[test]
-    fn above_its_bound_the_spool_refuses_and_keeps_what_it_has() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 100).unwrap();
-        spool.append(&[1; 60], now()).unwrap();
-        assert!(matches!(
-            spool.append(&[2; 60], now()),
-            Err(SpoolError::Full { limit: 100 })
-        ));
-        let depth = spool.depth();
-        assert_eq!((depth.events, depth.bytes), (1, 76));
-        assert!(depth.oldest_ms.is_some());
-    }
-}
+mod tests;

@@ -58,6 +58,7 @@ pub struct StoreClient {
     events_urls: Vec<String>,
     ready_urls: Vec<String>,
     token: Secret,
+    timeout: Duration,
     retry_after_secs: u32,
 }
 
@@ -81,6 +82,7 @@ impl StoreClient {
             events_urls: urls("/v1/events"),
             ready_urls: urls("/readyz"),
             token,
+            timeout,
             retry_after_secs,
         })
     }
@@ -181,6 +183,11 @@ impl StoreClient {
 
     pub fn retry_after_secs(&self) -> u32 {
         self.retry_after_secs
+    }
+
+    /// How long one call to the store may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Whether a dedup-store replica says it is ready.

@@ -291,3 +291,136 @@ async fn a_store_replica_refusing_connections_is_passed_over_for_the_next() {
         ["via-the-second-replica"]
     );
 }
+
+/// Guards a wait that the code under test must end; a hang is the bug.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("gave up waiting: {what}"))
+}
+
+#[tokio::test]
+async fn a_slow_fsync_under_the_spool_blocks_no_request_handler() {
+    // One worker thread: a handler blocked on the disk would block them all.
+    let mut outage = ingest_with_store_down(|s| s.server.workers = 1).await;
+    let (entered, syncing) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    outage.replayer.spool.before_each_sync(move || {
+        let _ = entered.send(());
+        // Until the test lets go (or is gone).
+        let _ = released.lock().unwrap().recv();
+    });
+    outage.serve();
+    let slow = tokio::spawn(send(outage.stack.github("slow-disk", b"{}")));
+    within(
+        "the append to reach its fsync",
+        tokio::task::spawn_blocking(move || syncing.recv()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    // The fsync holds the spool's lock; the one worker still answers,
+    // /metrics included, which reads the spool's depth.
+    let metrics = within("/metrics during the fsync", outage.stack.metrics()).await;
+    assert_eq!(sample(&metrics, "ingest_spool_depth_events"), 0.0);
+    let (status, _) = within(
+        "/healthz during the fsync",
+        send(
+            outage
+                .stack
+                .http
+                .get(format!("{}/healthz", outage.stack.ingest)),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    drop(release);
+    let (status, receipt) = slow.await.unwrap();
+    assert_eq!((status, receipt["status"].as_str()), (202, Some("spooled")));
+}
+
+#[tokio::test]
+async fn the_spool_empties_and_deliveries_go_straight_through_again_even_under_steady_load() {
+    let mut outage = ingest_with_store_down(|_| {}).await;
+    outage.serve();
+    for i in 0..40 {
+        let (status, _) = send(outage.stack.github(&format!("backlog-{i}"), b"{}")).await;
+        assert_eq!(status, 202);
+    }
+    outage.start_store().await;
+
+    // Eight senders, each one delivery after another, while the backlog
+    // is replayed: together faster than one-at-a-time replay.
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..8 {
+        let stack = TestStack {
+            ingest: outage.stack.ingest.clone(),
+            store: outage.stack.store.clone(),
+            db: outage.stack.db.clone(),
+            http: reqwest::Client::new(),
+            standard_secret: String::new(),
+            gitlab_signing_secret: String::new(),
+        };
+        senders.spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0..40 {
+                let (status, receipt) =
+                    send(stack.github(&format!("load-{sender}-{i}"), b"{}")).await;
+                assert_eq!(status, 202, "{receipt}");
+                outcomes.push(receipt["status"].as_str().unwrap().to_owned());
+            }
+            outcomes
+        });
+    }
+    let replaying = outage.replayer.step();
+    let (replayed, outcomes) = tokio::join!(replaying, async {
+        let mut all = Vec::new();
+        while let Some(outcomes) = senders.join_next().await {
+            all.push(outcomes.unwrap());
+        }
+        all
+    });
+    assert!(replayed.unwrap() >= 40);
+    outage.replayer.step().await.unwrap(); // whatever raced in at the end
+    assert!(outage.replayer.spool.is_empty());
+    for outcomes in &outcomes {
+        assert_eq!(
+            outcomes.last().map(String::as_str),
+            Some("accepted"),
+            "every sender ends up going straight through: {outcomes:?}"
+        );
+    }
+    // Every sender's deliveries are stored in the order it made them.
+    let stored = stored_deliveries(&outage.stack.db).await;
+    assert_eq!(stored.len(), 40 + 8 * 40);
+    for sender in 0..8 {
+        let mine: Vec<&String> = stored
+            .iter()
+            .filter(|d| d.starts_with(&format!("load-{sender}-")))
+            .collect();
+        let expected: Vec<String> = (0..40).map(|i| format!("load-{sender}-{i}")).collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn a_stopping_ingest_leaves_its_spool_to_the_next_process_instead_of_replaying_it_first() {
+    let mut outage = ingest_with_store_down(|_| {}).await;
+    outage.serve();
+    for i in 0..100 {
+        send(outage.stack.github(&format!("left-{i}"), b"{}")).await;
+    }
+    outage.start_store().await;
+    let (_stop, stopped) = tokio::sync::watch::channel(true);
+    within(
+        "the replayer to see the stop",
+        outage
+            .replayer
+            .clone()
+            .run(std::time::Duration::from_secs(3600), stopped),
+    )
+    .await;
+    assert_eq!(outage.replayer.spool.depth().events, 100);
+}
