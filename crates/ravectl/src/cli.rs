@@ -225,6 +225,14 @@ pub struct AgentArgs {
     /// Export the jobs' spans over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Where job reports wait while agent-reporter cannot take them
+    /// (default: STATE_DIR/agent-reports); they are sent, oldest first,
+    /// once it can.
+    #[arg(long)]
+    pub report_buffer_dir: Option<PathBuf>,
+    /// Bytes of waiting reports kept at most; past it the oldest go.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub report_buffer_bytes: u64,
 }
 
 #[derive(Debug, clap::Args)]

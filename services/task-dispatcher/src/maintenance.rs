@@ -31,6 +31,7 @@ impl Maintenance {
             &self.pool,
             self.clock.now(),
             self.settings.lease_check_batch,
+            self.settings.max_unacknowledged_leases,
         )
         .await?;
         for lease in &lost {

@@ -77,6 +77,9 @@ pub struct RetrySettings {
 pub struct MaintenanceSettings {
     pub lease_check_interval_ms: u64,
     pub lease_check_batch: i64,
+    /// Leases a task may lose before its agent acknowledged them (no
+    /// heartbeat, no result) before it is dead; they are not attempts.
+    pub max_unacknowledged_leases: i32,
     pub retention_hours: u64,
     pub prune_interval_secs: u64,
     pub prune_batch: i64,
@@ -189,6 +192,7 @@ impl ServiceSettings for Settings {
         let m = &self.maintenance;
         if m.lease_check_interval_ms == 0
             || m.lease_check_batch < 1
+            || m.max_unacknowledged_leases < 1
             || m.prune_interval_secs == 0
             || m.prune_batch < 1
         {

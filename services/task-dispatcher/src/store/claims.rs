@@ -91,7 +91,7 @@ pub async fn claim(
                  WHERE before = 0 OR before < $6
              ), claimed AS (
                  UPDATE tasks t
-                 SET state = 'leased', attempt = t.attempt + 1,
+                 SET state = 'leased', attempt = t.attempt + 1, lease_acknowledged = false,
                      lease_token = replace(gen_random_uuid()::text, '-', ''),
                      lease_expires_at = $1 + make_interval(secs => $4), agent_id = $5,
                      claimed_at = $1, updated_at = $1

@@ -159,7 +159,8 @@ pub async fn fail(
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(
-            "SELECT attempt, max_attempts, cancel_requested, kind, extract(epoch FROM ($4::timestamptz - claimed_at))::float8
+            // Attempts that started: unacknowledged leases do not count.
+            "SELECT attempt - unacknowledged_leases, max_attempts, cancel_requested, kind, extract(epoch FROM ($4::timestamptz - claimed_at))::float8
              FROM tasks
              WHERE task_id = $1 AND state = 'leased' AND lease_token = $2 AND agent_id = $3
                AND lease_expires_at >= $4

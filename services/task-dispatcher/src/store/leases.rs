@@ -59,7 +59,8 @@ pub async fn heartbeat(
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "UPDATE tasks SET lease_expires_at = $4 + make_interval(secs => $5), updated_at = $4
+            "UPDATE tasks SET lease_expires_at = $4 + make_interval(secs => $5), updated_at = $4,
+                    lease_acknowledged = true
              WHERE task_id = $1 AND state = 'leased' AND lease_token = $2 AND agent_id = $3
                AND lease_expires_at >= $4
              RETURNING lease_expires_at, cancel_requested, cancel_reason",
@@ -92,11 +93,16 @@ pub struct LostLease {
 }
 
 /// Returns tasks whose lease expired before `now` to the queue (or to dead
-/// or cancelled), at most `batch` of them.
+/// or cancelled), at most `batch` of them. A lease the agent never
+/// acknowledged (no heartbeat, no result: the claim's answer may never have
+/// reached it) does not count as an attempt; after `max_unacknowledged` of
+/// those the task is dead all the same (an agent that dies on it before
+/// its first heartbeat looks no different).
 pub async fn expire_leases(
     pool: &Pool,
     now: OffsetDateTime,
     batch: i64,
+    max_unacknowledged: i32,
 ) -> anyhow::Result<Vec<LostLease>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -108,19 +114,28 @@ pub async fn expire_leases(
              ), lost AS (
                  UPDATE tasks t
                  SET state = CASE WHEN t.cancel_requested THEN 'cancelled'
-                                  WHEN t.attempt >= t.max_attempts THEN 'dead'
+                                  WHEN NOT t.lease_acknowledged
+                                       AND t.unacknowledged_leases + 1 >= $3 THEN 'dead'
+                                  WHEN t.lease_acknowledged
+                                       AND t.attempt - t.unacknowledged_leases >= t.max_attempts THEN 'dead'
                                   ELSE 'queued' END,
-                     finished_at = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN $1 END,
+                     finished_at = CASE WHEN t.cancel_requested
+                                         OR (NOT t.lease_acknowledged AND t.unacknowledged_leases + 1 >= $3)
+                                         OR (t.lease_acknowledged AND t.attempt - t.unacknowledged_leases >= t.max_attempts)
+                                        THEN $1 END,
+                     unacknowledged_leases = t.unacknowledged_leases + CASE WHEN t.lease_acknowledged THEN 0 ELSE 1 END,
                      run_at = $1, lease_token = NULL, lease_expires_at = NULL, agent_id = NULL,
-                     error = 'lease lost', updated_at = $1
+                     error = CASE WHEN t.lease_acknowledged THEN 'lease lost'
+                                  ELSE 'lease expired before the agent acknowledged it' END,
+                     updated_at = $1
                  FROM expired e WHERE t.task_id = e.task_id
-                 RETURNING t.task_id, t.kind, t.state
+                 RETURNING t.task_id, t.kind, t.state, t.error
              ), attempts AS (
-                 UPDATE task_attempts a SET ended_at = $1, outcome = 'lease_lost', error = 'lease expired'
+                 UPDATE task_attempts a SET ended_at = $1, outcome = 'lease_lost', error = l.error
                  FROM lost l WHERE a.task_id = l.task_id AND a.ended_at IS NULL
              )
              SELECT task_id, kind, state FROM lost",
-            &[&now, &batch],
+            &[&now, &batch, &max_unacknowledged],
         )
         .await?;
     if rows.iter().any(|r| r.get::<_, &str>(2) == "queued") {

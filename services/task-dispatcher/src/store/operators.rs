@@ -64,6 +64,7 @@ pub async fn retry(
              UPDATE tasks t SET
                  state = CASE WHEN target.state IN ('dead', 'failed') THEN 'queued' ELSE t.state END,
                  attempt = CASE WHEN target.state IN ('dead', 'failed') THEN 0 ELSE t.attempt END,
+                 unacknowledged_leases = CASE WHEN target.state IN ('dead', 'failed') THEN 0 ELSE t.unacknowledged_leases END,
                  run = CASE WHEN target.state IN ('dead', 'failed') THEN t.run + 1 ELSE t.run END,
                  run_at = CASE WHEN target.state IN ('dead', 'failed') THEN $2 ELSE t.run_at END,
                  finished_at = CASE WHEN target.state IN ('dead', 'failed') THEN NULL ELSE t.finished_at END,

@@ -86,7 +86,10 @@ async fn a_lease_lost_on_the_last_attempt_makes_the_task_dead() {
     let d = spawn_dispatcher().await;
     let id = d.push_task().await; // build: max 3 attempts
     for _ in 0..3 {
-        assert_eq!(d.claim_now("agent-1", 1).await.len(), 1);
+        let task = d.claim_now("agent-1", 1).await.remove(0);
+        // The agent has the task (it heartbeats), then goes silent.
+        let (status, _) = d.lease_call("agent-1", &task, "heartbeat", json!({})).await;
+        assert_eq!(status, 200);
         d.advance(LEASE_SECS + 1);
         assert_eq!(d.maintenance.expire_leases_once().await.unwrap(), 1);
     }
@@ -98,6 +101,64 @@ async fn a_lease_lost_on_the_last_attempt_makes_the_task_dead() {
             "dispatcher_dead_letters_total{kind=\"build\"}"
         ),
         1.0
+    );
+}
+
+#[tokio::test]
+async fn claims_whose_answer_never_reached_the_agent_do_not_count_as_attempts_up_to_their_own_bound()
+ {
+    let d = spawn_dispatcher().await; // at most 5 unacknowledged leases
+    let id = d.push_task().await; // build: max 3 attempts
+    // Four claims whose answers were lost: no heartbeat, no result.
+    for _ in 0..4 {
+        assert_eq!(d.claim_now("agent-1", 1).await.len(), 1);
+        d.advance(LEASE_SECS + 1);
+        assert_eq!(d.maintenance.expire_leases_once().await.unwrap(), 1);
+    }
+    let task = d.task(&id).await;
+    assert_eq!(task["state"], "queued", "a task that never ran is not dead");
+    // It still has all three attempts: two that fail retryably...
+    for _ in 0..2 {
+        let task = d.claim_now("agent-2", 1).await.remove(0);
+        let (status, body) = d
+            .lease_call(
+                "agent-2",
+                &task,
+                "fail",
+                json!({"error": "flaky", "retryable": true}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["state"].as_str()),
+            (200, Some("queued")),
+            "{body}"
+        );
+        d.advance(1000); // past the retry delay
+    }
+    // ...and a third, after which it is dead.
+    let task = d.claim_now("agent-2", 1).await.remove(0);
+    let (_, body) = d
+        .lease_call(
+            "agent-2",
+            &task,
+            "fail",
+            json!({"error": "flaky", "retryable": true}),
+        )
+        .await;
+    assert_eq!(body["state"], "dead", "{body}");
+
+    // A task whose every claim is lost is dead after the fifth.
+    let other = d.push_task().await;
+    for lost in 1..=5 {
+        assert_eq!(d.claim_now("agent-1", 1).await.len(), 1, "claim {lost}");
+        d.advance(LEASE_SECS + 1);
+        d.maintenance.expire_leases_once().await.unwrap();
+    }
+    let task = d.task(&other).await;
+    assert_eq!(task["state"], "dead");
+    assert_eq!(
+        task["error"],
+        "lease expired before the agent acknowledged it"
     );
 }
 

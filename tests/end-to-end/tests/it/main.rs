@@ -1,5 +1,6 @@
 //! Tests that need the whole pipeline in one process.
 
+mod agent;
 mod content;
 mod dashboards;
 mod helpers;

@@ -67,6 +67,8 @@ async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
         max_tasks: Some(1),
         exit_when_idle: false,
         otlp_endpoint: None,
+        report_buffer_dir: None,
+        report_buffer_bytes: 16 << 20,
     }));
 
     // Every service's exposition passes promtool's lint (HELP, names, types).

@@ -1,8 +1,11 @@
-//! `ravectl agent`: the reference agent. It claims tasks (long poll), runs
-//! a command per task (the task JSON on stdin) or a simulated job,
-//! heartbeats at a third of the lease, and completes or fails the task. It
-//! stops a job whose task was cancelled or superseded, and abandons one whose
-//! lease was lost (another agent owns it now).
+//! `ravectl agent`: the reference agent. It claims tasks (long poll),
+//! acknowledges each at once with a heartbeat, runs a command per task (the
+//! task JSON on stdin) or a simulated job, heartbeats at a third of the
+//! lease, and completes or fails the task. It stops a job whose task was
+//! cancelled or superseded, and abandons one whose lease was lost (another
+//! agent owns it now). Network errors are waited out, never fatal: results
+//! are retried until answered, and job reports wait on disk
+//! ([`reports::ReportBuffer`]) until agent-reporter takes them.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,12 +19,16 @@ use tokio::io::AsyncWriteExt as _;
 use crate::cli::AgentArgs;
 use crate::stack::StackFile;
 
+mod reports;
+
 struct Client {
     http: reqwest::Client,
     url: String,
     token: String,
     /// agent-reporter's base URL, when job reports are wanted.
     reporter: Option<String>,
+    /// Reports agent-reporter could not take yet.
+    reports: reports::ReportBuffer,
 }
 
 impl Client {
@@ -89,6 +96,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
         url: url.trim_end_matches('/').to_owned(),
         token,
         reporter: reporter.map(|r| r.trim_end_matches('/').to_owned()),
+        reports: reports::ReportBuffer::new(
+            args.report_buffer_dir
+                .clone()
+                .unwrap_or_else(|| args.state_dir.join("agent-reports")),
+            args.report_buffer_bytes,
+        )?,
     };
     let mut done = 0u64;
     let mut failures = Duration::from_millis(200);
@@ -109,8 +122,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
         failures = Duration::from_millis(200);
         match status {
             200 => {}
-            204 if args.exit_when_idle => return Ok(0),
-            204 => continue,
+            204 if args.exit_when_idle => {
+                flush_reports(&client).await;
+                return Ok(0);
+            }
+            204 => {
+                // Idle: a good time for reports that waited.
+                flush_reports(&client).await;
+                continue;
+            }
             401 | 403 => anyhow::bail!("the dispatcher refused this agent ({status}): {body}"),
             _ => {
                 eprintln!("claim answered {status}: {body}");
@@ -123,6 +143,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
             done += 1;
         }
         if args.max_tasks.is_some_and(|max| done >= max) {
+            flush_reports(&client).await;
             return Ok(0);
         }
     }
@@ -169,22 +190,26 @@ async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Res
     let clock = std::time::Instant::now();
     let job = run_job(args, task);
     tokio::pin!(job);
+    // The first tick is at once: it acknowledges the claim, so a lease lost
+    // from here on counts as an attempt (docs/agents.md).
     let mut ticker = tokio::time::interval(beat_every);
-    ticker.tick().await;
     let outcome = loop {
         tokio::select! {
             outcome = &mut job => break outcome,
             _ = ticker.tick() => {
-                let (status, beat) = client
+                let beat = client
                     .post_traced(&format!("/v1/tasks/{id}/heartbeat"), &json!({ "lease_token": lease_token }), traceparent)
-                    .await?;
-                match status {
-                    200 if beat["cancel_requested"] == true => {
+                    .await;
+                match beat {
+                    Ok((200, beat)) if beat["cancel_requested"] == true => {
                         break Outcome::Stopped(beat["cancel_reason"].as_str().unwrap_or("cancelled").to_owned());
                     }
-                    200 => {}
-                    409 | 404 => break Outcome::LeaseLost,
-                    _ => eprintln!("heartbeat for {id} answered {status}: {beat}"),
+                    Ok((200, _)) => {}
+                    Ok((409 | 404, _)) => break Outcome::LeaseLost,
+                    // A blip: the job goes on; the next beat may pass, and
+                    // the lease outlasts two missed ones.
+                    Ok((status, beat)) => eprintln!("heartbeat for {id} answered {status}: {beat}"),
+                    Err(e) => eprintln!("heartbeat for {id} failed: {e:#}"),
                 }
             }
         }
@@ -268,40 +293,33 @@ fn job_report(
     Some(report)
 }
 
-/// Reports are idempotent (agent, task, start), so a few retries are safe;
-/// a reporter that stays down costs the metrics of this job, not the job.
+/// Sends the job report, or keeps it on disk until agent-reporter can
+/// take it: a reporter that is down costs a delay, not the job's metrics.
 async fn send_report(client: &Client, report: &Value, traceparent: Option<&str>) {
     let Some(reporter) = &client.reporter else {
         return;
     };
-    let mut wait = Duration::from_millis(200);
-    for _ in 0..5 {
-        let mut request = client
-            .http
-            .post(format!("{reporter}/v1/reports"))
-            .bearer_auth(&client.token)
-            .json(report);
-        if let Some(tp) = traceparent {
-            request = request.header("traceparent", tp);
-        }
-        let sent = request.send().await;
-        match sent {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) if r.status().is_client_error() => {
-                eprintln!(
-                    "the reporter refused the job report ({}): {}",
-                    r.status(),
-                    r.text().await.unwrap_or_default()
-                );
-                return;
-            }
-            Ok(r) => eprintln!("the reporter answered {}", r.status()),
-            Err(e) => eprintln!("reporting failed: {e}"),
-        }
-        tokio::time::sleep(wait).await;
-        wait *= 2;
+    client
+        .reports
+        .send(
+            &client.http,
+            reporter,
+            &client.token,
+            Some((report, traceparent)),
+        )
+        .await;
+}
+
+/// Sends the reports that waited, if any.
+async fn flush_reports(client: &Client) {
+    if let Some(reporter) = &client.reporter
+        && !client.reports.is_empty()
+    {
+        client
+            .reports
+            .send(&client.http, reporter, &client.token, None)
+            .await;
     }
-    eprintln!("gave up reporting task {}", report["task_id"]);
 }
 
 async fn run_job(args: &AgentArgs, task: &Value) -> Outcome {
