@@ -103,6 +103,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
             args.report_buffer_bytes,
         )?,
     };
+    // Reports a previous agent here kept (it crashed, or the reporter was down).
+    flush_reports(&client).await;
     let mut done = 0u64;
     let mut failures = Duration::from_millis(200);
     loop {
@@ -235,6 +237,13 @@ async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Res
             return Ok(());
         }
     };
+    // The job's report is on disk before the result goes out: a crash from
+    // here on loses neither (the next agent here sends the report).
+    if let (Some(report), Some(_)) = (&report, &client.reporter)
+        && let Err(e) = client.reports.keep(report, traceparent)
+    {
+        eprintln!("cannot keep the job report of {id}: {e:#}");
+    }
     // The final report is retried until the dispatcher answers; repeats are safe.
     let mut wait = Duration::from_millis(200);
     loop {
@@ -244,9 +253,7 @@ async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Res
         {
             Ok((200, answer)) => {
                 println!("{path} {id}: {answer}");
-                if let Some(report) = report {
-                    send_report(client, &report, traceparent).await;
-                }
+                flush_reports(client).await;
                 return Ok(());
             }
             Ok((409 | 404, answer)) => {
@@ -293,31 +300,14 @@ fn job_report(
     Some(report)
 }
 
-/// Sends the job report, or keeps it on disk until agent-reporter can
-/// take it: a reporter that is down costs a delay, not the job's metrics.
-async fn send_report(client: &Client, report: &Value, traceparent: Option<&str>) {
-    let Some(reporter) = &client.reporter else {
-        return;
-    };
-    client
-        .reports
-        .send(
-            &client.http,
-            reporter,
-            &client.token,
-            Some((report, traceparent)),
-        )
-        .await;
-}
-
-/// Sends the reports that waited, if any.
+/// Sends the reports that wait on disk, if any.
 async fn flush_reports(client: &Client) {
     if let Some(reporter) = &client.reporter
         && !client.reports.is_empty()
     {
         client
             .reports
-            .send(&client.http, reporter, &client.token, None)
+            .flush(&client.http, reporter, &client.token)
             .await;
     }
 }

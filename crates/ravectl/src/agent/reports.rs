@@ -1,8 +1,10 @@
-//! Job reports that agent-reporter could not take yet wait on disk, one
-//! file each, and are sent oldest first once it can. Reports are idempotent
-//! (agent, task, start), so one sent twice after a crash counts once. The
-//! buffer is bounded in bytes; past the bound the oldest reports go, with a
-//! line on stderr each.
+//! Job reports go to disk first, one file each, before the task's result
+//! is sent, and leave it once agent-reporter has taken them: neither a
+//! reporter outage nor the agent's own crash loses one (the next agent on
+//! the same state directory sends what it finds). Reports are idempotent
+//! (agent, task, start), so one sent twice counts once. The buffer is
+//! bounded in bytes; past the bound the oldest reports go, with a line on
+//! stderr each.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,55 +32,32 @@ impl ReportBuffer {
         Ok(Self { dir, max_bytes })
     }
 
-    /// Sends what waits, oldest first, then `report` (if any); whatever
-    /// cannot be sent now is kept for the next call.
-    pub(super) async fn send(
-        &self,
-        http: &reqwest::Client,
-        reporter: &str,
-        token: &str,
-        report: Option<(&Value, Option<&str>)>,
-    ) {
-        let mut waiting = self.waiting();
-        let mut blocked = false;
-        for path in waiting.drain(..) {
+    /// Sends what waits, oldest first, until agent-reporter cannot take
+    /// more now; what it refuses outright is dropped (sending it again will
+    /// not help).
+    pub(super) async fn flush(&self, http: &reqwest::Client, reporter: &str, token: &str) {
+        for path in self.waiting() {
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
-            let Ok(old) = serde_json::from_str::<Value>(&text) else {
+            let Ok(kept) = serde_json::from_str::<Value>(&text) else {
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
-            match post(http, reporter, token, &old, None).await {
+            let traceparent = kept["traceparent"].as_str();
+            match post(http, reporter, token, &kept["report"], traceparent).await {
                 Sent::Taken => {
                     let _ = std::fs::remove_file(&path);
                 }
                 Sent::Refused(why) => {
-                    eprintln!("the reporter refused a buffered job report: {why}");
+                    eprintln!("the reporter refused a job report: {why}");
                     let _ = std::fs::remove_file(&path);
                 }
                 Sent::Later(why) => {
-                    eprintln!("the reporter cannot take reports yet ({why}); keeping them");
-                    blocked = true;
-                    break;
-                }
-            }
-        }
-        let Some((report, traceparent)) = report else {
-            return;
-        };
-        if !blocked {
-            match post(http, reporter, token, report, traceparent).await {
-                Sent::Taken => return,
-                Sent::Refused(why) => {
-                    eprintln!("the reporter refused the job report: {why}");
+                    eprintln!("the reporter cannot take reports now ({why}); keeping them");
                     return;
                 }
-                Sent::Later(why) => eprintln!("reporting failed ({why}); buffering the report"),
             }
-        }
-        if let Err(e) = self.keep(report) {
-            eprintln!("cannot buffer the job report: {e:#}");
         }
     }
 
@@ -101,8 +80,12 @@ impl ReportBuffer {
         files
     }
 
-    fn keep(&self, report: &Value) -> anyhow::Result<()> {
-        let text = serde_json::to_vec(report)?;
+    /// Writes `report` durably, to be sent by the next [`Self::flush`].
+    pub(super) fn keep(&self, report: &Value, traceparent: Option<&str>) -> anyhow::Result<()> {
+        let text = serde_json::to_vec(&serde_json::json!({
+            "report": report,
+            "traceparent": traceparent,
+        }))?;
         let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
         let name = format!("{nanos:024}-{}.json", std::process::id());
         write_atomically(&self.dir, &name, &text)?;

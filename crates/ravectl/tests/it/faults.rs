@@ -232,22 +232,25 @@ async fn faults_under_load(replicas: u16) {
     let http = reqwest::Client::new();
     let operator = secret(&state, "operator.token");
 
-    let _agent = Agent(
-        ravectl()
-            .args([
-                "agent",
-                "--simulate-ms",
-                "5",
-                "--wait-secs",
-                "5",
-                "--state-dir",
-            ])
-            .arg(&state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let agent = || {
+        Agent(
+            ravectl()
+                .args([
+                    "agent",
+                    "--simulate-ms",
+                    "5",
+                    "--wait-secs",
+                    "5",
+                    "--state-dir",
+                ])
+                .arg(&state)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut running_agent = agent();
 
     let load = Arc::new(Mutex::new(Load::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -263,6 +266,41 @@ async fn faults_under_load(replicas: u16) {
         })
         .collect();
     let acknowledged = || load.lock().unwrap().acknowledged.len();
+
+    // The agent dies mid-task (SIGKILL): the tasks it held come back when
+    // their leases run out, and its successor completes them.
+    eventually("load progress", Duration::from_secs(60), async || {
+        acknowledged() >= BETWEEN_FAULTS
+    })
+    .await;
+    let leased_url = format!("{}/v1/tasks?limit=500&state=leased", stack.dispatcher_url);
+    let leased = async || -> Vec<String> {
+        all_pages(&http, &leased_url, "tasks", Some(&operator))
+            .await
+            .iter()
+            .map(|t| t["task_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let orphaned = loop {
+        eventually(
+            "the agent holding a lease",
+            Duration::from_secs(60),
+            async || !leased().await.is_empty(),
+        )
+        .await;
+        let _ = running_agent.0.kill();
+        let _ = running_agent.0.wait();
+        // Only the dead agent held leases: they are its orphans.
+        let orphaned = leased().await;
+        running_agent = agent();
+        if !orphaned.is_empty() {
+            break orphaned;
+        }
+    };
+    eprintln!(
+        "fault: killed the agent holding {} leased tasks",
+        orphaned.len()
+    );
 
     // One service at a time, SIGKILL, at a point where the load is running;
     // with replicas, one replica of every service at once, then the other.
@@ -424,6 +462,27 @@ async fn faults_under_load(replicas: u16) {
         completions += succeeded.min(1);
         completed_twice += usize::from(succeeded > 1);
     }
+    // The dead agent's tasks: each lost its lease, then succeeded once.
+    for id in &orphaned {
+        let task = get_json(
+            &http,
+            &format!("{}/v1/tasks/{id}", stack.dispatcher_url),
+            Some(&operator),
+        )
+        .await;
+        let outcomes: Vec<&str> = task["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap_or("running"))
+            .collect();
+        assert_eq!(task["state"], "succeeded", "{id}: {outcomes:?}");
+        assert!(outcomes.contains(&"lease_lost"), "{id}: {outcomes:?}");
+    }
+    eprintln!(
+        "fault: the killed agent's {} tasks lost their leases and were completed once by its successor",
+        orphaned.len()
+    );
     let lost = acked.iter().filter(|d| !stored.contains_key(*d)).count();
     let stored_twice = stored.values().filter(|n| **n > 1).count();
     let tasks_twice = task_ids.values().filter(|n| **n > 1).count();
@@ -506,4 +565,5 @@ async fn faults_under_load(replicas: u16) {
         },
     )
     .await;
+    drop(running_agent);
 }
