@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod bench;
 mod faults;
+mod limits;
 mod preflight;
 mod quarantine;
 mod replicas;
