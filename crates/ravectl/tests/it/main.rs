@@ -418,7 +418,8 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
         "TLS 1.1 must be refused"
     );
 
-    // Beyond its burst a client gets 429 from nginx, not a busy ingest.
+    // 400 at once from one address stay under nginx's flood ceiling: each
+    // gets its own answer (404: no such source), none a 429.
     let mut burst = Command::new("curl");
     burst
         .args([
@@ -437,13 +438,8 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
         burst.args(["-o", "/dev/null", &format!("{public}/hooks/flood")]);
     }
     let codes = String::from_utf8_lossy(&burst.output().unwrap().stdout).into_owned();
-    let limited = codes.lines().filter(|c| *c == "429").count();
-    assert!(
-        limited > 0,
-        "no 429 among {} answers",
-        codes.lines().count()
-    );
-    assert!(codes.lines().all(|c| c == "429" || c == "404"), "{codes}");
+    assert_eq!(codes.lines().count(), 400);
+    assert!(codes.lines().all(|c| c == "404"), "{codes}");
 
     // `ravectl verify` passes every suite that exists...
     let report = verify_passes(&state);
