@@ -36,6 +36,7 @@ pub fn sources() -> ingest::sources::Sources {
     let settings: ingest::Settings = rave_service::settings::load_with_env(
         None,
         Some(std::collections::HashMap::from([
+            ("RAVE_INGEST__STORE__TOKEN".to_owned(), "fuzz-store-token".to_owned()),
             ("RAVE_INGEST__SOURCES__GITHUB__KIND".to_owned(), "github".to_owned()),
             ("RAVE_INGEST__SOURCES__GITHUB__SECRET".to_owned(), GITHUB_SECRET.to_owned()),
             ("RAVE_INGEST__SOURCES__BILLING__KIND".to_owned(), "standard".to_owned()),
