@@ -43,6 +43,15 @@ pub async fn spawn_reporter(pushgateway: Option<&str>) -> TestReporter {
 }
 
 pub async fn spawn_reporter_on(db: TestDatabase, pushgateway: Option<&str>) -> TestReporter {
+    spawn_reporter_with(db, pushgateway, |_| {}).await
+}
+
+/// A reporter over `db` with `adjust` applied to the test settings.
+pub async fn spawn_reporter_with(
+    db: TestDatabase,
+    pushgateway: Option<&str>,
+    adjust: impl FnOnce(&mut agent_reporter::Settings),
+) -> TestReporter {
     rave_service::telemetry::init_for_tests();
     let mut settings: agent_reporter::Settings =
         rave_service::settings::load_with_env(None, Some(HashMap::new())).expect("defaults load");
@@ -61,6 +70,7 @@ pub async fn spawn_reporter_on(db: TestDatabase, pushgateway: Option<&str>) -> T
             kinds: vec!["review".into()],
         })
         .collect();
+    adjust(&mut settings);
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
     let app = agent_reporter::Application::build_with(settings, Arc::new(clock.clone()), false)
         .await

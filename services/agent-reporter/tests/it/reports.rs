@@ -149,3 +149,31 @@ async fn concurrent_reports_cannot_pass_an_agents_series_limit_together() {
     assert!(series <= 60, "{series} series stored past the limit of 60");
     assert!(refused > 0);
 }
+
+#[tokio::test]
+async fn each_agent_reports_within_its_own_rate_whatever_address_it_shares() {
+    let db = test_support::pg::PgCluster::shared()
+        .create_database()
+        .await
+        .unwrap();
+    let r = crate::helpers::spawn_reporter_with(db, None, |s| {
+        s.limits.agent_requests = rave_service::limit::RateSettings {
+            per_second: 1,
+            burst: 2,
+        };
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(r.post("agent-1", &report("succeeded", 1.0)).await.0, 202);
+    }
+    let (status, body) = r.post("agent-1", &report("succeeded", 1.0)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert_eq!(
+        r.post("agent-2", &report("succeeded", 1.0)).await.0,
+        202,
+        "its own budget"
+    );
+}
