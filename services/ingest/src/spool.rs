@@ -221,11 +221,6 @@ impl Spool {
         }
     }
 
-    /// Bytes the spool's file takes on disk now.
-    pub fn file_bytes(&self) -> u64 {
-        self.lock().len
-    }
-
     /// Runs `hook` before every fsync (tests: a slow disk).
     #[doc(hidden)]
     pub fn before_each_sync(&self, hook: impl Fn() + Send + Sync + 'static) {
@@ -381,20 +376,15 @@ impl Spool {
     }
 
     /// Keeps a record the store refuses outright (a bug, never expected)
-    /// instead of blocking the spool behind it. Blocking.
-    pub fn set_aside(&self, next: &Next, why: &str) -> std::io::Result<()> {
-        self.keep_refused(next, why)?;
-        self.advance(next)
-    }
-
-    /// Appends a refused record to `rejected.log`, without advancing.
-    fn keep_refused(&self, next: &Next, why: &str) -> std::io::Result<()> {
+    /// in `rejected.log`, so it does not block the spool behind it; the
+    /// caller then advances past it. Blocking.
+    fn keep_refused(&self, payload: &[u8], why: &str) -> std::io::Result<()> {
         let mut rejected = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
             .open(self.dir.join("rejected.log"))?;
-        rejected.write_all(&next.payload)?;
+        rejected.write_all(payload)?;
         rejected.write_all(b"\n")?;
         rejected.sync_data()?;
         tracing::error!(

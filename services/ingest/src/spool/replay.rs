@@ -106,12 +106,14 @@ impl Replayer {
         spool: &Arc<Spool>,
         batch: Vec<super::Next>,
     ) -> anyhow::Result<(u64, bool)> {
+        // Each payload moves into a `Bytes` once; sending and keeping a
+        // refused one share it.
+        let (ends, payloads): (Vec<u64>, Vec<actix_web::web::Bytes>) = batch
+            .into_iter()
+            .map(|next| (next.end, next.payload.into()))
+            .unzip();
         let store = self.store.clone();
-        let payloads: Vec<_> = batch
-            .iter()
-            .map(|next| actix_web::web::Bytes::from(next.payload.clone()))
-            .collect();
-        let results: Vec<_> = futures_util::stream::iter(payloads)
+        let results: Vec<_> = futures_util::stream::iter(payloads.clone())
             .map(move |payload| {
                 let store = store.clone();
                 async move { store.store(payload).await }
@@ -121,7 +123,7 @@ impl Replayer {
             .await;
         let (mut done, mut committed, mut refused) = (None, 0, Vec::new());
         let mut complete = true;
-        for (next, result) in batch.iter().zip(results) {
+        for ((end, payload), result) in ends.into_iter().zip(payloads).zip(results) {
             match result {
                 Ok(_) => committed += 1,
                 Err(IngestError::StoreUnavailable { cause, .. }) => {
@@ -135,23 +137,19 @@ impl Replayer {
                     complete = false;
                     break;
                 }
-                Err(e) => refused.push((next, format!("{:#}", anyhow::Error::new(e)))),
+                Err(e) => refused.push((payload, format!("{:#}", anyhow::Error::new(e)))),
             }
-            done = Some(next.end);
+            done = Some(end);
         }
         let Some(end) = done else {
             return Ok((0, false));
         };
-        let kept: Vec<_> = refused
-            .iter()
-            .map(|(next, why)| (next.payload.clone(), next.end, why.clone()))
-            .collect();
-        let rejected = kept.len() as u64;
+        let rejected = refused.len() as u64;
         tokio::task::spawn_blocking({
             let spool = spool.clone();
             move || -> std::io::Result<()> {
-                for (payload, end, why) in kept {
-                    spool.keep_refused(&super::Next { payload, end }, &why)?;
+                for (payload, why) in refused {
+                    spool.keep_refused(&payload, &why)?;
                 }
                 spool.advance_to(end)
             }
