@@ -90,6 +90,15 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
     }
 }
 
+/// Takes one event for `key` from `limit`, if there is one: `Err(secs)`,
+/// the `Retry-After` to answer, when it has none left.
+pub fn admit<K: Hash + Eq + Clone>(limit: Option<&KeyedLimit<K>>, key: &K) -> Result<(), u32> {
+    match limit {
+        Some(limit) => limit.check(key).map_err(retry_after_secs),
+        None => Ok(()),
+    }
+}
+
 /// Seconds for a `Retry-After` header: at least 1.
 pub fn retry_after_secs(wait: Duration) -> u32 {
     u32::try_from(wait.as_secs_f64().ceil() as u64)

@@ -54,13 +54,8 @@ async fn report_inner(
     let agent = bearer(req)
         .and_then(|t| state.agents.authenticate(t))
         .ok_or(ReportError::Unauthorized)?;
-    if let Some(limit) = &state.agent_limit {
-        limit
-            .check(&agent.id)
-            .map_err(|wait| ReportError::RateLimited {
-                retry_after_secs: rave_service::limit::retry_after_secs(wait),
-            })?;
-    }
+    rave_service::limit::admit(state.agent_limit.as_ref(), &agent.id)
+        .map_err(|retry_after_secs| ReportError::RateLimited { retry_after_secs })?;
     let body = rave_service::http::read_body(req, payload, state.limits.max_report_bytes)
         .await
         .map_err(|e| match e {

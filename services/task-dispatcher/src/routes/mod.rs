@@ -117,13 +117,8 @@ fn agent<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Agent, Dispat
     let agent = bearer(req)
         .and_then(|token| state.agents.authenticate(token))
         .ok_or(DispatchError::Unauthorized)?;
-    if let Some(limit) = &state.agent_limit {
-        limit
-            .check(&agent.id)
-            .map_err(|wait| DispatchError::RateLimited {
-                retry_after_secs: rave_service::limit::retry_after_secs(wait),
-            })?;
-    }
+    rave_service::limit::admit(state.agent_limit.as_ref(), &agent.id)
+        .map_err(|retry_after_secs| DispatchError::RateLimited { retry_after_secs })?;
     Ok(agent)
 }
 
