@@ -71,41 +71,31 @@ async fn carry(
     generation: u64,
     frozen_before: Arc<AtomicU64>,
 ) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
     let frozen = move || generation < frozen_before.load(Ordering::SeqCst);
-    let frozen_too = frozen.clone();
-    let up = async move {
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let n = match client_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if frozen() {
-                // Swallow it, as a black hole would; keep the socket open.
-                continue;
-            }
-            if server_write.write_all(&buffer[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    let down = async move {
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let n = match server_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if frozen_too() {
-                continue;
-            }
-            if client_write.write_all(&buffer[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
     // Both directions run until both ends close.
-    tokio::join!(up, down);
+    tokio::join!(
+        pump(client_read, server_write, frozen.clone()),
+        pump(server_read, client_write, frozen),
+    );
+}
+
+/// Copies `from` to `to`; once `frozen()`, swallows what arrives, as a black
+/// hole would, and keeps both sockets open.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: impl Fn() -> bool,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !frozen() && to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
 }
