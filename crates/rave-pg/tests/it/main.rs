@@ -93,25 +93,31 @@ async fn plain_settings() -> DatabaseSettings {
     settings
 }
 
+/// A table `held` with one row, and a session holding that row's lock in
+/// a transaction it leaves open.
+async fn a_session_holding_a_row_lock(pool: &rave_pg::Pool) -> deadpool_postgres::Object {
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE held (id int PRIMARY KEY); INSERT INTO held VALUES (1)")
+        .await
+        .unwrap();
+    let holder = pool.get().await.unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT id FROM held WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    holder
+}
+
 #[tokio::test]
 async fn a_statement_waiting_on_a_stuck_lock_fails_after_the_lock_timeout_instead_of_waiting_forever()
  {
     let mut settings = plain_settings().await;
     settings.timeouts.lock_ms = 200;
     let pool = rave_pg::pool(&settings, "lock-test").unwrap();
-    let setup = pool.get().await.unwrap();
-    setup
-        .batch_execute("CREATE TABLE held (id int PRIMARY KEY); INSERT INTO held VALUES (1)")
-        .await
-        .unwrap();
-
     // One session takes the row lock and keeps its transaction open.
-    let mut holder = pool.get().await.unwrap();
-    let holding = holder.transaction().await.unwrap();
-    holding
-        .execute("SELECT id FROM held WHERE id = 1 FOR UPDATE", &[])
-        .await
-        .unwrap();
+    let holder = a_session_holding_a_row_lock(&pool).await;
 
     let waiter = pool.get().await.unwrap();
     let error = waiter
@@ -123,7 +129,7 @@ async fn a_statement_waiting_on_a_stuck_lock_fails_after_the_lock_timeout_instea
         Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE),
         "{error}"
     );
-    holding.rollback().await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
 }
 
 #[tokio::test]
@@ -190,17 +196,7 @@ async fn a_session_left_idle_inside_a_transaction_is_closed_and_its_locks_releas
     settings.timeouts.idle_in_transaction_ms = 100;
     settings.timeouts.lock_ms = 0;
     let pool = rave_pg::pool(&settings, "idle").unwrap();
-    let setup = pool.get().await.unwrap();
-    setup
-        .batch_execute("CREATE TABLE held (id int PRIMARY KEY); INSERT INTO held VALUES (1)")
-        .await
-        .unwrap();
-    let mut holder = pool.get().await.unwrap();
-    let holding = holder.transaction().await.unwrap();
-    holding
-        .execute("SELECT id FROM held WHERE id = 1 FOR UPDATE", &[])
-        .await
-        .unwrap();
+    let holder = a_session_holding_a_row_lock(&pool).await;
     // With no lock timeout, this waits exactly until the server ends the
     // idle transaction above.
     let waiter = pool.get().await.unwrap();
@@ -209,7 +205,7 @@ async fn a_session_left_idle_inside_a_transaction_is_closed_and_its_locks_releas
         .await
         .unwrap();
     assert!(
-        holding.commit().await.is_err(),
+        holder.batch_execute("COMMIT").await.is_err(),
         "the idle session was closed"
     );
 }
