@@ -84,6 +84,20 @@ pub enum BodyError {
     Read(String),
 }
 
+/// The body length the request declares (`Content-Length`), if it does.
+pub fn declared_length(req: &actix_web::HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// How many bytes the request's body will take, at most `limit`: its
+/// declared length, or `limit` when it declares none (chunked).
+pub fn expected_body_bytes(req: &actix_web::HttpRequest, limit: usize) -> usize {
+    declared_length(req).map_or(limit, |len| len.min(limit as u64) as usize)
+}
+
 /// Reads a request body of at most `limit` bytes, refusing early when
 /// `Content-Length` already says it is larger.
 pub async fn read_body(
@@ -91,11 +105,7 @@ pub async fn read_body(
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<web::Bytes, BodyError> {
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(req);
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }

@@ -210,15 +210,8 @@ async fn receive(
         state.guard.check(client)?;
     }
     // Room for the body among everything in flight, held to the answer.
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .unwrap_or(state.limits.max_body_bytes);
-    let _room = state
-        .guard
-        .admit(declared.min(state.limits.max_body_bytes))
-        .await?;
+    let expected = rave_service::http::expected_body_bytes(req, state.limits.max_body_bytes);
+    let _room = state.guard.admit(expected).await?;
     let body = rave_service::http::read_body(req, payload, state.limits.max_body_bytes)
         .await
         .map_err(|e| match e {

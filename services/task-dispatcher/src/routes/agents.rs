@@ -180,11 +180,7 @@ async fn complete_inner(req: &HttpRequest, payload: web::Payload, state: &AppSta
     let agent = agent(req, state)?;
     let id = task_id(req)?;
     rave_service::telemetry::record_task_id(&id);
-    let bytes = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .unwrap_or(state.limits.max_result_bytes);
+    let bytes = rave_service::http::expected_body_bytes(req, state.limits.max_result_bytes);
     let body: CompleteRequest = json_body(req, payload, state.limits.max_result_bytes).await?;
     if let Some(result) = &body.result {
         rave_service::content::check_json("result", result)?;
