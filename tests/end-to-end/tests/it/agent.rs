@@ -1,7 +1,6 @@
 //! The reference agent against the network failing under it.
 
 use base64::Engine as _;
-use rave_service::auth::token_digest;
 use test_support::pg::PgCluster;
 
 use crate::helpers::*;
@@ -33,16 +32,7 @@ fn agent_args(
 #[tokio::test]
 async fn a_job_report_the_reporter_could_not_take_waits_on_disk_and_is_delivered_once_it_can() {
     let cluster = PgCluster::shared();
-    let mut dispatcher: task_dispatcher::Settings = defaults();
-    dispatcher.server.port = 0;
-    dispatcher.database = cluster.create_database().await.unwrap().settings();
-    dispatcher.routes = vec![toml::from_str("kind = \"webhook\"").unwrap()];
-    dispatcher.agents = vec![agent()];
-    dispatcher.relay_tokens_sha256 = vec![hex::encode(token_digest(RELAY_TOKEN))];
-    let app = task_dispatcher::Application::build(dispatcher)
-        .await
-        .unwrap();
-    let dispatcher_url = serve(app.port(), app.run_until_stopped()).await;
+    let dispatcher_url = webhook_dispatcher(cluster).await;
     let event = serde_json::json!({
         "task_id": rave_service::ids::TaskId::generate(),
         "source": "github",

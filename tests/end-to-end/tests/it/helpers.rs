@@ -125,3 +125,18 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// A task-dispatcher on its own database that makes every event a `webhook`
+/// task for the e2e agent, fed by a relay with [`RELAY_TOKEN`]; its URL.
+pub async fn webhook_dispatcher(cluster: &test_support::pg::PgCluster) -> String {
+    let mut dispatcher: task_dispatcher::Settings = defaults();
+    dispatcher.server.port = 0;
+    dispatcher.database = cluster.create_database().await.unwrap().settings();
+    dispatcher.routes = vec![toml::from_str("kind = \"webhook\"").unwrap()];
+    dispatcher.agents = vec![agent()];
+    dispatcher.relay_tokens_sha256 = vec![hex::encode(token_digest(RELAY_TOKEN))];
+    let app = task_dispatcher::Application::build(dispatcher)
+        .await
+        .unwrap();
+    serve(app.port(), app.run_until_stopped()).await
+}

@@ -14,16 +14,7 @@ async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
     let (receiver, telemetry) = telemetry();
     let cluster = PgCluster::shared();
 
-    let mut dispatcher: task_dispatcher::Settings = defaults();
-    dispatcher.server.port = 0;
-    dispatcher.database = cluster.create_database().await.unwrap().settings();
-    dispatcher.routes = vec![toml::from_str("kind = \"webhook\"").unwrap()];
-    dispatcher.agents = vec![agent()];
-    dispatcher.relay_tokens_sha256 = vec![hex::encode(token_digest(RELAY_TOKEN))];
-    let app = task_dispatcher::Application::build(dispatcher)
-        .await
-        .unwrap();
-    let dispatcher_url = serve(app.port(), app.run_until_stopped()).await;
+    let dispatcher_url = webhook_dispatcher(cluster).await;
 
     let mut reporter: agent_reporter::Settings = defaults();
     reporter.server.port = 0;
