@@ -31,6 +31,9 @@ fn agent_args(
 
 #[tokio::test]
 async fn a_job_report_the_reporter_could_not_take_waits_on_disk_and_is_delivered_once_it_can() {
+    // Its services' and agent's spans go to the process's one exporter: not
+    // while the trace test counts what reached it.
+    let _exclusive = exclusive().await;
     let cluster = PgCluster::shared();
     let dispatcher_url = webhook_dispatcher(cluster).await;
     let event = serde_json::json!({
