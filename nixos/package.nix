@@ -15,9 +15,11 @@ rustPlatform.buildRustPackage {
       ../crates
       ../services
       ../tests
-      # Embedded by ravectl (rules, dashboards) and read by tests.
+      # Embedded by ravectl (rules, dashboards, the package lists its
+      # install checks) and read by tests.
       ../prometheus
       ../grafana
+      ../scripts/lib.sh
     ];
   };
   cargoLock.lockFile = ../Cargo.lock;

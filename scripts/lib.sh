@@ -95,8 +95,9 @@ ensure_pip_tools() {
     fi
   done
 }
-# GitLab's CI schema check (tests/pipeline).
-RAVE_PIP_TOOLS=(check-jsonschema==0.39.0)
+# GitLab's CI schema check (tests/pipeline); the NixOS test driver's own
+# lint and type check of tests/rave-vm.py (tests/nixos-checks).
+RAVE_PIP_TOOLS=(check-jsonschema==0.39.0 pyflakes==4.1.0 mypy==2.4.1)
 
 # Everything the test command installs, in order; idempotent.
 rave_install_test_tools() {

@@ -1,6 +1,8 @@
 # The P2 VM test's script, run by the NixOS test driver (tests/rave-vm.nix
-# prepends SNAKEOIL_PRIVATE_KEY). `server`, `client`, `start_all` and
-# `subtest` come from the driver. The README's test command compiles it.
+# prepends SNAKEOIL_PRIVATE_KEY). `server`, `replicas`, `client`,
+# `start_all` and `subtest` come from the driver. The README's test command
+# lints it with pyflakes and type-checks it with mypy as the driver does
+# (tests/nixos-checks, against tests/nixos-driver-stub).
 import json
 
 RAVE_UNITS = [
@@ -21,6 +23,26 @@ OBSERVABILITY_UNITS = [
 ]
 INTERNAL_PORTS = [3001, 3010, 3020, 3030, 9090, 9091, 3000, 5432, 9100, 9113, 9187]
 CURL = "curl -sS --fail --cacert /var/lib/rave-secrets/tls.crt"
+
+
+def fails_because(machine, command: str, *reasons: str) -> str:
+    """Runs a command that must fail, for one of `reasons` (text in its
+    output): a bare `fail` also passes on "command not found"."""
+    status, out = machine.execute(f"{command} 2>&1")
+    assert status != 0, f"`{command}` succeeded: {out}"
+    assert any(r in out for r in reasons), f"`{command}` failed, but not because {reasons}: {out}"
+    return out
+
+
+def finds_nothing(machine, command: str) -> None:
+    """A grep that must find nothing: exit 1, not 2 (an error)."""
+    status, out = machine.execute(command)
+    assert status == 1, f"`{command}` exited {status} (1 = nothing found): {out}"
+
+
+def http_code(machine, args: str) -> str:
+    return machine.succeed(f"curl -s -o /dev/null -w '%{{http_code}}' {args}").strip()
+
 
 start_all()
 
@@ -86,15 +108,19 @@ with subtest("HTTP endpoints answer on loopback only"):
             if local.endswith(f":{port}"):
                 assert local.startswith(("127.0.0.1:", "[::1]:")), f"{local} is not loopback"
     server.succeed(f"{CURL} https://localhost:3002/healthz")
-    status = server.succeed(
-        f"curl -s -o /dev/null -w '%{{http_code}}' --cacert /var/lib/rave-secrets/tls.crt https://localhost:3002/metrics"
-    )
+    status = http_code(server, "--cacert /var/lib/rave-secrets/tls.crt https://localhost:3002/metrics")
     assert status == "404", f"/metrics through nginx answered {status}"
 
 with subtest("TLS: 1.2 and 1.3 only, with HSTS"):
     server.succeed("openssl s_client -connect localhost:3002 -tls1_3 </dev/null")
     server.succeed("openssl s_client -connect localhost:3002 -tls1_2 </dev/null")
-    server.fail("openssl s_client -connect localhost:3002 -tls1_1 </dev/null")
+    # The client offers TLS 1.1 (security level 0); nginx refuses it with
+    # alert 70, protocol_version.
+    fails_because(
+        server,
+        "openssl s_client -connect localhost:3002 -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0' </dev/null",
+        "alert protocol version",
+    )
     headers = server.succeed(f"{CURL} -D - -o /dev/null https://localhost:3002/healthz").lower()
     assert "strict-transport-security" in headers, headers
 
@@ -107,35 +133,45 @@ with subtest("SSH takes keys only"):
     effective = server.succeed("sshd -T").lower()
     for setting in ["passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin without-password"]:
         assert setting in effective, f"sshd: expected {setting}"
-    client.fail(
+    fails_because(
+        client,
         f"{ssh} -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive"
-        " -o BatchMode=yes root@server true"
+        " -o BatchMode=yes root@server true",
+        "Permission denied (publickey)",
     )
 
 with subtest("the firewall opens 22 and 3002 only"):
     client.succeed("nc -z -w 5 server 22")
     client.succeed("nc -z -w 5 server 3002")
+    # Dropped by the firewall (a timeout), not refused by a closed port.
     for port in INTERNAL_PORTS + [80, 443]:
-        client.fail(f"nc -z -w 3 server {port}")
+        fails_because(client, f"nc -vz -w 3 server {port}", "timed out")
 
 with subtest("secrets are readable only by their service"):
     for name in ["relay.token", "ingest.token", "operator.token", "github.secret", "agent-dev.token"]:
         mode = server.succeed(f"stat -c '%a %U' /var/lib/rave-secrets/{name}").strip()
         assert mode == "600 root", f"{name}: {mode}"
-    server.fail("runuser -u rave_ingest -- cat /var/lib/rave-secrets/github.secret")
+    server.succeed("id rave_ingest && id rave_dedup_store")
+    fails_because(server, "runuser -u rave_ingest -- cat /var/lib/rave-secrets/github.secret", "Permission denied")
     server.succeed("test -r /run/credentials/rave-ingest.service/source-github-secret-0")
-    server.fail("runuser -u rave_dedup_store -- cat /run/credentials/rave-ingest.service/source-github-secret-0")
-    server.fail("runuser -u rave_ingest -- cat /run/credentials/rave-dedup-store.service/relay-token")
+    fails_because(
+        server,
+        "runuser -u rave_dedup_store -- cat /run/credentials/rave-ingest.service/source-github-secret-0",
+        "Permission denied",
+    )
+    fails_because(
+        server,
+        "runuser -u rave_ingest -- cat /run/credentials/rave-dedup-store.service/relay-token",
+        "Permission denied",
+    )
     # dedup-store stores only for ingest and shows events only to operators.
     for request in ["-X POST -H 'content-type: application/json' -d '{}'", ""]:
-        code = server.succeed(
-            f"curl -s -o /dev/null -w '%{{http_code}}' {request} http://127.0.0.1:3010/v1/events"
-        ).strip()
+        code = http_code(server, f"{request} http://127.0.0.1:3010/v1/events")
         assert code == "401", f"unauthenticated dedup-store call answered {code}"
     secret = server.succeed("cat /var/lib/rave-secrets/github.secret").strip()
     # Not in any unit's settings, not in the store, not in the journal.
-    server.fail(f"grep -rqF '{secret}' /etc/systemd/system/rave-*.service")
-    server.fail(f"journalctl -b --no-pager | grep -qF '{secret}'")
+    finds_nothing(server, f"grep -rqF '{secret}' /etc/systemd/system/rave-*.service")
+    finds_nothing(server, f"journalctl -b --no-pager | grep -qF '{secret}'")
 
 with subtest("ravectl verify passes: signatures, dedup, agents, reporting, scraping, dashboards"):
     out = server.succeed("ravectl verify --state-dir /etc/rave 2>&1")
@@ -151,7 +187,10 @@ with subtest("Grafana lists the three provisioned dashboards"):
     )
     titles = sorted(d["title"] for d in found)
     assert len(titles) == 3, titles
-    server.fail(f"{CURL} 'https://localhost:3002/grafana/api/search?type=dash-db'")
+    code = http_code(
+        server, "--cacert /var/lib/rave-secrets/tls.crt 'https://localhost:3002/grafana/api/search?type=dash-db'"
+    )
+    assert code == "401", f"Grafana without a login answered {code}"
 
 with subtest("Prometheus scrapes every target and loads the rules"):
     server.wait_until_succeeds(
@@ -172,9 +211,11 @@ with subtest("memory limits are enforced by the cgroups"):
         assert value == str(mib * 1024 * 1024), f"{unit}: memory.max={value}"
     # A process past the limit in such a unit is killed, not the host.
     # `tail` holds a newline-free stream in memory: 300 MB against 32 MB.
-    server.fail(
+    fails_because(
+        server,
         "systemd-run --wait --pipe -p MemoryMax=32M -p MemorySwapMax=0"
-        " sh -c 'head -c 300000000 /dev/zero | tail -c 1 >/dev/null'"
+        " sh -c 'head -c 300000000 /dev/zero | tail -c 1 >/dev/null'",
+        "oom-kill",
     )
 
 with subtest("a killed service is restarted by systemd"):
@@ -186,3 +227,24 @@ with subtest("a killed service is restarted by systemd"):
         timeout=30,
     )
     server.wait_until_succeeds("curl -sS --fail http://127.0.0.1:3001/readyz", timeout=30)
+
+with subtest("two replicas of every service run, and nginx balances over them"):
+    replicas.wait_for_unit("multi-user.target")
+    for service in ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"]:
+        for k in [1, 2]:
+            replicas.wait_for_unit(f"rave-{service}@{k}.service")
+    out = replicas.succeed("ravectl verify --state-dir /etc/rave 2>&1")
+    print(out)
+    assert "FAIL" not in out, out
+    # Unsigned deliveries through nginx: each replica of ingest answers some.
+    for _ in range(40):
+        replicas.succeed(
+            "curl -s -o /dev/null --cacert /var/lib/rave-secrets/tls.crt"
+            " -X POST -d '{}' https://localhost:3002/hooks/github"
+        )
+    for port in [3001, 3101]:
+        answered = replicas.succeed(
+            f"curl -sS --fail http://127.0.0.1:{port}/metrics"
+            " | awk '/^webhook_requests_total/ {s += $2} END {print s + 0}'"
+        ).strip()
+        assert float(answered) > 0, f"the ingest replica on {port} answered no webhook"

@@ -20,7 +20,11 @@
   boot.loader.grub.device = lib.mkDefault "/dev/vda";
   boot.kernelParams = [ "console=ttyS0" ];
 
-  networking.hostName = lib.mkDefault "rave";
+  # Host names are defaults weaker than mkDefault (1000), each host's
+  # stronger than the one it imports: two definitions at one priority of
+  # this equal-merging option would not evaluate, and the NixOS test
+  # framework's own `mkDefault <node name>` must win in the VM test.
+  networking.hostName = lib.mkOverride 1400 "rave";
   networking.firewall = {
     enable = true;
     allowedTCPPorts = [ 3002 ];

@@ -1,10 +1,10 @@
 # P0, development: RAVE and its observability stack with secrets generated
 # at first boot; root on the serial console without a password. Not for any
 # network but your own.
-{ ... }:
+{ lib, ... }:
 {
   imports = [ ./common.nix ];
-  networking.hostName = "rave-p0";
+  networking.hostName = lib.mkOverride 1300 "rave-p0";
   services.rave-observability.enable = true;
   services.rave-dev-secrets.enable = true;
   services.getty.autologinUser = "root";

@@ -2,9 +2,9 @@
 # open on 22 (rate-limited) and 3002, and secrets from sops-nix.
 #
 # Secrets: secrets/rave.yaml, encrypted with sops for the host's age key
-# (docs/deploy.md). Without it the image still builds, generating its secrets
-# at first boot, and says so in a build warning: fine for trying the image,
-# not for production.
+# (docs/deploy.md), and the operators' SSH keys in secrets/authorized-keys.nix.
+# Without either the image does not evaluate (nixos/lib/production-checks.nix
+# says what to provide), unless services.rave-security.trialImage is set.
 { lib, ... }:
 let
   sopsFile = ../../secrets/rave.yaml;
@@ -12,7 +12,7 @@ let
 in
 {
   imports = [ ./common.nix ];
-  networking.hostName = lib.mkDefault "rave-p1";
+  networking.hostName = lib.mkOverride 1300 "rave-p1";
   services.rave-security = {
     enable = true;
     sshAuthorizedKeys = import ../../secrets/authorized-keys.nix;

@@ -3,6 +3,6 @@
 { lib, ... }:
 {
   imports = [ ./p1-production.nix ];
-  networking.hostName = lib.mkOverride 900 "rave-p2";
+  networking.hostName = lib.mkOverride 1200 "rave-p2";
   services.rave-observability.enable = true;
 }

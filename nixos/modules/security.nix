@@ -19,6 +19,15 @@ in
       default = [ ];
       description = "Public keys allowed to log in as root (the only login).";
     };
+    trialImage = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        A throwaway trial image: allow secrets generated at first boot and no
+        SSH keys (nobody can log in over SSH). Never for a machine that keeps
+        data or faces a network you do not control.
+      '';
+    };
     sshRateLimit = mkOption {
       type = types.str;
       default = "4/minute";
@@ -44,10 +53,13 @@ in
 
   config = mkIf cfg.enable (lib.mkMerge [
     {
-      # A warning, not an assertion, so CI can build the image before the
-      # operators' keys are added (secrets/authorized-keys.nix).
-      warnings = lib.optional (cfg.sshAuthorizedKeys == [ ])
-        "services.rave-security.sshAuthorizedKeys is empty: with passwords off, nobody can log in.";
+      assertions = import ../lib/production-checks.nix {
+        inherit (cfg) sshAuthorizedKeys trialImage;
+        sopsEnabled = cfg.sops.enable;
+        devSecretsEnabled = config.services.rave-dev-secrets.enable;
+      };
+      warnings = lib.optional cfg.trialImage
+        "services.rave-security.trialImage is on: a throwaway trial image, not for production.";
 
       services.openssh = {
         enable = true;

@@ -53,3 +53,108 @@ fn the_flake_exposes_every_output_deployments_and_ci_use() {
         json!({ "nixpkgs": { "follows": "nixpkgs" } })
     );
 }
+
+/// The files `nixos/package.nix` gives the build: its `lib.fileset.unions`.
+fn package_fileset() -> Vec<std::path::PathBuf> {
+    use rowan::ast::AstNode;
+    let file = crate::helpers::repo().join("nixos/package.nix");
+    let root = nixos_checks::modules::parse(&file);
+    let list = root
+        .syntax()
+        .descendants()
+        .filter_map(rnix::ast::Apply::cast)
+        .find(|a| {
+            a.lambda()
+                .is_some_and(|f| f.syntax().text() == "lib.fileset.unions")
+        })
+        .and_then(|a| a.argument())
+        .expect("package.nix builds its source with lib.fileset.unions [ ... ]");
+    list.syntax()
+        .children()
+        .filter_map(rnix::ast::PathRel::cast)
+        .map(|p| {
+            let path = file.parent().unwrap().join(p.syntax().text().to_string());
+            path.canonicalize()
+                .unwrap_or_else(|_| panic!("{} is in the fileset but missing", path.display()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_package_source_holds_every_file_the_code_embeds() {
+    let fileset = package_fileset();
+    assert!(fileset.len() >= 5, "{fileset:?}");
+    let root = crate::helpers::repo();
+    let mut embedded = Vec::new();
+    let mut stack = vec![
+        root.join("crates"),
+        root.join("services"),
+        root.join("tests"),
+    ];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for macro_ in ["include_str!(\"", "include_bytes!(\""] {
+                    for (at, _) in text.match_indices(macro_) {
+                        let rest = &text[at + macro_.len()..];
+                        let target = &rest[..rest.find('"').unwrap()];
+                        let full = path.parent().unwrap().join(target);
+                        embedded.push((path.clone(), full.canonicalize().unwrap_or(full)));
+                    }
+                }
+            }
+        }
+    }
+    assert!(embedded.len() >= 10, "{embedded:?}");
+    for (by, file) in embedded {
+        assert!(
+            fileset.iter().any(|f| file.starts_with(f)),
+            "{} embeds {}, which nixos/package.nix leaves out of the build's source",
+            by.display(),
+            file.display()
+        );
+    }
+}
+
+/// The assertions a production host evaluates (nixos/lib/production-checks.nix).
+fn production_failures(keys: &str, sops: bool, dev: bool, trial: bool) -> Vec<String> {
+    let v = crate::helpers::nix_eval(&format!(
+        "map (a: a.message) (builtins.filter (a: !a.assertion) (import ./nixos/lib/production-checks.nix {{
+           sshAuthorizedKeys = {keys}; sopsEnabled = {sops}; devSecretsEnabled = {dev}; trialImage = {trial};
+         }}))"
+    ));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_production_image_without_keys_or_managed_secrets_does_not_evaluate_unless_it_is_a_trial() {
+    let key = r#"[ "ssh-ed25519 AAAA operator" ]"#;
+    // The tree as committed: no keys, no secrets/rave.yaml (so dev secrets).
+    let seed = production_failures("import ./secrets/authorized-keys.nix", false, true, false);
+    assert_eq!(seed.len(), 2, "{seed:?}");
+    assert!(
+        seed[0].contains("secrets/authorized-keys.nix"),
+        "{}",
+        seed[0]
+    );
+    assert!(
+        seed[1].contains("secrets/rave.yaml") && seed[1].contains("git add"),
+        "{}",
+        seed[1]
+    );
+    assert!(seed.iter().all(|m| m.contains("trialImage = true")));
+    // Keys and sops: production.
+    assert!(production_failures(key, true, false, false).is_empty());
+    // The named way out, for a throwaway image.
+    assert!(production_failures("[ ]", false, true, true).is_empty());
+    // Never both sources of secrets.
+    assert_eq!(production_failures(key, true, true, false).len(), 1);
+}

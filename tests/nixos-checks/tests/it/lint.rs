@@ -32,20 +32,119 @@ fn nix_files_are_formatted_as_nixpkgs_fmt_formats_them() {
     run(Command::new(fmt).arg("--check").args(nix_files()));
 }
 
-#[test]
-fn the_vm_test_script_compiles() {
-    let script = repo().join("tests/rave-vm.py");
+/// The VM test's nodes, which the driver turns into Python globals.
+fn vm_nodes() -> Vec<String> {
+    let file = repo().join("tests/rave-vm.nix");
+    nixos_checks::modules::inline_modules(&file, "tests/rave-vm.nix")
+        .into_iter()
+        .filter_map(|m| {
+            m.name
+                .strip_prefix("tests/rave-vm.nix#nodes.")
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The script as tests/rave-vm.nix hands it to the driver.
+fn vm_script(body: &str) -> String {
+    format!("SNAKEOIL_PRIVATE_KEY = \"\"\"-----BEGIN OPENSSH PRIVATE KEY-----\"\"\"\n{body}")
+}
+
+/// pyflakes as the driver runs it: node names and driver symbols as builtins.
+fn pyflakes(script: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    run(Command::new("python3")
-        .args(["-c", "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)"])
-        .arg(&script)
-        .arg(dir.path().join("rave-vm.pyc")));
-    // Twelve subtests, as docs/deploy.md lists them.
-    let text = std::fs::read_to_string(&script).unwrap();
-    assert_eq!(text.matches("with subtest(").count(), 12);
+    let file = dir.path().join("test-script");
+    std::fs::write(&file, script).unwrap();
+    let symbols = "start_all,subtest,retry,test_script,machines,vlans,driver,log,run_tests,\
+                   join_all,serial_stdout_off,serial_stdout_on,polling_condition";
+    Command::new(tool("pyflakes", "pip install pyflakes==4.1.0"))
+        .arg(&file)
+        .env(
+            "PYFLAKES_BUILTINS",
+            format!("{},{symbols}", vm_nodes().join(",")),
+        )
+        .output()
+        .unwrap()
+}
+
+/// mypy as the driver runs it: the prepended hints, one `name: QemuMachine;`
+/// per node, then the script; the driver's API from tests/nixos-driver-stub.
+fn mypy(script: &str) -> std::process::Output {
+    let stub = repo().join("tests/nixos-driver-stub");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("testScriptWithTypes");
+    let hints: Vec<_> = vm_nodes()
+        .iter()
+        .map(|n| format!("{n}: QemuMachine;"))
+        .collect();
+    let prepend = std::fs::read_to_string(stub.join("test-script-prepend.py")).unwrap();
+    std::fs::write(&file, format!("{prepend}{}\n\n\n{script}", hints.join(" "))).unwrap();
+    Command::new(tool("mypy", "pip install mypy==2.4.1"))
+        .args([
+            "--no-implicit-optional",
+            "--pretty",
+            "--no-color-output",
+            "--cache-dir",
+        ])
+        .arg(dir.path().join("cache"))
+        .arg(&file)
+        .env("MYPYPATH", &stub)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_vm_test_script_passes_the_drivers_pyflakes_and_mypy() {
+    let body = std::fs::read_to_string(repo().join("tests/rave-vm.py")).unwrap();
+    assert_eq!(vm_nodes(), ["server", "replicas", "client"]);
+    let out = pyflakes(&vm_script(&body));
+    assert!(out.status.success(), "pyflakes:\n{}", text(&out));
+    let out = mypy(&vm_script(&body));
+    assert!(out.status.success(), "mypy:\n{}", text(&out));
+    // Thirteen subtests, as docs/deploy.md lists them.
+    assert_eq!(body.matches("with subtest(").count(), 13);
+    // An expected failure names its reason (`fails_because`); a bare
+    // `fail` passes on "command not found" too.
+    assert!(
+        !body.contains(".fail("),
+        "use fails_because(machine, command, reason)"
+    );
     // The Nix side feeds it to the driver.
     let nix = std::fs::read_to_string(repo().join("tests/rave-vm.nix")).unwrap();
     assert!(nix.contains("builtins.readFile ./rave-vm.py"));
+}
+
+#[test]
+fn the_script_lints_catch_what_the_driver_would_refuse() {
+    // The f-string without placeholders the script once had.
+    let out = pyflakes(&vm_script("x = f\"curl -w '%{{http_code}}'\"\n"));
+    assert!(
+        !out.status.success() && text(&out).contains("f-string is missing placeholders"),
+        "{}",
+        text(&out)
+    );
+    // A name the driver does not define.
+    let out = pyflakes(&vm_script("machine.succeed('true')\n"));
+    assert!(
+        text(&out).contains("undefined name 'machine'"),
+        "{}",
+        text(&out)
+    );
+    // A call the driver's API does not take.
+    let out = mypy(&vm_script("server.wait_for_open_port('3002')\n"));
+    assert!(
+        !out.status.success() && text(&out).contains("incompatible type"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -12,5 +12,6 @@
 mod flake;
 mod helpers;
 mod lint;
+mod options;
 mod rendered;
 mod units;

@@ -1,0 +1,3 @@
+class Logger:
+    def log(self, message: str) -> None:
+        raise NotImplementedError
