@@ -3,8 +3,10 @@
 #
 #   ./test-vm.sh health                  what this machine has: Nix, flakes, KVM, disk, memory
 #   ./test-vm.sh build --phase p0|p1|p2  build an image (qcow2) and print its path
-#   ./test-vm.sh test                    run the NixOS VM test (tests/rave-vm.nix)
-#   ./test-vm.sh run [--phase p0|p1|p2] --headless
+#   ./test-vm.sh test [--driver]         run the NixOS VM test (tests/rave-vm.nix) in the
+#                                        sandbox, or with --driver its driver outside it
+#                                        (nix run .#tests.rave-vm)
+#   ./test-vm.sh run [--phase p0|p1|p2|p2-trial] --headless
 #                                        boot an image; 3002 and 2222 (ssh) forwarded
 #   ./test-vm.sh ci                      what the pipeline runs: check, build p2, test
 #
@@ -40,7 +42,8 @@ phase_output() {
     p0) echo p0 ;;
     p1) echo p1-production ;;
     p2) echo p2-production ;;
-    *) die "--phase must be p0, p1 or p2 (got '${1:-}')" ;;
+    p2-trial) echo p2-trial ;;
+    *) die "--phase must be p0, p1, p2 or p2-trial (got '${1:-}')" ;;
   esac
 }
 
@@ -78,7 +81,11 @@ cmd_build() {
 cmd_test() {
   need_nix
   need_kvm
-  nix build .#checks.x86_64-linux.vm --print-build-logs --no-link
+  case "${1:-}" in
+    --driver) nix run .#tests.rave-vm ;;
+    "") nix build .#checks.x86_64-linux.vm --print-build-logs --no-link ;;
+    *) die "unknown argument: $1" ;;
+  esac
 }
 
 cmd_run() {
@@ -94,6 +101,9 @@ cmd_run() {
 
 cmd_ci() {
   need_nix
+  # The pin is checked first: the lock's revisions and narHash values were
+  # taken from public lock files, not computed (docs/ci.md).
+  nix flake metadata
   nix flake check --no-build
   cmd_build --phase p2
   cmd_test
@@ -105,6 +115,6 @@ case "${1:-}" in
   test) shift; cmd_test "$@" ;;
   run) shift; cmd_run "$@" ;;
   ci) shift; cmd_ci "$@" ;;
-  -h|--help|help|"") sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help|"") sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$1' (health, build, test, run, ci)" ;;
 esac

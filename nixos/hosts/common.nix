@@ -35,5 +35,8 @@
 
   services.rave.enable = true;
 
+  # The release the first installs were made with; it picks stateful
+  # defaults (PostgreSQL's major version among them) and must not follow the
+  # nixpkgs pin: moving it would move existing databases (docs/deploy.md).
   system.stateVersion = "25.11";
 }

@@ -14,6 +14,7 @@ fn the_flake_exposes_every_output_deployments_and_ci_use() {
              nixosConfigurations = names out.nixosConfigurations;
              apps = names out.apps.x86_64-linux;
              checks = names out.checks.x86_64-linux;
+             tests = names out.legacyPackages.x86_64-linux.tests;
              formatter = names out.formatter;
              inputs = flake.inputs;
            }"#,
@@ -21,7 +22,14 @@ fn the_flake_exposes_every_output_deployments_and_ci_use() {
     let names = |v: &[&str]| Value::from(v.to_vec());
     assert_eq!(
         listed["packages"],
-        names(&["default", "p0", "p1-production", "p2-production", "rave"])
+        names(&[
+            "default",
+            "p0",
+            "p1-production",
+            "p2-production",
+            "p2-trial",
+            "rave"
+        ])
     );
     assert_eq!(
         listed["nixosModules"],
@@ -34,13 +42,15 @@ fn the_flake_exposes_every_output_deployments_and_ci_use() {
     );
     assert_eq!(
         listed["nixosConfigurations"],
-        names(&["p0", "p1-production", "p2-production"])
+        names(&["p0", "p1-production", "p2-production", "p2-trial"])
     );
     assert_eq!(
         listed["apps"],
-        names(&["p1-production", "p2-production", "qemu"])
+        names(&["p1-production", "p2-production", "p2-trial", "qemu"])
     );
     assert_eq!(listed["checks"], names(&["clippy", "fmt", "tests", "vm"]));
+    // `nix run .#tests.rave-vm`, the seed's spelling.
+    assert_eq!(listed["tests"], names(&["rave-vm"]));
     assert_eq!(listed["formatter"], names(&["x86_64-linux"]));
     // A pinned release branch, and one nixpkgs for sops-nix too.
     let nixpkgs = listed["inputs"]["nixpkgs"]["url"].as_str().unwrap();
@@ -157,4 +167,61 @@ fn a_production_image_without_keys_or_managed_secrets_does_not_evaluate_unless_i
     assert!(production_failures("[ ]", false, true, true).is_empty());
     // Never both sources of secrets.
     assert_eq!(production_failures(key, true, true, false).len(), 1);
+}
+
+#[test]
+fn the_lock_pins_each_input_to_a_revision_and_hash_of_the_branch_the_flake_names() {
+    let root = crate::helpers::repo();
+    let lock: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("flake.lock")).unwrap()).unwrap();
+    assert_eq!(lock["version"], 7);
+    let inputs = flake_outputs("flake.inputs");
+    let nodes = &lock["nodes"];
+    assert_eq!(
+        nodes["root"]["inputs"],
+        json!({ "nixpkgs": "nixpkgs", "sops-nix": "sops-nix" })
+    );
+    for name in ["nixpkgs", "sops-nix"] {
+        let node = &nodes[name];
+        let locked = &node["locked"];
+        let rev = locked["rev"].as_str().unwrap();
+        assert!(
+            rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()),
+            "{name}: rev {rev}"
+        );
+        let hash = locked["narHash"].as_str().unwrap();
+        assert!(
+            hash.starts_with("sha256-") && hash.len() == 51 && hash.ends_with('='),
+            "{name}: {hash}"
+        );
+        assert_eq!(locked["type"], "github");
+        assert!(
+            locked["lastModified"].as_u64().unwrap() > 1_767_225_600,
+            "{name}: older than 2026"
+        );
+        // The locked node is what flake.nix asks for.
+        let original = &node["original"];
+        let url = inputs[name]["url"].as_str().unwrap();
+        let spelled = match original["ref"].as_str() {
+            Some(r) => format!(
+                "github:{}/{}/{r}",
+                original["owner"].as_str().unwrap(),
+                original["repo"].as_str().unwrap()
+            ),
+            None => format!(
+                "github:{}/{}",
+                original["owner"].as_str().unwrap(),
+                original["repo"].as_str().unwrap()
+            ),
+        };
+        assert_eq!(url, spelled, "{name}");
+        assert_eq!(locked["owner"], original["owner"]);
+    }
+    assert_eq!(
+        nodes["sops-nix"]["inputs"],
+        json!({ "nixpkgs": ["nixpkgs"] })
+    );
+    // The options were read at the pinned revision's branch.
+    let options = std::fs::read_to_string(root.join("nixos/options.toml")).unwrap();
+    assert!(options.contains(nodes["nixpkgs"]["locked"]["rev"].as_str().unwrap()));
 }

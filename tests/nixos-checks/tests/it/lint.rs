@@ -177,7 +177,10 @@ fn test_vm_sh_says_what_is_missing_or_wrong() {
     assert!(err.contains("Nix is not installed"), "{err}");
     let (code, err) = run_with(&["build", "--phase", "p9"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("--phase must be p0, p1 or p2"), "{err}");
+    assert!(
+        err.contains("--phase must be p0, p1, p2 or p2-trial"),
+        "{err}"
+    );
     let (code, err) = run_with(&["launch"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("unknown command 'launch'"), "{err}");
@@ -190,4 +193,53 @@ fn test_vm_sh_says_what_is_missing_or_wrong() {
     let (code, err) = run_with(&["test"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("Nix 2.8.0 is older than 2.18"), "{err}");
+}
+
+#[test]
+fn test_vm_sh_runs_the_seeds_commands() {
+    let script = std::fs::read_to_string(repo().join("test-vm.sh")).unwrap();
+    for command in [
+        "nix run .#qemu",
+        "nix run \".#$(phase_output \"$PHASE\")\"",
+        "nix run .#tests.rave-vm",
+        "nix flake metadata",
+    ] {
+        assert!(
+            script.contains(command),
+            "test-vm.sh does not run `{command}`"
+        );
+    }
+    for (phase, app) in [
+        ("p1", "p1-production"),
+        ("p2", "p2-production"),
+        ("p2-trial", "p2-trial"),
+    ] {
+        assert!(
+            script.contains(&format!("{phase}) echo {app} ;;")),
+            "{phase}"
+        );
+    }
+}
+
+#[test]
+fn the_image_runner_cleans_its_overlay_up_because_qemu_is_not_execd() {
+    use rowan::ast::AstNode;
+    let flake = nixos_checks::modules::parse(&repo().join("flake.nix"));
+    let boot = flake
+        .syntax()
+        .descendants()
+        .filter_map(rnix::ast::AttrpathValue::cast)
+        .find(|a| a.attrpath().is_some_and(|p| p.syntax().text() == "boot"))
+        .expect("flake.nix binds `boot`");
+    let text = boot.value().unwrap().syntax().text().to_string();
+    let trap = text
+        .find("trap 'rm -rf \"$work\"' EXIT")
+        .expect("the runner removes its overlay on exit");
+    // exec replaces the shell, and its EXIT trap with it.
+    assert!(
+        !text[trap..]
+            .lines()
+            .any(|l| l.trim_start().starts_with("exec ")),
+        "the runner execs after setting its EXIT trap:\n{text}"
+    );
 }

@@ -64,7 +64,8 @@ pub fn flake_targets() -> Vec<String> {
     let targets = flake_outputs(
         r#"names out.packages.x86_64-linux
            ++ map (n: "checks.x86_64-linux." + n) (names out.checks.x86_64-linux)
-           ++ names out.apps.x86_64-linux"#,
+           ++ names out.apps.x86_64-linux
+           ++ map (n: "nixosConfigurations." + n + ".config.system.build.toplevel") (names out.nixosConfigurations)"#,
     );
     serde_json::from_value(targets).expect("a list of names")
 }

@@ -128,5 +128,114 @@ fn artifacts_expire_images_in_7_days_and_releases_in_a_year() {
             "{template} cache is not keyed on Cargo.lock"
         );
     }
-    assert_eq!(p["test:vm"]["tags"][0], Yaml::String("kvm".into()));
+}
+
+#[test]
+fn images_build_on_kvm_runners_and_ship_through_the_package_registry_and_a_gitlab_release() {
+    let p = pipeline();
+    // Disk images need the `kvm` system feature, like the VM test.
+    assert_eq!(p["variables"]["KVM_RUNNER_TAG"].as_str(), Some("kvm"));
+    for job in ["build:images", "test:vm"] {
+        assert_eq!(
+            p[job]["tags"][0],
+            Yaml::String("$KVM_RUNNER_TAG".into()),
+            "{job}"
+        );
+    }
+    // Published to the generic package registry on tags; the job's
+    // artifacts keep only digests, never the image.
+    let registry = p["variables"]["PACKAGE_REGISTRY_URL"].as_str().unwrap();
+    assert!(registry.contains("/packages/generic/"), "{registry}");
+    let build = lines(key(&p, &p["build:images"], "script")).join("\n");
+    let upload = build
+        .find("--upload-file \"dist/images/rave-$PHASE.qcow2\"")
+        .expect("build:images uploads its image");
+    assert!(
+        build[upload..].contains("$PACKAGE_REGISTRY_URL/$CI_COMMIT_TAG/"),
+        "{build}"
+    );
+    assert!(build.contains("convert -c"), "images are compressed");
+    assert!(
+        build[upload..].contains("rm \"dist/images/rave-$PHASE.qcow2\""),
+        "the image stays out of the artifacts"
+    );
+    let phases: Vec<_> = p["build:images"]["parallel"]["matrix"][0]["PHASE"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    // A GitLab Release from the tag, linking every image and the manifest.
+    let job = &p["release:gitlab"];
+    assert_eq!(job["release"]["tag_name"].as_str(), Some("$CI_COMMIT_TAG"));
+    assert_eq!(job["needs"][0].as_str(), Some("release"));
+    assert!(job["image"].as_str().unwrap().contains("release-cli"));
+    let links: Vec<(String, String)> = job["release"]["assets"]["links"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_owned(),
+                l["url"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for phase in &phases {
+        let name = format!("rave-{phase}.qcow2");
+        assert!(
+            links
+                .iter()
+                .any(|(n, u)| *n == name
+                    && *u == format!("$PACKAGE_REGISTRY_URL/$CI_COMMIT_TAG/{name}")),
+            "the release does not link {name}: {links:?}"
+        );
+    }
+    assert!(links.iter().any(|(n, _)| n == "manifest.json"));
+    // The manifest covers the images users download, fetched back and checked.
+    let release = lines(key(&p, &p["release"], "script")).join("\n");
+    assert!(release.contains("sha256sum -c"), "{release}");
+    assert!(
+        release.contains("manifest.json\" \"$PACKAGE_REGISTRY_URL")
+            || release.contains("--upload-file dist/manifest.json")
+    );
+    assert!(
+        release.contains(&format!("for phase in {}", phases.join(" "))),
+        "{release}"
+    );
+}
+
+#[test]
+fn trivy_scans_the_lock_file_and_the_p2_closure_with_a_cached_database() {
+    let p = pipeline();
+    let fs = lines(key(&p, &p["scan:trivy"], "script")).join("\n");
+    assert!(fs.contains("--exit-code 1 Cargo.lock"), "{fs}");
+    let closure = lines(key(&p, &p["scan:closure"], "script")).join("\n");
+    assert!(
+        closure.contains("sbomnix") && closure.contains(".#nixosConfigurations.p2-"),
+        "{closure}"
+    );
+    assert!(closure.contains("trivy -- sbom"), "{closure}");
+    for job in ["scan:trivy", "scan:closure"] {
+        let script = lines(key(&p, &p[job], "script"));
+        assert!(
+            script
+                .iter()
+                .all(|l| !l.contains("trivy") || l.contains("--cache-dir \"$TRIVY_CACHE_DIR\"")),
+            "{job}"
+        );
+        let caches = key(&p, &p[job], "cache").unwrap();
+        assert!(
+            caches
+                .as_vec()
+                .unwrap()
+                .iter()
+                .any(|c| c["key"].as_str() == Some("trivy-db")),
+            "{job} does not keep trivy's database"
+        );
+    }
+    assert!(lines(key(&p, &p["release"], "needs")).contains(&"scan:closure".to_owned()));
+    // And the pin is checked before anything is built from it.
+    let lint = lines(key(&p, &p["lint:nix"], "script"));
+    assert_eq!(lint[0], "nix flake metadata");
 }

@@ -8,9 +8,26 @@ use std::process::Command;
 use crate::helpers::{binary, flake_targets, jobs, key, lines, pipeline, repo};
 
 /// Tools the job images provide (rust, nixos/nix, prom/prometheus, trivy).
-const EXTERNAL: [&str; 11] = [
-    "cargo", "rustup", "nix", "promtool", "trivy", "apt-get", "mkdir", "cp", "export", "qemu-img",
+const EXTERNAL: [&str; 19] = [
+    "cargo",
+    "rustup",
+    "nix",
+    "promtool",
+    "trivy",
+    "apt-get",
+    "mkdir",
+    "cp",
+    "export",
+    "qemu-img",
     "&&",
+    "if",
+    "for",
+    "git",
+    "curl",
+    "rm",
+    "echo",
+    "cd",
+    "sha256sum",
 ];
 
 fn words(line: &str) -> Vec<String> {
