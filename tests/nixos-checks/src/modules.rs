@@ -362,6 +362,7 @@ impl Module {
             declared: self.file.display().to_string(),
             free,
             source: "rave".to_owned(),
+            read_at: None,
         }
     }
 

@@ -42,6 +42,9 @@ pub struct OptionInfo {
     /// "nixpkgs", "sops-nix" or "rave".
     #[serde(default = "nixpkgs")]
     pub source: String,
+    /// The commit of the source copy the entry was checked against.
+    #[serde(default)]
+    pub read_at: Option<String>,
 }
 
 fn nixpkgs() -> String {
