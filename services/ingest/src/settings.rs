@@ -92,6 +92,8 @@ pub enum SourceKind {
     Github,
     Gitlab,
     Standard,
+    /// Alertmanager's webhook receiver, authenticated by a bearer token.
+    Alertmanager,
 }
 
 /// One webhook source, reached at `POST /hooks/{name}`.
@@ -105,10 +107,11 @@ pub struct SourceSettings {
     pub secrets: Vec<Secret>,
     /// A single signing secret, added to `secrets` (handy from the environment).
     pub secret: Option<Secret>,
-    /// gitlab only: plain `X-Gitlab-Token` values, for GitLab before 19.0.
+    /// gitlab: plain `X-Gitlab-Token` values, for GitLab before 19.0;
+    /// alertmanager: the bearer tokens of its `http_config.authorization`.
     #[serde(default)]
     pub tokens: Vec<Secret>,
-    /// gitlab only: a single token, added to `tokens`.
+    /// gitlab and alertmanager: a single token, added to `tokens`.
     pub token: Option<Secret>,
     /// gitlab only: refuse requests that carry no `webhook-signature`.
     #[serde(default)]

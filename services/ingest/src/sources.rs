@@ -33,11 +33,18 @@ impl Sources {
                 .unwrap_or(settings.verification.timestamp_tolerance_secs);
             let secrets: Vec<_> = source.all_secrets().collect();
             let tokens: Vec<_> = source.all_tokens().cloned().collect();
-            if source.kind != SourceKind::Gitlab && (!tokens.is_empty() || source.require_signature)
+            if !matches!(source.kind, SourceKind::Gitlab | SourceKind::Alertmanager)
+                && !tokens.is_empty()
             {
                 return Err(SettingsError::invalid(
                     key("tokens"),
-                    "tokens and require_signature apply to gitlab sources only",
+                    "tokens apply to gitlab and alertmanager sources only",
+                ));
+            }
+            if source.kind != SourceKind::Gitlab && source.require_signature {
+                return Err(SettingsError::invalid(
+                    key("require_signature"),
+                    "require_signature applies to gitlab sources only",
                 ));
             }
             if secrets.iter().any(|s| s.expose().is_empty())
@@ -96,6 +103,21 @@ impl Sources {
                         require_signature: source.require_signature,
                     }
                 }
+                SourceKind::Alertmanager => {
+                    if !secrets.is_empty() {
+                        return Err(SettingsError::invalid(
+                            key("secrets"),
+                            "Alertmanager signs nothing: give its bearer tokens in tokens",
+                        ));
+                    }
+                    if tokens.is_empty() {
+                        return Err(SettingsError::invalid(
+                            key("tokens"),
+                            "an alertmanager source needs at least one bearer token",
+                        ));
+                    }
+                    Verifier::Alertmanager { tokens }
+                }
             };
             sources.insert(
                 name.clone(),
@@ -148,6 +170,8 @@ impl Source {
                 "svix-id",
                 "svix-timestamp",
             ],
+            // Its one protocol header is the token.
+            SourceKind::Alertmanager => &[],
         };
         names
             .iter()

@@ -8,6 +8,7 @@
 //!   which may match; other versions are ignored. `svix-*` headers are aliases.
 //! - `gitlab`: the Standard Webhooks check when `webhook-signature` is present
 //!   (GitLab ≥ 19 signing tokens), else `X-Gitlab-Token`.
+//! - `alertmanager`: `Authorization: Bearer <token>` (verify/alertmanager.rs).
 
 use actix_web::http::header::HeaderMap;
 use base64::Engine as _;
@@ -39,6 +40,9 @@ pub enum VerifyError {
     StaleTimestamp { tolerance: u64 },
     #[error("the timestamp is more than {tolerance} s in the future")]
     FutureTimestamp { tolerance: u64 },
+    /// Authenticated, but not what the source's protocol sends.
+    #[error("malformed body: {0}")]
+    MalformedBody(String),
 }
 
 impl VerifyError {
@@ -52,12 +56,16 @@ impl VerifyError {
             Self::SignatureRequired => "signature_required",
             Self::StaleTimestamp { .. } => "stale_timestamp",
             Self::FutureTimestamp { .. } => "future_timestamp",
+            Self::MalformedBody(_) => "malformed_body",
         }
     }
 
     /// 400 for requests that are malformed, 401 for ones that fail authentication.
     pub fn is_malformed(&self) -> bool {
-        matches!(self, Self::MissingHeader(_) | Self::MalformedHeader { .. })
+        matches!(
+            self,
+            Self::MissingHeader(_) | Self::MalformedHeader { .. } | Self::MalformedBody(_)
+        )
     }
 }
 
@@ -88,6 +96,9 @@ pub enum Verifier {
         signing: Option<StandardKeys>,
         tokens: Vec<Secret>,
         require_signature: bool,
+    },
+    Alertmanager {
+        tokens: Vec<Secret>,
     },
 }
 
@@ -226,6 +237,7 @@ impl Verifier {
                 body,
                 now_unix,
             ),
+            Self::Alertmanager { tokens } => alertmanager::verify(tokens, headers, body),
         }
     }
 }
@@ -358,5 +370,6 @@ fn required<'a>(headers: &'a HeaderMap, names: &[&'static str]) -> Result<&'a st
         .ok_or(VerifyError::MissingHeader(names[0]))
 }
 
+mod alertmanager;
 #[cfg(test)]
 mod tests;

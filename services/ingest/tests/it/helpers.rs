@@ -6,6 +6,7 @@ use test_support::sign;
 
 pub const GITHUB_SECRET: &str = "github-test-secret";
 pub const GITLAB_TOKEN: &str = "gitlab-plain-token";
+pub const ALERTMANAGER_TOKEN: &str = "alertmanager-bearer-token";
 
 pub struct TestStack {
     pub ingest: String,
@@ -51,6 +52,10 @@ pub fn ingest_settings(
     settings.sources.insert(
         "billing".into(),
         source(SourceKind::Standard, vec![standard_secret], vec![]),
+    );
+    settings.sources.insert(
+        "alertmanager".into(),
+        source(SourceKind::Alertmanager, vec![], vec![ALERTMANAGER_TOKEN]),
     );
     settings
 }
@@ -158,6 +163,16 @@ impl TestStack {
             .header("x-gitlab-event", "Push Hook")
             .header("idempotency-key", id)
             .header("x-gitlab-token", token)
+            .body(body.to_vec())
+    }
+
+    /// A notification as Alertmanager's webhook receiver sends it.
+    pub fn alertmanager(&self, token: &str, body: &[u8]) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/hooks/alertmanager", self.ingest))
+            .header("content-type", "application/json")
+            .header("user-agent", "Alertmanager/0.25.0")
+            .bearer_auth(token)
             .body(body.to_vec())
     }
 

@@ -1,5 +1,6 @@
 //! ingest in front of a real dedup-store on a real PostgreSQL.
 
+mod alertmanager;
 mod bad_input;
 mod check_config;
 mod delivery;

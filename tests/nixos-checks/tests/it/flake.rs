@@ -167,6 +167,33 @@ fn a_production_image_without_keys_or_managed_secrets_does_not_evaluate_unless_i
     assert!(production_failures("[ ]", false, true, true).is_empty());
     // Never both sources of secrets.
     assert_eq!(production_failures(key, true, true, false).len(), 1);
+    // And the production baseline asserts exactly these.
+    let repo = nixos_checks::hosts::load(&crate::helpers::repo());
+    let asserted: Vec<_> = repo
+        .definitions
+        .iter()
+        .filter(|d| d.path == "assertions" && d.module == "nixos/modules/security.nix")
+        .collect();
+    assert_eq!(asserted.len(), 1, "{asserted:?}");
+    assert!(
+        asserted[0]
+            .value
+            .starts_with("import ../lib/production-checks.nix"),
+        "{}",
+        asserted[0].value
+    );
+    for arg in [
+        "sshAuthorizedKeys",
+        "trialImage",
+        "sopsEnabled = cfg.sops.enable",
+        "devSecretsEnabled",
+    ] {
+        assert!(
+            asserted[0].value.contains(arg),
+            "{arg}: {}",
+            asserted[0].value
+        );
+    }
 }
 
 #[test]

@@ -57,9 +57,18 @@ fn every_listed_option_is_set_somewhere_so_the_list_stays_true() {
         .collect();
     assert!(unused.is_empty(), "listed but set nowhere: {unused:?}");
     for o in &repo.list.options {
-        assert!(matches!(o.source.as_str(), "nixpkgs" | "sops-nix"), "{}: source {}", o.path, o.source);
+        assert!(
+            matches!(o.source.as_str(), "nixpkgs" | "sops-nix"),
+            "{}: source {}",
+            o.path,
+            o.source
+        );
         if let Some(rev) = &o.read_at {
-            assert!(rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()), "{}: read_at {rev}", o.path);
+            assert!(
+                rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()),
+                "{}: read_at {rev}",
+                o.path
+            );
         }
     }
     for rule in &repo.list.exclusive {
