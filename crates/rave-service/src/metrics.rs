@@ -115,6 +115,33 @@ fn process_stats() -> Option<ProcessStats> {
     })
 }
 
+/// The memory of the process's cgroup (v2): its `memory.max` (`None` when
+/// unlimited, "max") and `memory.current`. Prometheus cannot know a unit's
+/// `MemoryMax=` otherwise, so "memory near its limit" needs both here.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CgroupMemory {
+    pub max_bytes: Option<u64>,
+    pub current_bytes: u64,
+}
+
+/// Reads the cgroup memory of the process whose `/proc/<pid>/cgroup` is
+/// `proc_cgroup`, under the cgroup v2 mount `root` (`/sys/fs/cgroup`).
+pub fn cgroup_memory(proc_cgroup: &str, root: &std::path::Path) -> Option<CgroupMemory> {
+    // cgroup v2 is the one line `0::/system.slice/rave-ingest.service`.
+    let path = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = root.join(path.trim().trim_start_matches('/'));
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
+    let current_bytes = read("memory.current")?.trim().parse().ok()?;
+    let max_bytes = match read("memory.max")?.trim() {
+        "max" => None,
+        n => Some(n.parse().ok()?),
+    };
+    Some(CgroupMemory {
+        max_bytes,
+        current_bytes,
+    })
+}
+
 impl prometheus_client::collector::Collector for ProcessCollector {
     fn encode(
         &self,
@@ -143,7 +170,26 @@ impl prometheus_client::collector::Collector for ProcessCollector {
                 p.open_fds as f64,
             ),
         ];
-        for (name, help, value) in gauges {
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|c| cgroup_memory(&c, std::path::Path::new("/sys/fs/cgroup")));
+        let mut cgroup_gauges = Vec::new();
+        if let Some(c) = cgroup {
+            cgroup_gauges.push((
+                "process_cgroup_memory_current_bytes",
+                "Memory charged to the process's cgroup (memory.current)",
+                c.current_bytes as f64,
+            ));
+            // Unlimited: no series, so "near the limit" cannot fire.
+            if let Some(max) = c.max_bytes {
+                cgroup_gauges.push((
+                    "process_cgroup_memory_max_bytes",
+                    "The process's cgroup memory limit (memory.max, systemd's MemoryMax=)",
+                    max as f64,
+                ));
+            }
+        }
+        for (name, help, value) in gauges.into_iter().chain(cgroup_gauges) {
             let gauge = ConstGauge::new(value);
             let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
             gauge.encode(metric)?;
@@ -156,5 +202,41 @@ impl prometheus_client::collector::Collector for ProcessCollector {
             cpu.metric_type(),
         )?;
         cpu.encode(metric)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cgroup(max: &str, current: &str) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("system.slice/rave-ingest.service");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("memory.max"), max).unwrap();
+        std::fs::write(dir.join("memory.current"), current).unwrap();
+        root
+    }
+
+    #[test]
+    fn a_limited_cgroup_reports_its_limit_and_usage() {
+        let root = cgroup("268435456\n", "52428800\n");
+        assert_eq!(
+            cgroup_memory("0::/system.slice/rave-ingest.service\n", root.path()),
+            Some(CgroupMemory {
+                max_bytes: Some(268_435_456),
+                current_bytes: 52_428_800
+            })
+        );
+    }
+
+    #[test]
+    fn an_unlimited_cgroup_has_no_limit_and_cgroup_v1_reports_nothing() {
+        let root = cgroup("max\n", "1024\n");
+        let found = cgroup_memory("0::/system.slice/rave-ingest.service", root.path()).unwrap();
+        assert_eq!(found.max_bytes, None);
+        // cgroup v1 lines (`N:controller:/path`) are not read.
+        assert_eq!(cgroup_memory("4:memory:/user.slice\n", root.path()), None);
+        assert_eq!(cgroup_memory("0::/no/such/group", root.path()), None);
     }
 }

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub groups_deleted: Counter,
     pub unpushed_groups: Gauge,
     pub buffered_reports: Gauge,
+    pub last_report_age: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -76,6 +77,12 @@ impl Metrics {
             "Reports recorded but not yet pushed",
             buffered_reports.clone(),
         );
+        let last_report_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        r.register(
+            "reporter_last_report_age_seconds",
+            "Seconds since any agent last reported a job (since this replica started, if none has)",
+            last_report_age.clone(),
+        );
         for outcome in ["accepted", "duplicate"] {
             let _ = reports.get_or_create_owned(&OutcomeLabel { outcome });
         }
@@ -89,6 +96,7 @@ impl Metrics {
             groups_deleted,
             unpushed_groups,
             buffered_reports,
+            last_report_age,
         }
     }
 }

@@ -21,6 +21,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub clock: Arc<dyn Clock>,
+    pub started_at: time::OffsetDateTime,
     /// Wakes the pusher.
     pub reported: Arc<Notify>,
     /// Reports per agent (`limits.agent_requests`), when limited.
@@ -107,9 +108,15 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Ok((groups, reports)) = store::backlog(&state.pool).await {
-        state.metrics.unpushed_groups.set(groups);
-        state.metrics.buffered_reports.set(reports);
+    if let Ok(backlog) = store::backlog(&state.pool).await {
+        state.metrics.unpushed_groups.set(backlog.unpushed_groups);
+        state.metrics.buffered_reports.set(backlog.buffered_reports);
+        // From the reports themselves, not the re-push time: a silent
+        // agent's group is re-pushed for a day and looks fresh there.
+        // Without any report yet, at least as long as this replica has run.
+        let since = backlog.last_report_at.unwrap_or(state.started_at);
+        let age = (state.clock.now() - since).as_seconds_f64().max(0.0);
+        state.metrics.last_report_age.set(age);
     }
     rave_service::metrics::render(&req, &state.metrics.registry)
 }

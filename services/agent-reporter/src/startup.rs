@@ -50,6 +50,7 @@ impl Application {
             metrics,
             limits: settings.limits.clone(),
             agent_limit: rave_service::limit::KeyedLimit::new(settings.limits.agent_requests),
+            started_at: clock.now(),
             clock,
             reported: reported.clone(),
         });

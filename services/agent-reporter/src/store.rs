@@ -381,15 +381,29 @@ pub async fn prune_reports(pool: &Pool, before: OffsetDateTime) -> anyhow::Resul
 }
 
 /// Groups not yet pushed since their last report, and how many reports wait.
-pub async fn backlog(pool: &Pool) -> anyhow::Result<(i64, i64)> {
+/// What `/metrics` reports of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub unpushed_groups: i64,
+    pub buffered_reports: i64,
+    /// The newest report of any agent, while its group is kept.
+    pub last_report_at: Option<OffsetDateTime>,
+}
+
+pub async fn backlog(pool: &Pool) -> anyhow::Result<Backlog> {
     let client = pool.get().await?;
     let row = client
         .query_one(
             "SELECT count(*) FILTER (WHERE version > pushed_version),
-                    coalesce(sum(version - pushed_version) FILTER (WHERE version > pushed_version), 0)::int8
+                    coalesce(sum(version - pushed_version) FILTER (WHERE version > pushed_version), 0)::int8,
+                    max(last_report_at)
              FROM agent_groups",
             &[],
         )
         .await?;
-    Ok((row.get(0), row.get(1)))
+    Ok(Backlog {
+        unpushed_groups: row.get(0),
+        buffered_reports: row.get(1),
+        last_report_at: row.get(2),
+    })
 }

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub relayed: Counter,
     pub relay_failures: Counter,
     pub relay_refused: Counter,
+    pub outbox_depth: Gauge,
+    pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub outbox_refused: Gauge,
 }
 
 impl Metrics {
@@ -103,6 +106,26 @@ impl Metrics {
             "Relay batches that failed (kept in the outbox and retried)",
             relay_failures.clone(),
         );
+        // Read from the database at each scrape, so every replica reports
+        // the same values: alert on their max.
+        let outbox_depth = Gauge::default();
+        registry.register(
+            "dedup_outbox_depth",
+            "Stored events not yet delivered to task-dispatcher",
+            outbox_depth.clone(),
+        );
+        let outbox_oldest_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "dedup_outbox_oldest_age_seconds",
+            "Age of the oldest stored event not yet delivered to task-dispatcher (0 when none waits)",
+            outbox_oldest_age.clone(),
+        );
+        let outbox_refused = Gauge::default();
+        registry.register(
+            "dedup_outbox_refused",
+            "Events task-dispatcher refused on their own, set aside in outbox_refused",
+            outbox_refused.clone(),
+        );
         Self {
             registry,
             inserted,
@@ -117,6 +140,9 @@ impl Metrics {
             relayed,
             relay_failures,
             relay_refused,
+            outbox_depth,
+            outbox_oldest_age,
+            outbox_refused,
         }
     }
 }

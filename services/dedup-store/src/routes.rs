@@ -255,5 +255,15 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         .pool_in_use
         .set((status.size - status.available) as i64);
     state.metrics.pool_max.set(status.max_size as i64);
+    match crate::store::outbox_gauges(&state.pool).await {
+        Ok(o) => {
+            state.metrics.outbox_depth.set(o.depth);
+            state.metrics.outbox_oldest_age.set(o.oldest_age_secs);
+            state.metrics.outbox_refused.set(o.refused);
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "outbox gauges unavailable for /metrics")
+        }
+    }
     rave_service::metrics::render(&req, &state.metrics.registry)
 }

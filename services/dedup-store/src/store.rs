@@ -293,3 +293,28 @@ pub async fn list_events(
         .await?;
     Ok(rows.iter().map(record).collect())
 }
+
+/// The outbox as `/metrics` reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutboxGauges {
+    pub depth: i64,
+    pub oldest_age_secs: f64,
+    pub refused: i64,
+}
+
+pub async fn outbox_gauges(pool: &Pool) -> anyhow::Result<OutboxGauges> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM outbox),
+                    coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM outbox))::float8, 0),
+                    (SELECT count(*) FROM outbox_refused)",
+            &[],
+        )
+        .await?;
+    Ok(OutboxGauges {
+        depth: row.get(0),
+        oldest_age_secs: row.get::<_, f64>(1).max(0.0),
+        refused: row.get(2),
+    })
+}

@@ -177,3 +177,23 @@ async fn each_agent_reports_within_its_own_rate_whatever_address_it_shares() {
         "its own budget"
     );
 }
+
+#[tokio::test]
+async fn the_last_report_age_counts_from_the_newest_report_not_from_a_re_push() {
+    let r = spawn_reporter(None).await;
+    // PostgreSQL keeps microseconds; the clock has nanoseconds.
+    let age_is = |text: String, secs: f64| {
+        let age = sample(&text, "reporter_last_report_age_seconds");
+        assert!((age - secs).abs() < 1e-3, "age {age}, expected {secs}");
+    };
+    // No report yet: at least as long as the reporter has run.
+    r.advance(120);
+    age_is(r.metrics().await, 120.0);
+    assert_eq!(r.post("agent-1", &report("succeeded", 1.0)).await.0, 202);
+    age_is(r.metrics().await, 0.0);
+    r.advance(600);
+    assert_eq!(r.post("agent-2", &report("failed", 1.0)).await.0, 202);
+    r.advance(45);
+    // The newest report of any agent counts.
+    age_is(r.metrics().await, 45.0);
+}

@@ -255,3 +255,36 @@ async fn a_dispatcher_replica_refusing_connections_is_passed_over_for_the_next()
     assert_eq!(drain(&relay).await, 3);
     assert_eq!(count(&dispatcher_db, "SELECT count(*) FROM tasks").await, 3);
 }
+
+#[tokio::test]
+async fn the_outbox_gauges_show_what_waits_to_become_a_task_until_the_relay_delivers_it() {
+    let dispatcher_db = PgCluster::shared().create_database().await.unwrap();
+    let (dispatcher, _) = spawn_dispatcher(&dispatcher_db).await;
+    let (store, relay) = spawn_store_relaying_to(&dispatcher, 100).await;
+    let empty = store.metrics_text().await;
+    assert_eq!(sample(&empty, "dedup_outbox_depth"), 0.0);
+    assert_eq!(sample(&empty, "dedup_outbox_oldest_age_seconds"), 0.0);
+    for i in 0..3 {
+        store
+            .post_event(&event("github", &format!("g-{i}"), b"{}"))
+            .await;
+    }
+    // The oldest row was written a moment ago; backdate it as a stalled
+    // relay would leave it, to read its age.
+    let db = store.db.connect().await.unwrap();
+    db.execute(
+        "UPDATE outbox SET created_at = now() - interval '90 seconds' WHERE id = (SELECT min(id) FROM outbox)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let waiting = store.metrics_text().await;
+    assert_eq!(sample(&waiting, "dedup_outbox_depth"), 3.0);
+    let age = sample(&waiting, "dedup_outbox_oldest_age_seconds");
+    assert!((90.0..120.0).contains(&age), "oldest age {age}");
+    assert_eq!(drain(&relay).await, 3);
+    let delivered = store.metrics_text().await;
+    assert_eq!(sample(&delivered, "dedup_outbox_depth"), 0.0);
+    assert_eq!(sample(&delivered, "dedup_outbox_oldest_age_seconds"), 0.0);
+    assert_eq!(sample(&delivered, "dedup_outbox_refused"), 0.0);
+}

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{VerifyError, Verified, malformed, required};
+use super::{Verified, VerifyError, malformed, required};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,7 +100,10 @@ pub(super) fn verify(
     // Alertmanager orders a group's alerts as it likes: the id must not.
     alerts.sort_unstable();
     let mut context = digest::Context::new(&digest::SHA256);
-    for part in [notification.group_key.as_str(), notification.status.as_str()] {
+    for part in [
+        notification.group_key.as_str(),
+        notification.status.as_str(),
+    ] {
         context.update(&(part.len() as u64).to_be_bytes());
         context.update(part.as_bytes());
     }

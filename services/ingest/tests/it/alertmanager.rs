@@ -54,9 +54,16 @@ async fn an_alertmanager_notification_is_stored_once_however_often_alertmanager_
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "alert.firing");
     let headers: String = row.get(1);
-    assert!(!headers.to_lowercase().contains("authorization"), "{headers}");
+    assert!(
+        !headers.to_lowercase().contains("authorization"),
+        "{headers}"
+    );
     assert!(!headers.contains(ALERTMANAGER_TOKEN), "{headers}");
-    assert_eq!(row.get::<_, Vec<u8>>(2), body, "the payload is kept byte-exact");
+    assert_eq!(
+        row.get::<_, Vec<u8>>(2),
+        body,
+        "the payload is kept byte-exact"
+    );
 }
 
 #[tokio::test]
@@ -94,10 +101,16 @@ async fn a_notification_without_the_token_is_refused_counted_and_stores_nothing(
             .body(body.clone()),
     )
     .await;
-    assert_eq!((status, error["error"]["code"].as_str()), (400, Some("missing_header")));
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (400, Some("missing_header"))
+    );
     // Authenticated but not a notification: a client error, not stored.
     let (status, error) = send(stack.alertmanager(ALERTMANAGER_TOKEN, b"{\"groupKey\": 1}")).await;
-    assert_eq!((status, error["error"]["code"].as_str()), (400, Some("malformed_body")));
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (400, Some("malformed_body"))
+    );
     assert_eq!(stack.stored_count().await, 0);
     let metrics = stack.metrics().await;
     for reason in ["invalid_token", "missing_header", "malformed_body"] {

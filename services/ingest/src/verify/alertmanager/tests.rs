@@ -117,8 +117,18 @@ fn an_alert_joining_firing_again_or_resolving_is_a_new_event() {
     let resolved = id(notification(
         "resolved",
         vec![
-            alert("a1", "resolved", "2026-12-01T10:00:00.123456789Z", "2026-12-01T10:30:00Z"),
-            alert("b2", "resolved", "2026-12-01T10:00:05Z", "2026-12-01T10:30:00Z"),
+            alert(
+                "a1",
+                "resolved",
+                "2026-12-01T10:00:00.123456789Z",
+                "2026-12-01T10:30:00Z",
+            ),
+            alert(
+                "b2",
+                "resolved",
+                "2026-12-01T10:00:05Z",
+                "2026-12-01T10:30:00Z",
+            ),
         ],
     ));
     assert_ne!(resolved.event_uuid, first);
@@ -144,7 +154,10 @@ fn a_missing_wrong_or_non_bearer_token_is_refused_before_the_body_is_read() {
     );
     assert!(matches!(
         check(Some(&format!("Basic {TOKEN}")), junk).unwrap_err(),
-        VerifyError::MalformedHeader { header: "authorization", .. }
+        VerifyError::MalformedHeader {
+            header: "authorization",
+            ..
+        }
     ));
 }
 
@@ -158,7 +171,10 @@ fn an_authenticated_body_alertmanager_would_not_send_is_a_client_error() {
             notification("firing", vec![alert("a1", "firing", "yesterday", ZERO)]),
             "startsAt is not an RFC 3339 time",
         ),
-        (notification("pending", vec![]), "not an Alertmanager notification"),
+        (
+            notification("pending", vec![]),
+            "not an Alertmanager notification",
+        ),
     ] {
         let err = check(Some(&bearer), &body).unwrap_err();
         assert!(err.is_malformed(), "{err}");
