@@ -20,9 +20,14 @@ rustPlatform.buildRustPackage {
       ../prometheus
       ../grafana
       ../scripts/lib.sh
+      # Embedded by ravectl and installed: where alerts' runbook links point.
+      ../docs/runbook.md
     ];
   };
   cargoLock.lockFile = ../Cargo.lock;
+  postInstall = ''
+    install -Dm644 docs/runbook.md $out/share/doc/rave/runbook.md
+  '';
   cargoBuildFlags = [ "--workspace" "--bins" ];
   # Unit and property tests only: the integration tests start PostgreSQL,
   # nginx and Prometheus from Debian's packages and run in scripts/test.

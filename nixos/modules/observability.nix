@@ -2,9 +2,10 @@
 # rules), the Pushgateway, the node/nginx/postgres exporters and Grafana
 # (under /grafana/ on the public port, provisioned from grafana/), each with
 # a memory limit. Importable on its own (nixosModules.rave-observability).
-{ config, lib, ... }:
+{ config, lib, pkgs, ... }:
 let
   cfg = config.services.rave-observability;
+  rules = import ../lib/rules.nix { inherit (cfg) runbookBaseUrl; };
   rave = config.services.rave;
   inherit (lib) mkOption mkEnableOption mkIf types;
   loopback = "127.0.0.1";
@@ -13,6 +14,18 @@ in
   options.services.rave-observability = {
     enable = mkEnableOption "RAVE's Prometheus, Pushgateway, exporters and Grafana";
     retention = mkOption { type = types.str; default = "30d"; description = "How long Prometheus keeps samples."; };
+    runbookBaseUrl = mkOption {
+      type = types.str;
+      default = "file://${rave.package}/share/doc/rave/runbook.md";
+      defaultText = lib.literalExpression ''"file://''${config.services.rave.package}/share/doc/rave/runbook.md"'';
+      example = "https://git.example.org/ops/rave/-/blob/main/docs/runbook.md";
+      description = ''
+        Where the alerts' runbook links point (docs/runbook.md, without `#`):
+        Alertmanager's notifications and Grafana carry them. The default is
+        the copy in the package, which opens only on this machine; set your
+        wiki's or repository's URL.
+      '';
+    };
     grafana = {
       enable = mkOption { type = types.bool; default = true; description = "Run Grafana with RAVE's three dashboards."; };
       adminPasswordFile = mkOption {
@@ -45,7 +58,7 @@ in
         evaluation_interval = "15s";
       };
       ruleFiles = [
-        ../../prometheus/rules/rave-alerts.yml
+        (pkgs.writeText "rave-alerts.yml" rules.alerts)
         ../../prometheus/rules/rave-recording.yml
       ];
       scrapeConfigs = import ../lib/prometheus.nix {

@@ -115,6 +115,12 @@ fn process_stats() -> Option<ProcessStats> {
     })
 }
 
+/// The series [`ProcessCollector`] adds on cgroup v2 (absent elsewhere).
+pub const CGROUP_METRICS: [&str; 2] = [
+    "process_cgroup_memory_current_bytes",
+    "process_cgroup_memory_max_bytes",
+];
+
 /// The memory of the process's cgroup (v2): its `memory.max` (`None` when
 /// unlimited, "max") and `memory.current`. Prometheus cannot know a unit's
 /// `MemoryMax=` otherwise, so "memory near its limit" needs both here.
@@ -176,14 +182,14 @@ impl prometheus_client::collector::Collector for ProcessCollector {
         let mut cgroup_gauges = Vec::new();
         if let Some(c) = cgroup {
             cgroup_gauges.push((
-                "process_cgroup_memory_current_bytes",
+                CGROUP_METRICS[0],
                 "Memory charged to the process's cgroup (memory.current)",
                 c.current_bytes as f64,
             ));
             // Unlimited: no series, so "near the limit" cannot fire.
             if let Some(max) = c.max_bytes {
                 cgroup_gauges.push((
-                    "process_cgroup_memory_max_bytes",
+                    CGROUP_METRICS[1],
                     "The process's cgroup memory limit (memory.max, systemd's MemoryMax=)",
                     max as f64,
                 ));

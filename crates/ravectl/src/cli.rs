@@ -289,6 +289,11 @@ pub struct UpArgs {
     /// the agents' routes is ten times it. 0 lifts both.
     #[arg(long, default_value_t = 200)]
     pub agents_rate_limit: u32,
+    /// Where alerts' runbook links point (docs/runbook.md, without `#`):
+    /// your wiki's or repository's copy. Default: the copy `up` writes to
+    /// the state directory, as a file:// URL.
+    #[arg(long)]
+    pub runbook_base_url: Option<String>,
     /// Replicas of each RAVE service, all over the one PostgreSQL, behind
     /// nginx (docs/scaling.md). With more than one, they are named
     /// `ingest@1`, `ingest@2`, ... in `status` and `logs`.

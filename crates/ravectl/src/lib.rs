@@ -18,6 +18,7 @@ pub mod packages;
 pub mod postgres;
 pub mod quarantine;
 pub mod release;
+pub mod runbook;
 pub mod secrets;
 pub mod send;
 pub mod stack;

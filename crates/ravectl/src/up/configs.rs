@@ -233,10 +233,21 @@ pub(super) fn write(
                 .replace("{{REPORTER_TARGETS}}", &targets("agent-reporter")),
         )
     };
-    // The repo's alerting and recording rules, as the NixOS image loads them.
+    // The repo's alerting and recording rules, as the NixOS image loads
+    // them, their runbook links absolute.
     std::fs::create_dir_all(config_dir.join("rules"))?;
+    let runbook = state_dir.join("docs/runbook.md");
+    std::fs::create_dir_all(runbook.parent().unwrap())?;
+    std::fs::write(&runbook, crate::runbook::RUNBOOK)?;
+    let base = args
+        .runbook_base_url
+        .clone()
+        .unwrap_or_else(|| crate::runbook::file_url(&runbook));
     for (file, rules) in RULES {
-        std::fs::write(config_dir.join("rules").join(file), rules)?;
+        std::fs::write(
+            config_dir.join("rules").join(file),
+            crate::runbook::with_base(rules, &base),
+        )?;
     }
     let prometheus_config = state_dir.join("config/prometheus.yml");
     std::fs::write(&prometheus_config, render(PROMETHEUS_TEMPLATE))?;

@@ -380,6 +380,8 @@ fn known_metrics() -> BTreeSet<String> {
         .map(str::to_owned)
         .collect();
     known.extend(service_metrics());
+    // Every service's, on cgroup v2 only (this machine may have v1).
+    known.extend(rave_service::metrics::CGROUP_METRICS.map(String::from));
     // Synthesized by Prometheus itself for every target, and its alerts.
     known.extend(["up", "ALERTS"].map(String::from));
     // What agent-reporter pushes (its names are fixed in push.rs).

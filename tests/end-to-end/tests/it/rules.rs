@@ -76,6 +76,18 @@ fn alerts() -> Vec<Yaml> {
         .collect()
 }
 
+/// What an alert's `service` label may name.
+const SERVICES: [&str; 8] = [
+    "ingest",
+    "dedup-store",
+    "task-dispatcher",
+    "agent-reporter",
+    "postgres",
+    "nginx",
+    "node",
+    "observability",
+];
+
 #[test]
 fn alerts_follow_the_conventions_and_each_has_a_runbook_section() {
     let runbook = std::fs::read_to_string(repo().join("docs/runbook.md")).unwrap();
@@ -119,11 +131,18 @@ fn alerts_follow_the_conventions_and_each_has_a_runbook_section() {
             description.contains("{{"),
             "{name}: description must be templated"
         );
+        let service = alert["labels"]["service"].as_str().unwrap_or_default();
+        assert!(
+            SERVICES.contains(&service) || service == "{{ $labels.job }}",
+            "{name}: service {service:?} (Alertmanager routes and inhibits on it)"
+        );
+        // Absolute, from the base ravectl and NixOS replace (runbook.rs).
         let runbook_url = alert["annotations"]["runbook_url"]
             .as_str()
             .unwrap_or_default();
         let anchor = runbook_url
-            .strip_prefix("docs/runbook.md#")
+            .strip_prefix(ravectl::runbook::PLACEHOLDER_BASE)
+            .and_then(|rest| rest.strip_prefix('#'))
             .unwrap_or_default();
         assert_eq!(anchor, name.to_ascii_lowercase(), "{name}: runbook_url");
         assert!(

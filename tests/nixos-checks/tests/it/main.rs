@@ -9,6 +9,7 @@
 //! (crates.io), `systemd-analyze`, `nginx`, `openssl` and `python3`;
 //! `scripts/test` installs what is missing.
 
+mod alerting;
 mod flake;
 mod helpers;
 mod lint;
