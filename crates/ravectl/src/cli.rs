@@ -271,6 +271,43 @@ pub struct UpArgs {
     pub nginx_exporter_port: u16,
     #[arg(long, default_value_t = 9187)]
     pub postgres_exporter_port: u16,
+    #[arg(long, default_value_t = 9093)]
+    pub alertmanager_port: u16,
+    #[arg(long, default_value_t = 9115)]
+    pub blackbox_port: u16,
+    /// The stack's alert inbox: Alertmanager's receiver for people, which
+    /// writes every notification to logs/alerts.jsonl and prints it.
+    #[arg(long, default_value_t = 9097)]
+    pub alert_inbox_port: u16,
+    /// Also send critical and warning alerts to RAVE itself, through
+    /// ingest's `alertmanager` source: they become `sre` tasks.
+    #[arg(long)]
+    pub alerts_as_tasks: bool,
+    /// Also send every alert to this webhook (Slack-compatible relays,
+    /// a pager's incoming webhook, ...).
+    #[arg(long)]
+    pub alert_webhook_url: Option<String>,
+    /// Also mail every alert to this address, through --smtp-smarthost.
+    #[arg(long, requires = "smtp_smarthost")]
+    pub alert_email_to: Option<String>,
+    /// SMTP server for --alert-email-to, host:port.
+    #[arg(long)]
+    pub smtp_smarthost: Option<String>,
+    #[arg(long, default_value = "rave-alerts@localhost")]
+    pub smtp_from: String,
+    #[arg(long, requires = "smtp_password_file")]
+    pub smtp_username: Option<String>,
+    /// A file holding the SMTP password (no trailing newline).
+    #[arg(long)]
+    pub smtp_password_file: Option<PathBuf>,
+    /// How long Alertmanager waits to group a new alert's first
+    /// notification (tests shorten it).
+    #[arg(long, default_value = "30s")]
+    pub alert_group_wait: String,
+    /// How long Alertmanager waits before notifying a group's changes
+    /// (a new alert, a resolution).
+    #[arg(long, default_value = "5m")]
+    pub alert_group_interval: String,
     /// Scrape interval written into the local Prometheus config.
     #[arg(long, default_value = "15s")]
     pub scrape_interval: String,

@@ -35,6 +35,11 @@ pub struct StackFile {
     pub pushgateway_url: Option<String>,
     #[serde(default)]
     pub prometheus_url: Option<String>,
+    #[serde(default)]
+    pub alertmanager_url: Option<String>,
+    /// The local stack's alert inbox (logs/alerts.jsonl).
+    #[serde(default)]
+    pub alert_inbox_log: Option<PathBuf>,
     pub postgres: String,
     pub secrets_dir: PathBuf,
     /// `ravectl up` itself.

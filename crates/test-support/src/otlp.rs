@@ -30,9 +30,7 @@ impl OtlpReceiver {
         let sink = exports.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                if let Ok(export) = handle(stream) {
-                    sink.lock().expect("receiver lock").push(export);
-                }
+                let _ = handle(stream, &sink);
             }
         });
         Ok(Self { endpoint, exports })
@@ -44,7 +42,9 @@ impl OtlpReceiver {
     }
 }
 
-fn handle(mut stream: std::net::TcpStream) -> std::io::Result<Export> {
+/// Reads one export, keeps it, and only then answers: an exporter that
+/// saw its 200 finds its spans in [`OtlpReceiver::exports`].
+fn handle(mut stream: std::net::TcpStream, sink: &Mutex<Vec<Export>>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -71,10 +71,11 @@ fn handle(mut stream: std::net::TcpStream) -> std::io::Result<Export> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")?;
-    Ok(Export {
+    sink.lock().expect("receiver lock").push(Export {
         path,
         content_type,
         body,
-    })
+    });
+    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")?;
+    Ok(())
 }

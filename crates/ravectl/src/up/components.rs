@@ -1,5 +1,6 @@
 //! Components: what `up` starts, in order, each waited for until ready:
-//! the Pushgateway, every RAVE replica, nginx, the exporters, Prometheus.
+//! the Pushgateway, every RAVE replica, nginx, the exporters, the blackbox
+//! exporter, Alertmanager, Prometheus.
 
 use std::path::Path;
 
@@ -113,6 +114,50 @@ pub(super) async fn start(
         )?);
         wait_ready(name, &format!("http://127.0.0.1:{port}/metrics"), services).await?;
     }
+    // Alerting: the HTTPS probe, then Alertmanager, before Prometheus sends to it.
+    let blackbox_args: Vec<std::ffi::OsString> = vec![
+        format!("--config.file={}", written.alerting.blackbox.display()).into(),
+        format!("--web.listen-address=127.0.0.1:{}", args.blackbox_port).into(),
+    ];
+    services.push(spawn(
+        Path::new(super::alerting::BLACKBOX),
+        "blackbox-exporter",
+        args.blackbox_port,
+        &blackbox_args,
+        state_dir,
+    )?);
+    wait_ready(
+        "blackbox-exporter",
+        &format!("http://127.0.0.1:{}/metrics", args.blackbox_port),
+        services,
+    )
+    .await?;
+    let alertmanager_url = format!("http://127.0.0.1:{}", args.alertmanager_port);
+    let alertmanager_args: Vec<std::ffi::OsString> = vec![
+        format!("--config.file={}", written.alerting.alertmanager.display()).into(),
+        format!(
+            "--storage.path={}",
+            state_dir.join("alertmanager").display()
+        )
+        .into(),
+        format!("--web.listen-address=127.0.0.1:{}", args.alertmanager_port).into(),
+        format!("--web.external-url={alertmanager_url}").into(),
+        // One Alertmanager: no gossip port.
+        "--cluster.listen-address=".into(),
+    ];
+    services.push(spawn(
+        Path::new(super::alerting::ALERTMANAGER),
+        "alertmanager",
+        args.alertmanager_port,
+        &alertmanager_args,
+        state_dir,
+    )?);
+    wait_ready(
+        "alertmanager",
+        &format!("{alertmanager_url}/-/ready"),
+        services,
+    )
+    .await?;
     let prometheus_args: Vec<std::ffi::OsString> = vec![
         format!("--config.file={}", written.prometheus.display()).into(),
         format!(

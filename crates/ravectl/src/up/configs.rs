@@ -38,6 +38,7 @@ pub(super) struct Written {
     pub prometheus: PathBuf,
     pub tls_cert: PathBuf,
     pub secrets_dir: PathBuf,
+    pub alerting: super::alerting::AlertingFiles,
 }
 
 /// Renders every template into the state directory's config/.
@@ -77,6 +78,12 @@ pub(super) fn write(
             )
             .replace("{{NGINX_STATUS_PORT}}", &args.nginx_status_port.to_string())
             .replace("{{PROMETHEUS_PORT}}", &args.prometheus_port.to_string())
+            .replace("{{ALERTMANAGER_PORT}}", &args.alertmanager_port.to_string())
+            .replace("{{BLACKBOX_PORT}}", &args.blackbox_port.to_string())
+            .replace(
+                "{{PUBLIC_HEALTHZ}}",
+                &format!("https://localhost:{}/healthz", args.nginx_port),
+            )
             .replace(
                 "{{NODE_EXPORTER_PORT}}",
                 &args.node_exporter_port.to_string(),
@@ -132,7 +139,12 @@ pub(super) fn write(
     let agents_file = config_dir.join("agents.toml");
     if !agents_file.exists() {
         let dev_token = std::fs::read_to_string(secrets_dir.join("agent-dev.token"))?;
-        let entry = crate::agents::entry("dev", dev_token.trim_end(), &["webhook".to_owned()]);
+        // `sre`: the tasks alerts become with --alerts-as-tasks.
+        let entry = crate::agents::entry(
+            "dev",
+            dev_token.trim_end(),
+            &["webhook".to_owned(), "sre".to_owned()],
+        );
         std::fs::write(
             &agents_file,
             format!("# Agents of the local stack; `ravectl agents create` adds more.\n{entry}"),
@@ -158,6 +170,16 @@ pub(super) fn write(
                 .map(|e| e.path()),
         );
     }
+    // --alerts-as-tasks: ingest takes Alertmanager's notifications, and a
+    // firing alert becomes an `sre` task (resolutions are kept as events).
+    let (alert_source, alert_route) = if args.alerts_as_tasks {
+        (
+            "\n# Alertmanager's notifications (--alerts-as-tasks), by bearer token.\n[sources.alertmanager]\nkind = \"alertmanager\"\ntokens = [{ file = '{{SECRETS_DIR}}/alertmanager.token' }]\n",
+            "# Firing alerts (--alerts-as-tasks) become `sre` tasks.\n[[routes]]\nkind = \"sre\"\nsource = \"alertmanager\"\nevent_types = [\"alert.firing\"]\n",
+        )
+    } else {
+        ("", "")
+    };
     let mut configs: Vec<(Replica, PathBuf)> = Vec::new();
     for service in SERVICES {
         let template = match service {
@@ -196,7 +218,9 @@ pub(super) fn write(
                 .replace(
                     "{{SPOOL_PEERS}}",
                     &peers.map(|p| quoted(p)).collect::<Vec<_>>().join(", "),
-                );
+                )
+                .replace("{{ALERT_SOURCE}}\n", alert_source)
+                .replace("{{ALERT_ROUTE}}\n", alert_route);
             let path = config_dir.join(format!("{}.toml", replica.name));
             std::fs::write(&path, render(&text))?;
             configs.push((replica.clone(), path));
@@ -274,11 +298,14 @@ pub(super) fn write(
         nginx_config.display(),
         String::from_utf8_lossy(&tested.stderr)
     );
+    let public = format!("https://localhost:{}", args.nginx_port);
+    let alerting = super::alerting::write(args, &config_dir, &public, &tls_cert, &secrets_dir)?;
     Ok(Written {
         services: configs,
         nginx: nginx_config,
         prometheus: prometheus_config,
         tls_cert,
         secrets_dir,
+        alerting,
     })
 }

@@ -16,12 +16,14 @@ use crate::postgres::LocalPostgres;
 use crate::secrets;
 use crate::stack::StackFile;
 
+pub mod alerting;
 mod components;
 mod configs;
 mod replicas;
 mod supervise;
 mod table;
 
+pub use alerting::{alertmanager_config, check as check_alertmanager_config};
 pub use replicas::{Replica, replicas_of};
 
 pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
@@ -59,6 +61,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
                 args.nginx_status_port,
             ),
             ("PostgreSQL", "--pg-port", args.pg_port),
+            (
+                "Alertmanager",
+                "--alertmanager-port",
+                args.alertmanager_port,
+            ),
+            (
+                "the blackbox exporter",
+                "--blackbox-port",
+                args.blackbox_port,
+            ),
+            (
+                "the alert inbox",
+                "--alert-inbox-port",
+                args.alert_inbox_port,
+            ),
         ])
     {
         if !taken.insert(port) {
@@ -153,6 +170,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     secret("agent-dev.token", "agent `dev` token", || {
         format!("rave_agent_{}", secrets::hex_token(24))
     })?;
+    secret(
+        "alertmanager.token",
+        "Alertmanager's token (ingest's alertmanager source)",
+        || secrets::hex_token(24),
+    )?;
 
     let postgres = LocalPostgres::new(&state_dir, args.pg_port)?;
     postgres.init()?;
@@ -186,6 +208,13 @@ async fn run_services(
     postgres.ensure_database("rave_agent_reporter", &passwords[2], "rave_reports")?;
     let replicas = replicas::all(args)?;
     let written = configs::write(args, state_dir, &replicas)?;
+    // The people receiver first: alerts can fire as soon as Prometheus runs.
+    let inbox_log = state_dir.join("logs/alerts.jsonl");
+    let inbox = tokio::spawn(alerting::inbox(
+        tokio::net::TcpListener::bind(("127.0.0.1", args.alert_inbox_port)).await?,
+        inbox_log.clone(),
+    ));
+    let _inbox = AbortOnDrop(inbox);
     let mut services = Vec::new();
     if let Err(e) =
         components::start(args, postgres, bin_dir, state_dir, &written, &mut services).await
@@ -215,6 +244,8 @@ async fn run_services(
         reporter_url: Some(reporter_url.clone()),
         pushgateway_url: Some(pushgateway_url.clone()),
         prometheus_url: Some(format!("http://127.0.0.1:{}", args.prometheus_port)),
+        alertmanager_url: Some(format!("http://127.0.0.1:{}", args.alertmanager_port)),
+        alert_inbox_log: Some(inbox_log.clone()),
         postgres: format!(
             "postgresql://rave_dedup_store@127.0.0.1:{}/rave_events",
             args.pg_port
@@ -239,4 +270,13 @@ async fn run_services(
     supervise::stop_all(&mut services).await;
     let _ = std::fs::remove_file(StackFile::path(state_dir));
     Ok(code)
+}
+
+/// Stops a background task when `up` returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

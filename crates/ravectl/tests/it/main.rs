@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod alerting;
 mod bench;
 mod faults;
 mod limits;
@@ -28,7 +29,7 @@ fn free_port() -> u16 {
 
 /// Ports for `up_with(.., ["--replicas", "2"])`: the four RAVE services'
 /// (indexes 0, 1, 3 and 4) also need their port + 100 free for replica 2.
-fn replica_ports() -> [u16; 12] {
+fn replica_ports() -> [u16; 15] {
     let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
     std::array::from_fn(|i| {
         loop {
@@ -62,12 +63,12 @@ impl Drop for Stack {
 }
 
 /// Starts `ravectl up` and waits for its "RAVE is up" line.
-fn up(state_dir: &Path, ports: [u16; 12]) -> Stack {
+fn up(state_dir: &Path, ports: [u16; 15]) -> Stack {
     up_with(state_dir, ports, &[])
 }
 
 /// [`up`] with extra arguments.
-fn up_with(state_dir: &Path, ports: [u16; 12], extra: &[&str]) -> Stack {
+fn up_with(state_dir: &Path, ports: [u16; 15], extra: &[&str]) -> Stack {
     let mut child = ravectl()
         .arg("up")
         .args(extra)
@@ -85,6 +86,9 @@ fn up_with(state_dir: &Path, ports: [u16; 12], extra: &[&str]) -> Stack {
         .args(["--node-exporter-port", &ports[9].to_string()])
         .args(["--nginx-exporter-port", &ports[10].to_string()])
         .args(["--postgres-exporter-port", &ports[11].to_string()])
+        .args(["--alertmanager-port", &ports[12].to_string()])
+        .args(["--blackbox-port", &ports[13].to_string()])
+        .args(["--alert-inbox-port", &ports[14].to_string()])
         .args(["--scrape-interval", "1s"])
         .arg("--no-install")
         .stdout(Stdio::piped())
@@ -148,6 +152,13 @@ fn verify_passes(state_dir: &Path) -> String {
         12,
         "{report}"
     );
+    // An alert went through Alertmanager to the stack's inbox for people.
+    assert!(
+        report.contains("a test alert was delivered through Alertmanager to"),
+        "{report}"
+    );
+    let inbox = std::fs::read_to_string(state_dir.join("logs/alerts.jsonl")).unwrap();
+    assert!(inbox.contains("RaveVerifyDelivery"), "{inbox}");
     report
 }
 
@@ -186,7 +197,7 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
  {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let ports = [0; 12].map(|_| free_port());
+    let ports = [0; 15].map(|_| free_port());
     let mut stack = up(&state, ports);
 
     for source in ["github", "gitlab", "gitlab-token", "standard"] {
@@ -484,6 +495,8 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
         "nginx",
         "prometheus",
         "pushgateway",
+        "alertmanager",
+        "blackbox-exporter",
     ] {
         assert!(
             table
