@@ -15,78 +15,73 @@ pub(super) const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 pub(super) const AMTOOL: &str = "/usr/bin/amtool";
 pub(super) const BLACKBOX: &str = "/usr/bin/prometheus-blackbox-exporter";
 
-const ALERTMANAGER_TEMPLATE: &str = include_str!("../../templates/alertmanager.yml");
+/// Routing and inhibition, shared with the NixOS hosts (nixos/lib/alertmanager.nix).
+pub const ROUTING: &str = include_str!("../../../../prometheus/alertmanager/routing.json");
 const BLACKBOX_TEMPLATE: &str = include_str!("../../templates/blackbox.yml");
 
-/// A value quoted for YAML: single quotes, `'` doubled; no line breaks.
-fn quoted(value: &str, what: &str) -> anyhow::Result<String> {
-    anyhow::ensure!(!value.contains(['\n', '\r']), "{what} must be on one line");
-    Ok(format!("'{}'", value.replace('\'', "''")))
-}
-
-/// Alertmanager's configuration for `args`. `public_url` is nginx's, the
-/// way alerts reach ingest's alertmanager source (balanced over replicas).
+/// Alertmanager's configuration for `args`, as JSON (which YAML reads).
+/// Every alert reaches people (the stack's inbox, and a webhook or mail
+/// when given) without going through RAVE, which may be what is down.
+/// With --alerts-as-tasks, critical and warning alerts also go to ingest's
+/// alertmanager source through nginx (`public_url`, balanced over replicas).
 pub fn alertmanager_config(
     args: &UpArgs,
     public_url: &str,
     tls_cert: &Path,
     secrets_dir: &Path,
 ) -> anyhow::Result<String> {
-    let mut people = String::new();
-    if let Some(url) = &args.alert_webhook_url {
-        people.push_str(&format!(
-            "      - url: {}\n        send_resolved: true\n",
-            quoted(url, "--alert-webhook-url")?
-        ));
-    }
-    if let Some(to) = &args.alert_email_to {
-        people.push_str(&format!(
-            "    email_configs:\n      - to: {}\n        send_resolved: true\n",
-            quoted(to, "--alert-email-to")?
-        ));
-    }
-    let mut smtp = String::new();
+    use serde_json::{Value, json};
+    let routing: Value = serde_json::from_str(ROUTING).context("routing.json")?;
+    let mut route = routing["route"].clone();
+    route["group_wait"] = json!(args.alert_group_wait);
+    route["group_interval"] = json!(args.alert_group_interval);
+    let mut global = json!({ "resolve_timeout": "5m" });
     if let Some(host) = &args.smtp_smarthost {
-        smtp.push_str(&format!(
-            "  smtp_smarthost: {}\n  smtp_from: {}\n  smtp_require_tls: true\n",
-            quoted(host, "--smtp-smarthost")?,
-            quoted(&args.smtp_from, "--smtp-from")?
-        ));
+        global["smtp_smarthost"] = json!(host);
+        global["smtp_from"] = json!(args.smtp_from);
+        global["smtp_require_tls"] = json!(true);
         if let (Some(user), Some(file)) = (&args.smtp_username, &args.smtp_password_file) {
-            smtp.push_str(&format!(
-                "  smtp_auth_username: {}\n  smtp_auth_password_file: {}\n",
-                quoted(user, "--smtp-username")?,
-                quoted(&file.display().to_string(), "--smtp-password-file")?
-            ));
+            global["smtp_auth_username"] = json!(user);
+            global["smtp_auth_password_file"] = json!(file);
         }
     }
-    let (route, receiver) = if args.alerts_as_tasks {
-        (
-            "    # Critical and warning alerts also become tasks (continue: people get them too).\n    - receiver: rave\n      matchers: ['severity=~\"critical|warning\"']\n      continue: true\n".to_owned(),
-            format!(
-                "  - name: rave\n    webhook_configs:\n      - url: {}\n        send_resolved: true\n        http_config:\n          authorization:\n            credentials_file: {}\n          tls_config:\n            ca_file: {}\n",
-                quoted(&format!("{public_url}/hooks/alertmanager"), "the public URL")?,
-                quoted(&secrets_dir.join("alertmanager.token").display().to_string(), "the secrets directory")?,
-                quoted(&tls_cert.display().to_string(), "the certificate path")?,
-            ),
-        )
-    } else {
-        (String::new(), String::new())
-    };
-    Ok(ALERTMANAGER_TEMPLATE
-        .replace("{{SMTP_GLOBAL}}\n", &smtp)
-        .replace(
-            "{{GROUP_WAIT}}",
-            &quoted(&args.alert_group_wait, "--alert-group-wait")?,
-        )
-        .replace(
-            "{{GROUP_INTERVAL}}",
-            &quoted(&args.alert_group_interval, "--alert-group-interval")?,
-        )
-        .replace("{{RAVE_ROUTE}}\n", &route)
-        .replace("{{INBOX_PORT}}", &args.alert_inbox_port.to_string())
-        .replace("{{PEOPLE_RECEIVERS}}\n", &people)
-        .replace("{{RAVE_RECEIVER}}\n", &receiver))
+    let mut webhooks = vec![json!({
+        "url": format!("http://127.0.0.1:{}/alerts", args.alert_inbox_port),
+        "send_resolved": true,
+    })];
+    if let Some(url) = &args.alert_webhook_url {
+        webhooks.push(json!({ "url": url, "send_resolved": true }));
+    }
+    let mut people = json!({ "name": "people", "webhook_configs": webhooks });
+    if let Some(to) = &args.alert_email_to {
+        people["email_configs"] = json!([{ "to": to, "send_resolved": true }]);
+    }
+    let mut receivers = vec![people];
+    if args.alerts_as_tasks {
+        let routes = route["routes"].as_array_mut().context("route.routes")?;
+        routes.insert(0, routing["rave_route"].clone());
+        receivers.push(json!({
+            "name": "rave",
+            "webhook_configs": [{
+                "url": format!("{public_url}/hooks/alertmanager"),
+                "send_resolved": true,
+                "http_config": {
+                    "authorization": { "credentials_file": secrets_dir.join("alertmanager.token") },
+                    "tls_config": { "ca_file": tls_cert },
+                },
+            }],
+        }));
+    }
+    let config = json!({
+        "global": global,
+        "route": route,
+        "inhibit_rules": routing["inhibit_rules"],
+        "receivers": receivers,
+    });
+    Ok(format!(
+        "# Written by `ravectl up` (routing: prometheus/alertmanager/routing.json).\n{}\n",
+        serde_json::to_string_pretty(&config)?
+    ))
 }
 
 /// What [`write`] wrote.

@@ -75,3 +75,62 @@ async fn with_alerts_as_tasks_a_critical_alert_reaches_the_inbox_and_becomes_one
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0]["kind"], "sre");
 }
+
+fn up_args(extra: &[&str]) -> ravectl::cli::UpArgs {
+    use clap::Parser as _;
+    let cli = ravectl::cli::Cli::try_parse_from(["ravectl", "up"].iter().chain(extra)).unwrap();
+    match cli.command {
+        ravectl::cli::Command::Up(args) => args,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn every_receiver_combination_renders_a_configuration_amtool_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("tls.crt");
+    let secrets = dir.path().join("it's secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("alertmanager.token"), "t0ken").unwrap();
+    std::fs::write(&cert, "").unwrap();
+    let mail = [
+        "--alert-email-to",
+        "ops@example.org",
+        "--smtp-smarthost",
+        "smtp.example.org:587",
+        "--smtp-username",
+        "rave",
+        "--smtp-password-file",
+        "/run/secrets/smtp password",
+    ];
+    let webhook = ["--alert-webhook-url", "https://hooks.example.org/rave?team='sre'"];
+    let cases: Vec<Vec<&str>> = vec![
+        vec![],
+        webhook.to_vec(),
+        mail.to_vec(),
+        [&webhook[..], &mail[..], &["--alerts-as-tasks"]].concat(),
+    ];
+    for (i, extra) in cases.iter().enumerate() {
+        let text =
+            ravectl::up::alertmanager_config(&up_args(extra), "https://localhost:3002", &cert, &secrets)
+                .unwrap();
+        let file = dir.path().join(format!("alertmanager-{i}.yml"));
+        std::fs::write(&file, &text).unwrap();
+        if let Err(e) = ravectl::up::check_alertmanager_config(&file) {
+            panic!("{extra:?}: {e:#}\n{text}");
+        }
+        // People get every alert, whatever else is configured.
+        assert!(text.contains("\"receiver\": \"people\""), "{text}");
+        assert_eq!(text.contains("\"name\": \"rave\""), extra.contains(&"--alerts-as-tasks"), "{text}");
+        assert_eq!(text.contains("email_configs"), extra.contains(&"--alert-email-to"), "{text}");
+    }
+    // A value cannot break out of its string: it stays one URL.
+    let odd = up_args(&["--alert-webhook-url", "https://x/\"\nreceivers: []"]);
+    let text = ravectl::up::alertmanager_config(&odd, "https://localhost:3002", &cert, &secrets).unwrap();
+    let file = dir.path().join("odd.yml");
+    std::fs::write(&file, &text).unwrap();
+    assert_eq!(text.matches("\"receivers\"").count(), 1, "{text}");
+    // amtool reads it as the one (invalid) URL it is.
+    let refused = ravectl::up::check_alertmanager_config(&file).unwrap_err();
+    assert!(format!("{refused:#}").contains("invalid control character in URL"), "{refused:#}");
+}
