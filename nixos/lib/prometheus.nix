@@ -4,6 +4,8 @@
 #
 # Plain Nix with no nixpkgs.
 { ports ? { }
+, # What the blackbox exporter probes: nginx's health endpoint.
+  publicHealthz ? "https://localhost:3002/healthz"
 , # RAVE services with several replicas: name -> count; replica k listens
   # on the port + (k - 1) × replicaPortStep, and each is a target.
   replicas ? { }
@@ -20,6 +22,8 @@ let
     dedup-store = 3010;
     task-dispatcher = 3020;
     agent-reporter = 3030;
+    alertmanager = 9093;
+    blackbox = 9115;
   } // ports;
   job = name: {
     job_name = name;
@@ -35,3 +39,18 @@ map job [ "prometheus" "node" "nginx" "postgres" ]
   (job "pushgateway" // { honor_labels = true; })
 ]
 ++ map job [ "ingest" "dedup-store" "task-dispatcher" "agent-reporter" ]
+++ [
+  (job "alertmanager")
+  # The public endpoint through the blackbox exporter: target → ?target=.
+  {
+    job_name = "blackbox";
+    metrics_path = "/probe";
+    params.module = [ "rave_https" ];
+    static_configs = [{ targets = [ publicHealthz ]; }];
+    relabel_configs = [
+      { source_labels = [ "__address__" ]; target_label = "__param_target"; }
+      { source_labels = [ "__param_target" ]; target_label = "instance"; }
+      { target_label = "__address__"; replacement = "127.0.0.1:${toString port.blackbox}"; }
+    ];
+  }
+]

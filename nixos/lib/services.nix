@@ -39,6 +39,8 @@
 , # The token ingest presents to dedup-store to store events.
   ingestTokenFile
 , pushgatewayUrl ? "http://127.0.0.1:9091"
+, # task-dispatcher's routing rules, first match wins.
+  routes ? [{ kind = "webhook"; }]
 , # OTLP/HTTP traces endpoint, e.g. "http://127.0.0.1:4318/v1/traces".
   otlpEndpoint ? null
 }:
@@ -212,8 +214,7 @@ in
         server = server port;
         database = databaseOf "task-dispatcher" "rave_task_dispatcher" unit;
         inherit telemetry;
-        # Every event becomes a `webhook` task until routes are configured.
-        routes = [{ kind = "webhook"; }];
+        inherit routes;
       } // agentsFileSetting unit;
     });
 

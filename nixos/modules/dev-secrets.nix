@@ -42,6 +42,7 @@ in
         whsec() { [ -s "$1" ] || echo "whsec_$(openssl rand -base64 32)" > "$1"; }
         hex relay.token 24
         hex ingest.token 24
+        hex alertmanager.token 24
         hex operator.token 24
         hex github.secret 20
         whsec gitlab-signing.secret
@@ -92,6 +93,7 @@ in
         file;
     };
 
+    services.rave-observability.alerting.tokenFile = file "alertmanager.token";
     services.rave-observability.grafana = mkIf grafana {
       adminPasswordFile = file "grafana-admin.password";
       secretKeyFile = file "grafana-secret.key";

@@ -26,6 +26,53 @@ in
         wiki's or repository's URL.
       '';
     };
+    alerting = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Run Alertmanager (routing and inhibition from
+          prometheus/alertmanager/routing.json), the alert inbox every alert
+          reaches (`journalctl -u rave-alert-inbox`), and the blackbox
+          exporter probing the public HTTPS endpoint.
+        '';
+      };
+      webhookUrl = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Also send every alert to this webhook (a pager's or chat relay's incoming webhook).";
+      };
+      email = mkOption {
+        type = types.nullOr (types.submodule {
+          options = {
+            to = mkOption { type = types.str; description = "Where alerts are mailed."; };
+            from = mkOption { type = types.str; default = "rave-alerts@${config.networking.hostName}"; defaultText = lib.literalExpression ''"rave-alerts@''${config.networking.hostName}"''; description = "The sender address."; };
+            smarthost = mkOption { type = types.str; example = "smtp.example.org:587"; description = "SMTP server, host:port (TLS required)."; };
+            username = mkOption { type = types.nullOr types.str; default = null; description = "SMTP user, if the server wants one."; };
+            passwordFile = mkOption {
+              type = types.nullOr (types.strMatching "/.+");
+              default = null;
+              description = "File with the SMTP password (no trailing newline), e.g. a sops secret; handed to Alertmanager as a credential.";
+            };
+          };
+        });
+        default = null;
+        description = "Also mail every alert.";
+      };
+      asTasks = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Also send critical and warning alerts to RAVE's own ingest
+          (`/hooks/alertmanager`, bearer token `tokenFile`): firing alerts
+          become `sre` tasks for an agent. People get every alert either way.
+        '';
+      };
+      tokenFile = mkOption {
+        type = types.strMatching "/.+";
+        description = "The bearer token Alertmanager presents to ingest's alertmanager source.";
+      };
+    };
     grafana = {
       enable = mkOption { type = types.bool; default = true; description = "Run Grafana with RAVE's three dashboards."; };
       adminPasswordFile = mkOption {
@@ -75,6 +122,7 @@ in
         replicas = lib.genAttrs [ "ingest" "dedup-store" "task-dispatcher" "agent-reporter" ]
           (name: rave.${name}.replicas);
         inherit (rave) replicaPortStep;
+        publicHealthz = "https://localhost:${toString rave.nginx.port}/healthz";
       };
 
       pushgateway = {
@@ -103,6 +151,67 @@ in
         };
       };
     };
+
+    # Alerting: Alertmanager (its secrets as credentials: it runs as a
+    # DynamicUser), the inbox, the HTTPS probe.
+    services.prometheus.alertmanagers = mkIf cfg.alerting.enable [{
+      static_configs = [{ targets = [ "${loopback}:9093" ]; }];
+    }];
+    services.prometheus.alertmanager = mkIf cfg.alerting.enable {
+      enable = true;
+      listenAddress = loopback;
+      port = 9093;
+      webExternalUrl = "http://${loopback}:9093";
+      configuration = import ../lib/alertmanager.nix {
+        inherit (cfg.alerting) webhookUrl asTasks;
+        email = if cfg.alerting.email == null then null else
+        cfg.alerting.email // { passwordFile = "/run/credentials/alertmanager.service/smtp-password"; };
+        publicUrl = "https://localhost:${toString rave.nginx.port}";
+        tokenFile = "/run/credentials/alertmanager.service/rave-token";
+        caFile = rave.tls.certificateFile;
+      };
+    };
+    systemd.services.alertmanager.serviceConfig = mkIf cfg.alerting.enable {
+      LoadCredential = lib.optional cfg.alerting.asTasks "rave-token:${cfg.alerting.tokenFile}"
+        ++ lib.optional (cfg.alerting.email != null && cfg.alerting.email.passwordFile != null)
+        "smtp-password:${cfg.alerting.email.passwordFile}";
+      MemoryMax = "128M";
+      CPUQuota = "25%";
+    };
+    systemd.services.rave-alert-inbox = mkIf cfg.alerting.enable {
+      description = "RAVE's alert inbox: every alert, for people";
+      wantedBy = [ "multi-user.target" ];
+      before = [ "alertmanager.service" ];
+      serviceConfig = {
+        ExecStart = "${rave.package}/bin/ravectl alert-inbox --port 9097 --log /var/lib/rave-alert-inbox/alerts.jsonl";
+        DynamicUser = true;
+        StateDirectory = "rave-alert-inbox";
+        Restart = "always";
+        MemoryMax = "64M";
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateDevices = true;
+        NoNewPrivileges = true;
+        RestrictAddressFamilies = [ "AF_INET" "AF_INET6" ];
+        IPAddressDeny = "any";
+        IPAddressAllow = "localhost";
+      };
+    };
+    services.prometheus.exporters.blackbox = mkIf cfg.alerting.enable {
+      enable = true;
+      listenAddress = loopback;
+      port = 9115;
+      configFile = pkgs.writeText "rave-blackbox.yml"
+        (builtins.toJSON (import ../lib/blackbox.nix { caFile = rave.tls.certificateFile; }));
+      # The check reads the CA file, which exists only on the host.
+      enableConfigCheck = false;
+    };
+    services.rave.ingest.sources.alertmanager = mkIf (cfg.alerting.enable && cfg.alerting.asTasks) {
+      kind = "alertmanager";
+      tokenFiles = [ cfg.alerting.tokenFile ];
+    };
+    services.rave.task-dispatcher.routes = mkIf (cfg.alerting.enable && cfg.alerting.asTasks)
+      (lib.mkBefore [{ kind = "sre"; source = "alertmanager"; event_types = [ "alert.firing" ]; }]);
 
     # The seed's limits for the observability stack.
     systemd.services.prometheus.serviceConfig = { MemoryMax = "512M"; CPUQuota = "50%"; };

@@ -22,6 +22,7 @@ let
     agents = lib.mapAttrs (_: a: { inherit (a) kinds tokenSha256; }) cfg.agents;
     inherit (cfg) agentsFile relayTokenFile ingestTokenFile otlpEndpoint;
     inherit (cfg.task-dispatcher) operatorTokenFiles;
+    routes = cfg.task-dispatcher.routes ++ [{ kind = "webhook"; }];
     pushgatewayUrl = cfg.agent-reporter.pushgatewayUrl;
   };
 
@@ -115,7 +116,7 @@ in
         default = { };
         type = types.attrsOf (types.submodule {
           options = {
-            kind = mkOption { type = types.enum [ "github" "gitlab" "standard" ]; };
+            kind = mkOption { type = types.enum [ "github" "gitlab" "standard" "alertmanager" ]; };
             secretFiles = mkOption {
               type = types.listOf secretPath;
               default = [ ];
@@ -124,7 +125,7 @@ in
             tokenFiles = mkOption {
               type = types.listOf secretPath;
               default = [ ];
-              description = "gitlab only: `X-Gitlab-Token` values, for GitLab before 19.";
+              description = "gitlab: `X-Gitlab-Token` values, for GitLab before 19; alertmanager: the bearer tokens Alertmanager sends.";
             };
             requireSignature = mkOption {
               type = types.bool;
@@ -137,6 +138,15 @@ in
     };
     dedup-store = serviceOptions "dedup-store" 3010;
     task-dispatcher = serviceOptions "task-dispatcher" 3020 // {
+      routes = mkOption {
+        type = types.listOf types.attrs;
+        default = [ ];
+        example = [{ kind = "review"; source = "gitlab"; event_types = [ "Merge Request Hook" ]; }];
+        description = ''
+          Routing rules (services/task-dispatcher/config/default.toml), first
+          match wins; a last rule makes every other event a `webhook` task.
+        '';
+      };
       operatorTokenFiles = mkOption {
         type = types.listOf secretPath;
         default = [ ];
@@ -342,6 +352,9 @@ in
       prometheus_url = "http://127.0.0.1:${toString config.services.prometheus.port}";
     } // lib.optionalAttrs config.services.prometheus.pushgateway.enable {
       pushgateway_url = cfg.agent-reporter.pushgatewayUrl;
+    } // lib.optionalAttrs config.services.prometheus.alertmanager.enable {
+      alertmanager_url = "http://127.0.0.1:${toString config.services.prometheus.alertmanager.port}";
+      alert_inbox_log = "/var/lib/rave-alert-inbox/alerts.jsonl";
     });
   };
 }

@@ -106,6 +106,7 @@ in
         secrets = {
           "rave/relay-token" = rootOnly;
           "rave/ingest-token" = rootOnly;
+          "rave/alertmanager-token" = rootOnly;
           "rave/operator-token" = rootOnly;
           "rave/github-secret" = rootOnly;
           "rave/gitlab-signing-secret" = rootOnly;
@@ -137,6 +138,7 @@ in
         adminPasswordFile = config.sops.secrets."grafana/admin-password".path;
         secretKeyFile = config.sops.secrets."grafana/secret-key".path;
       };
+      services.rave-observability.alerting.tokenFile = config.sops.secrets."rave/alertmanager-token".path;
     })
   ]);
 }

@@ -42,6 +42,19 @@ pub enum Command {
     /// Measure a running stack against this machine's own ceilings
     /// (docs/performance.md).
     Bench(BenchArgs),
+    /// Receive Alertmanager's notifications for people: print each alert
+    /// and append each notification to a file (what `up` runs itself; the
+    /// NixOS hosts run it as a unit).
+    AlertInbox(AlertInboxArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AlertInboxArgs {
+    #[arg(long, default_value_t = 9097)]
+    pub port: u16,
+    /// Where notifications are appended, one JSON per line.
+    #[arg(long)]
+    pub log: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

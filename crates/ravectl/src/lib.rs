@@ -48,5 +48,15 @@ pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
         }
         Command::ReleaseManifest(args) => crate::release::run(&args),
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::AlertInbox(args) => {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+            println!(
+                "alert inbox on 127.0.0.1:{}, writing {}",
+                args.port,
+                args.log.display()
+            );
+            crate::up::alerting::inbox(listener, args.log).await;
+            Ok(0)
+        }
     }
 }

@@ -135,7 +135,7 @@ pub fn check(config: &Path) -> anyhow::Result<()> {
 /// The inbox: answers Alertmanager's webhook, appends each notification to
 /// `log` (one JSON per line) and prints one line per alert. Runs until
 /// the task is dropped.
-pub(super) async fn inbox(listener: tokio::net::TcpListener, log: PathBuf) {
+pub async fn inbox(listener: tokio::net::TcpListener, log: PathBuf) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

@@ -103,7 +103,10 @@ fn every_receiver_combination_renders_a_configuration_amtool_accepts() {
         "--smtp-password-file",
         "/run/secrets/smtp password",
     ];
-    let webhook = ["--alert-webhook-url", "https://hooks.example.org/rave?team='sre'"];
+    let webhook = [
+        "--alert-webhook-url",
+        "https://hooks.example.org/rave?team='sre'",
+    ];
     let cases: Vec<Vec<&str>> = vec![
         vec![],
         webhook.to_vec(),
@@ -111,9 +114,13 @@ fn every_receiver_combination_renders_a_configuration_amtool_accepts() {
         [&webhook[..], &mail[..], &["--alerts-as-tasks"]].concat(),
     ];
     for (i, extra) in cases.iter().enumerate() {
-        let text =
-            ravectl::up::alertmanager_config(&up_args(extra), "https://localhost:3002", &cert, &secrets)
-                .unwrap();
+        let text = ravectl::up::alertmanager_config(
+            &up_args(extra),
+            "https://localhost:3002",
+            &cert,
+            &secrets,
+        )
+        .unwrap();
         let file = dir.path().join(format!("alertmanager-{i}.yml"));
         std::fs::write(&file, &text).unwrap();
         if let Err(e) = ravectl::up::check_alertmanager_config(&file) {
@@ -121,16 +128,28 @@ fn every_receiver_combination_renders_a_configuration_amtool_accepts() {
         }
         // People get every alert, whatever else is configured.
         assert!(text.contains("\"receiver\": \"people\""), "{text}");
-        assert_eq!(text.contains("\"name\": \"rave\""), extra.contains(&"--alerts-as-tasks"), "{text}");
-        assert_eq!(text.contains("email_configs"), extra.contains(&"--alert-email-to"), "{text}");
+        assert_eq!(
+            text.contains("\"name\": \"rave\""),
+            extra.contains(&"--alerts-as-tasks"),
+            "{text}"
+        );
+        assert_eq!(
+            text.contains("email_configs"),
+            extra.contains(&"--alert-email-to"),
+            "{text}"
+        );
     }
     // A value cannot break out of its string: it stays one URL.
     let odd = up_args(&["--alert-webhook-url", "https://x/\"\nreceivers: []"]);
-    let text = ravectl::up::alertmanager_config(&odd, "https://localhost:3002", &cert, &secrets).unwrap();
+    let text =
+        ravectl::up::alertmanager_config(&odd, "https://localhost:3002", &cert, &secrets).unwrap();
     let file = dir.path().join("odd.yml");
     std::fs::write(&file, &text).unwrap();
     assert_eq!(text.matches("\"receivers\"").count(), 1, "{text}");
     // amtool reads it as the one (invalid) URL it is.
     let refused = ravectl::up::check_alertmanager_config(&file).unwrap_err();
-    assert!(format!("{refused:#}").contains("invalid control character in URL"), "{refused:#}");
+    assert!(
+        format!("{refused:#}").contains("invalid control character in URL"),
+        "{refused:#}"
+    );
 }

@@ -264,7 +264,7 @@ fn the_nixos_scrape_jobs_are_prometheus_yml_s() {
         })
         .collect();
     assert_eq!(from_nix, from_yaml);
-    assert_eq!(from_nix.len(), 9);
+    assert_eq!(from_nix.len(), 11);
 }
 
 #[test]
