@@ -20,8 +20,11 @@ OBSERVABILITY_UNITS = [
     "prometheus-node-exporter.service",
     "prometheus-nginx-exporter.service",
     "prometheus-postgres-exporter.service",
+    "prometheus-blackbox-exporter.service",
+    "alertmanager.service",
+    "rave-alert-inbox.service",
 ]
-INTERNAL_PORTS = [3001, 3010, 3020, 3030, 9090, 9091, 3000, 5432, 9100, 9113, 9187]
+INTERNAL_PORTS = [3001, 3010, 3020, 3030, 9090, 9091, 3000, 5432, 9100, 9113, 9187, 9093, 9115, 9097]
 CURL = "curl -sS --fail --cacert /var/lib/rave-secrets/tls.crt"
 
 
@@ -50,7 +53,7 @@ with subtest("the system boots and every unit is active"):
     server.wait_for_unit("multi-user.target")
     for unit in ["rave-dev-secrets.service"] + RAVE_UNITS + OBSERVABILITY_UNITS:
         server.wait_for_unit(unit)
-    for port in [3001, 3010, 3020, 3030, 3002, 9090, 9091, 3000]:
+    for port in [3001, 3010, 3020, 3030, 3002, 9090, 9091, 3000, 9093, 9115, 9097]:
         server.wait_for_open_port(port)
     failed = server.succeed("systemctl list-units --failed --plain --no-legend").strip()
     assert failed == "", f"failed units: {failed}"
@@ -173,10 +176,13 @@ with subtest("secrets are readable only by their service"):
     finds_nothing(server, f"grep -rqF '{secret}' /etc/systemd/system/rave-*.service")
     finds_nothing(server, f"journalctl -b --no-pager | grep -qF '{secret}'")
 
-with subtest("ravectl verify passes: signatures, dedup, agents, reporting, scraping, dashboards"):
+with subtest("ravectl verify passes: signatures, dedup, agents, reporting, scraping, alert delivery, dashboards"):
     out = server.succeed("ravectl verify --state-dir /etc/rave 2>&1")
     print(out)
     assert "FAIL" not in out, out
+    # An alert went through Alertmanager to the inbox people read.
+    assert "a test alert was delivered through Alertmanager" in out, out
+    server.succeed("journalctl -u rave-alert-inbox --no-pager | grep -q RaveVerifyDelivery")
 
 with subtest("Grafana lists the three provisioned dashboards"):
     password = server.succeed("cat /var/lib/rave-secrets/grafana-admin.password").strip()
