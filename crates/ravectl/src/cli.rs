@@ -321,9 +321,12 @@ pub struct UpArgs {
     /// (a new alert, a resolution).
     #[arg(long, default_value = "5m")]
     pub alert_group_interval: String,
-    /// Scrape interval written into the local Prometheus config.
+    /// Scrape and rule evaluation interval of the local Prometheus.
     #[arg(long, default_value = "15s")]
     pub scrape_interval: String,
+    /// Tests only: every alert's `for:` (how long a condition must hold).
+    #[arg(long, hide = true)]
+    pub alert_for: Option<String>,
     #[arg(long, default_value_t = 5433)]
     pub pg_port: u16,
     /// Do not install missing Debian packages, even as root.

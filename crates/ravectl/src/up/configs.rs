@@ -101,6 +101,10 @@ pub(super) fn write(
                 &format!("scrape_interval: {}", args.scrape_interval),
             )
             .replace(
+                "evaluation_interval: 15s",
+                &format!("evaluation_interval: {}", args.scrape_interval),
+            )
+            .replace(
                 "{{NGINX_DIR}}",
                 &state_dir.join("nginx").display().to_string(),
             )
@@ -268,10 +272,11 @@ pub(super) fn write(
         .clone()
         .unwrap_or_else(|| crate::runbook::file_url(&runbook));
     for (file, rules) in RULES {
-        std::fs::write(
-            config_dir.join("rules").join(file),
-            crate::runbook::with_base(rules, &base),
-        )?;
+        let mut text = crate::runbook::with_base(rules, &base);
+        if let Some(pending) = &args.alert_for {
+            text = with_for(&text, pending);
+        }
+        std::fs::write(config_dir.join("rules").join(file), text)?;
     }
     let prometheus_config = state_dir.join("config/prometheus.yml");
     std::fs::write(&prometheus_config, render(PROMETHEUS_TEMPLATE))?;
@@ -308,4 +313,20 @@ pub(super) fn write(
         secrets_dir,
         alerting,
     })
+}
+
+/// Every alert's `for:` set to `pending` (tests only: --alert-for).
+fn with_for(rules: &str, pending: &str) -> String {
+    rules
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("for: ") {
+            Some(_) => format!(
+                "{}for: {pending}",
+                &line[..line.len() - line.trim_start().len()]
+            ),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }

@@ -153,3 +153,147 @@ fn every_receiver_combination_renders_a_configuration_amtool_accepts() {
         "{refused:#}"
     );
 }
+
+/// Polls `check` until it gives a value, for at most `secs`.
+async fn within<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn signal(pid: u64, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test]
+async fn a_real_outage_fires_an_alert_that_reaches_people_at_once_becomes_a_task_once_rave_recovers_and_resolves()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ports = [0; 15].map(|_| free_port());
+    // Short `for:` and grouping: this test's configuration only.
+    let _stack = up_with(
+        &state,
+        ports,
+        &[
+            "--alerts-as-tasks",
+            "--alert-for",
+            "2s",
+            "--alert-group-wait",
+            "1s",
+            "--alert-group-interval",
+            "1s",
+        ],
+    );
+    let stack: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("stack.json")).unwrap()).unwrap();
+    let dispatcher_pid = stack["components"]["task-dispatcher"][0].as_u64().unwrap();
+    let http = reqwest::Client::new();
+    let prometheus = format!("http://127.0.0.1:{}", ports[8]);
+    let inbox = state.join("logs/alerts.jsonl");
+    let notified = |status: &'static str| {
+        let inbox = inbox.clone();
+        move || {
+            std::fs::read_to_string(&inbox)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| {
+                    let n: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                    n["status"] == status && n["commonLabels"]["alertname"] == "RaveTargetDown"
+                })
+        }
+    };
+
+    // The condition: task-dispatcher hangs (stopped, so it is not restarted).
+    signal(dispatcher_pid, "-STOP");
+    within(90, "RaveTargetDown firing in Prometheus", async || {
+        let alerts: serde_json::Value = http
+            .get(format!("{prometheus}/api/v1/alerts"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        alerts["data"]["alerts"].as_array()?.iter().find(|a| {
+            a["labels"]["alertname"] == "RaveTargetDown"
+                && a["labels"]["job"] == "task-dispatcher"
+                && a["state"] == "firing"
+        })?;
+        Some(())
+    })
+    .await;
+    // People have it at once, whatever happens to RAVE.
+    let firing = notified("firing");
+    within(60, "the firing notification in the inbox", async || {
+        firing().then_some(())
+    })
+    .await;
+    // RAVE took it in too (stored; the dispatcher that would make it a task is down).
+    let operator = std::fs::read_to_string(state.join("secrets/operator.token")).unwrap();
+    let stored = async || -> Option<Vec<String>> {
+        let events: serde_json::Value = http
+            .get(format!(
+                "http://127.0.0.1:{}/v1/events?source=alertmanager",
+                ports[1]
+            ))
+            .bearer_auth(operator.trim())
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        Some(
+            events["events"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["event_type"].as_str().map(str::to_owned))
+                .collect(),
+        )
+    };
+    within(60, "the alert stored as an event", async || {
+        stored()
+            .await
+            .filter(|t| t.iter().any(|t| t == "alert.firing"))
+    })
+    .await;
+
+    // RAVE recovers: the alert becomes a task, and resolves.
+    signal(dispatcher_pid, "-CONT");
+    let tasks = within(90, "an sre task", async || {
+        let listed: serde_json::Value = http
+            .get(format!("http://127.0.0.1:{}/v1/tasks?kind=sre", ports[3]))
+            .bearer_auth(operator.trim())
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let tasks = listed["tasks"].as_array()?.clone();
+        (!tasks.is_empty()).then_some(tasks)
+    })
+    .await;
+    assert_eq!(tasks.len(), 1, "one task for one firing alert: {tasks:?}");
+    let resolved = notified("resolved");
+    within(90, "the resolved notification in the inbox", async || {
+        resolved().then_some(())
+    })
+    .await;
+    within(60, "the resolution stored as an event", async || {
+        stored()
+            .await
+            .filter(|t| t.iter().any(|t| t == "alert.resolved"))
+    })
+    .await;
+}

@@ -5,8 +5,10 @@
 //! A notification has no delivery id, and Alertmanager sends the same one
 //! again on every `repeat_interval` and on retries. The id is derived from
 //! what makes a notification new: its group, its status and every alert's
-//! fingerprint, status and times. A resend of the same state is the same
-//! event; an alert joining, firing again or resolving is a new one.
+//! fingerprint, status and start (and end, once resolved: a firing alert's
+//! `endsAt` is only how long Prometheus's last send is valid, refreshed on
+//! every evaluation). A resend of the same state is the same event; an
+//! alert joining, firing again or resolving is a new one.
 
 use actix_web::http::header::HeaderMap;
 use rave_service::crypto::constant_time_eq;
@@ -90,11 +92,15 @@ pub(super) fn verify(
     }
     let mut alerts = Vec::with_capacity(notification.alerts.len());
     for alert in &notification.alerts {
+        let ends = instant(&alert.ends_at, "endsAt")?;
         alerts.push((
             alert.fingerprint.as_str(),
             alert.status.as_str(),
             instant(&alert.starts_at, "startsAt")?,
-            instant(&alert.ends_at, "endsAt")?,
+            match alert.status {
+                Status::Firing => 0,
+                Status::Resolved => ends,
+            },
         ));
     }
     // Alertmanager orders a group's alerts as it likes: the id must not.

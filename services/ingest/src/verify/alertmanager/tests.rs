@@ -90,6 +90,26 @@ fn a_resend_of_the_same_state_has_the_same_id_whatever_its_order_and_spelling() 
         ],
     );
     assert_eq!(check(Some(&bearer), &again).unwrap().event_uuid, first);
+    // Prometheus refreshes a firing alert's endsAt (how long its last send
+    // is valid) on every evaluation; Alertmanager's retries carry the new one.
+    let refreshed = notification(
+        "firing",
+        vec![
+            alert(
+                "a1",
+                "firing",
+                "2026-12-01T10:00:00.123456789Z",
+                "2026-12-01T10:04:00Z",
+            ),
+            alert(
+                "b2",
+                "firing",
+                "2026-12-01T10:00:05Z",
+                "2026-12-01T10:04:00Z",
+            ),
+        ],
+    );
+    assert_eq!(check(Some(&bearer), &refreshed).unwrap().event_uuid, first);
 }
 
 #[test]
