@@ -27,8 +27,11 @@ const ADOPT_BATCH: u64 = 500;
 const BATCH_EVENTS: usize = 64;
 const BATCH_BYTES: u64 = 8 << 20;
 
-/// Records of one batch in flight to the store at once.
-const CONCURRENCY: usize = 16;
+/// Records of one batch in flight to the store at once: one, so the store
+/// commits them in the order ingest acknowledged them (concurrent sends
+/// could reorder them, and a routing rule that supersedes by entity would
+/// then let an older event replace a newer one's task).
+const CONCURRENCY: usize = 1;
 
 impl Replayer {
     /// Sends waiting events until the spool is empty or the store fails;
