@@ -3,7 +3,7 @@
 # the sandbox). Three nodes: `server` runs the p2-production host (with
 # generated secrets, since the test has no sops key), `replicas` the same
 # host with two replicas of every service, and `client` probes `server`
-# from the network. The script is tests/rave-vm.py. Memory: 2048 + 2560 +
+# from the network. The script is tests/rave-vm.py. Memory: 2560 + 3072 +
 # 512 MiB of guests (docs/ci.md).
 { pkgs, self, sops-nix }:
 let
@@ -24,7 +24,7 @@ let
     services.rave-dev-secrets.enable = lib.mkForce true;
     boot.growPartition = lib.mkForce false;
     virtualisation = {
-      memorySize = lib.mkDefault 2048;
+      memorySize = lib.mkDefault 2560;
       cores = 2;
       graphics = false;
     };
@@ -48,7 +48,7 @@ pkgs.testers.runNixOSTest {
       task-dispatcher.replicas = 2;
       agent-reporter.replicas = 2;
     };
-    virtualisation.memorySize = 2560;
+    virtualisation.memorySize = 3072;
   };
 
   nodes.client = { pkgs, ... }: {

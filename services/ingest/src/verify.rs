@@ -296,11 +296,7 @@ fn verify_gitlab(
         _ if require_signature => return Err(VerifyError::SignatureRequired),
         _ => {
             let token = required(headers, &["x-gitlab-token"])?;
-            // Compare against every token so timing does not tell which matched.
-            let matches = tokens.iter().fold(false, |found, t| {
-                constant_time_eq(token.as_bytes(), t.expose().as_bytes()) | found
-            });
-            if !matches {
+            if !any_token_matches(tokens, token) {
                 return Err(VerifyError::InvalidToken);
             }
         }
@@ -317,6 +313,14 @@ fn verify_gitlab(
     Ok(Verified {
         event_uuid: parse_id(id, header)?,
         event_type: event_type()?,
+    })
+}
+
+/// Whether `token` is one of `tokens`, compared with every one in constant
+/// time, so timing does not tell which matched, nor how much of one.
+fn any_token_matches(tokens: &[Secret], token: &str) -> bool {
+    tokens.iter().fold(false, |found, t| {
+        constant_time_eq(token.as_bytes(), t.expose().as_bytes()) | found
     })
 }
 

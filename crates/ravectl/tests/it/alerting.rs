@@ -6,22 +6,47 @@ use std::time::{Duration, Instant};
 
 use super::{free_port, up_with};
 
+/// A stack with --alerts-as-tasks and one-second grouping (tests only),
+/// and `extra`.
+fn alerting_stack(state: &std::path::Path, ports: [u16; 15], extra: &[&str]) -> super::Stack {
+    let mut args = vec![
+        "--alerts-as-tasks",
+        "--alert-group-wait",
+        "1s",
+        "--alert-group-interval",
+        "1s",
+    ];
+    args.extend(extra);
+    up_with(state, ports, &args)
+}
+
+/// The `sre` tasks task-dispatcher lists, once it answers.
+async fn sre_tasks(
+    http: &reqwest::Client,
+    dispatcher_port: u16,
+    operator: &str,
+) -> Option<Vec<serde_json::Value>> {
+    let listed: serde_json::Value = http
+        .get(format!(
+            "http://127.0.0.1:{dispatcher_port}/v1/tasks?kind=sre"
+        ))
+        .bearer_auth(operator.trim())
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let tasks = listed["tasks"].as_array()?.clone();
+    (!tasks.is_empty()).then_some(tasks)
+}
+
 #[tokio::test]
 async fn with_alerts_as_tasks_a_critical_alert_reaches_the_inbox_and_becomes_one_sre_task() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let ports = [0; 15].map(|_| free_port());
-    let _stack = up_with(
-        &state,
-        ports,
-        &[
-            "--alerts-as-tasks",
-            "--alert-group-wait",
-            "1s",
-            "--alert-group-interval",
-            "1s",
-        ],
-    );
+    let _stack = alerting_stack(&state, ports, &[]);
     let config = state.join("config/alertmanager.yml");
     ravectl::up::check_alertmanager_config(&config).expect("amtool accepts the rendered config");
 
@@ -50,28 +75,16 @@ async fn with_alerts_as_tasks_a_critical_alert_reaches_the_inbox_and_becomes_one
     }
 
     let operator = std::fs::read_to_string(state.join("secrets/operator.token")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let tasks = loop {
-        let listed: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{}/v1/tasks?kind=sre", ports[3]))
-            .bearer_auth(operator.trim())
-            .send()
+    let inbox = state.join("logs/alerts.jsonl");
+    let tasks = within(60, "an sre task and the inbox entry", async || {
+        let in_inbox = std::fs::read_to_string(&inbox)
+            .unwrap_or_default()
+            .contains("RaveOutboxBacklog");
+        sre_tasks(&http, ports[3], &operator)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let tasks = listed["tasks"].as_array().cloned().unwrap_or_default();
-        let inbox = std::fs::read_to_string(state.join("logs/alerts.jsonl")).unwrap_or_default();
-        if !tasks.is_empty() && inbox.contains("RaveOutboxBacklog") {
-            break tasks;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no sre task and inbox entry within 60 s: {listed}\n{inbox}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+            .filter(|_| in_inbox)
+    })
+    .await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0]["kind"], "sre");
 }
@@ -181,19 +194,7 @@ async fn a_real_outage_fires_an_alert_that_reaches_people_at_once_becomes_a_task
     let state = dir.path().join("state");
     let ports = [0; 15].map(|_| free_port());
     // Short `for:` and grouping: this test's configuration only.
-    let _stack = up_with(
-        &state,
-        ports,
-        &[
-            "--alerts-as-tasks",
-            "--alert-for",
-            "2s",
-            "--alert-group-wait",
-            "1s",
-            "--alert-group-interval",
-            "1s",
-        ],
-    );
+    let _stack = alerting_stack(&state, ports, &["--alert-for", "2s"]);
     let stack: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state.join("stack.json")).unwrap()).unwrap();
     let dispatcher_pid = stack["components"]["task-dispatcher"][0].as_u64().unwrap();
@@ -271,17 +272,7 @@ async fn a_real_outage_fires_an_alert_that_reaches_people_at_once_becomes_a_task
     // RAVE recovers: the alert becomes a task, and resolves.
     signal(dispatcher_pid, "-CONT");
     let tasks = within(90, "an sre task", async || {
-        let listed: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{}/v1/tasks?kind=sre", ports[3]))
-            .bearer_auth(operator.trim())
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let tasks = listed["tasks"].as_array()?.clone();
-        (!tasks.is_empty()).then_some(tasks)
+        sre_tasks(&http, ports[3], &operator).await
     })
     .await;
     assert_eq!(tasks.len(), 1, "one task for one firing alert: {tasks:?}");

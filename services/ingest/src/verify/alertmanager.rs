@@ -11,7 +11,6 @@
 //! alert joining, firing again or resolving is a new one.
 
 use actix_web::http::header::HeaderMap;
-use rave_service::crypto::constant_time_eq;
 use rave_service::ids::{EventType, EventUuid};
 use rave_service::settings::Secret;
 use ring::digest;
@@ -77,11 +76,7 @@ pub(super) fn verify(
     let token = value
         .strip_prefix("Bearer ")
         .ok_or_else(|| malformed(HEADER, "expected Bearer <token>"))?;
-    // Compare against every token so timing does not tell which matched.
-    let matches = tokens.iter().fold(false, |found, t| {
-        constant_time_eq(token.as_bytes(), t.expose().as_bytes()) | found
-    });
-    if !matches {
+    if !super::any_token_matches(tokens, token) {
         return Err(VerifyError::InvalidToken);
     }
     // Authenticated: only now is the body parsed.
