@@ -1,6 +1,7 @@
 # The blackbox exporter's module on a RAVE host: the public HTTPS endpoint as
 # a sender sees it, as in crates/ravectl/templates/blackbox.yml. Plain Nix;
 # the README's test command checks it with `blackbox_exporter --config.check`.
+# `caFile`: what the probe trusts; null for the system's CAs.
 { caFile }:
 {
   modules.rave_https = {
@@ -9,7 +10,6 @@
     http = {
       preferred_ip_protocol = "ip4";
       fail_if_not_ssl = true;
-      tls_config.ca_file = caFile;
-    };
+    } // (if caFile == null then { } else { tls_config.ca_file = caFile; });
   };
 }

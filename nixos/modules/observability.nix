@@ -72,6 +72,24 @@ in
         type = types.strMatching "/.+";
         description = "The bearer token Alertmanager presents to ingest's alertmanager source.";
       };
+      probeUrl = mkOption {
+        type = types.str;
+        default = "https://localhost:${toString rave.nginx.port}/healthz";
+        defaultText = lib.literalExpression ''"https://localhost:''${toString config.services.rave.nginx.port}/healthz"'';
+        example = "https://hooks.example.org:3002/healthz";
+        description = ''
+          What the blackbox exporter probes: the public endpoint under the
+          name its certificate carries (RaveHttpsProbeFailing,
+          RaveTlsCertificateExpiring). The default suits the self-signed
+          certificate of trial images; set your public name with a real one.
+        '';
+      };
+      probeCaFile = mkOption {
+        type = types.nullOr types.str;
+        default = rave.tls.certificateFile;
+        defaultText = lib.literalExpression "config.services.rave.tls.certificateFile";
+        description = "CA (or the certificate itself) the probe trusts; null: the system's CAs.";
+      };
     };
     grafana = {
       enable = mkOption { type = types.bool; default = true; description = "Run Grafana with RAVE's three dashboards."; };
@@ -122,7 +140,7 @@ in
         replicas = lib.genAttrs [ "ingest" "dedup-store" "task-dispatcher" "agent-reporter" ]
           (name: rave.${name}.replicas);
         inherit (rave) replicaPortStep;
-        publicHealthz = "https://localhost:${toString rave.nginx.port}/healthz";
+        publicHealthz = cfg.alerting.probeUrl;
       };
 
       pushgateway = {
@@ -202,7 +220,7 @@ in
       listenAddress = loopback;
       port = 9115;
       configFile = pkgs.writeText "rave-blackbox.yml"
-        (builtins.toJSON (import ../lib/blackbox.nix { caFile = rave.tls.certificateFile; }));
+        (builtins.toJSON (import ../lib/blackbox.nix { caFile = cfg.alerting.probeCaFile; }));
       # The check reads the CA file, which exists only on the host.
       enableConfigCheck = false;
     };

@@ -123,3 +123,11 @@ fn the_hosts_blackbox_module_passes_the_exporters_own_check() {
         cert.display().to_string()
     );
 }
+
+#[test]
+fn a_host_with_a_publicly_signed_certificate_probes_with_the_systems_cas() {
+    let config = nix_eval("import ./nixos/lib/blackbox.nix { caFile = null; }");
+    let http = &config["modules"]["rave_https"]["http"];
+    assert!(http.get("tls_config").is_none(), "{config}");
+    assert_eq!(http["fail_if_not_ssl"], true);
+}
