@@ -324,9 +324,10 @@ pub struct UpArgs {
     /// Scrape and rule evaluation interval of the local Prometheus.
     #[arg(long, default_value = "15s")]
     pub scrape_interval: String,
-    /// Tests only: every alert's `for:` (how long a condition must hold).
+    /// Tests only: `ALERT=DURATION`, that alert's `for:` (how long its
+    /// condition must hold); repeatable.
     #[arg(long, hide = true)]
-    pub alert_for: Option<String>,
+    pub alert_for: Vec<String>,
     #[arg(long, default_value_t = 5433)]
     pub pg_port: u16,
     /// Do not install missing Debian packages, even as root.

@@ -273,8 +273,11 @@ pub(super) fn write(
         .unwrap_or_else(|| crate::runbook::file_url(&runbook));
     for (file, rules) in RULES {
         let mut text = crate::runbook::with_base(rules, &base);
-        if let Some(pending) = &args.alert_for {
-            text = with_for(&text, pending);
+        for setting in &args.alert_for {
+            let (alert, pending) = setting
+                .split_once('=')
+                .context("--alert-for takes ALERT=DURATION")?;
+            text = with_for(&text, alert, pending);
         }
         std::fs::write(config_dir.join("rules").join(file), text)?;
     }
@@ -315,16 +318,22 @@ pub(super) fn write(
     })
 }
 
-/// Every alert's `for:` set to `pending` (tests only: --alert-for).
-fn with_for(rules: &str, pending: &str) -> String {
+/// `alert`'s `for:` set to `pending` (tests only: --alert-for).
+fn with_for(rules: &str, alert: &str, pending: &str) -> String {
+    let mut current = "";
     rules
         .lines()
-        .map(|line| match line.trim_start().strip_prefix("for: ") {
-            Some(_) => format!(
-                "{}for: {pending}",
-                &line[..line.len() - line.trim_start().len()]
-            ),
-            None => line.to_owned(),
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if let Some(name) = trimmed.strip_prefix("- alert: ") {
+                current = name.trim();
+            }
+            match trimmed.strip_prefix("for: ") {
+                Some(_) if current == alert => {
+                    format!("{}for: {pending}", &line[..line.len() - trimmed.len()])
+                }
+                _ => line.to_owned(),
+            }
         })
         .collect::<Vec<_>>()
         .join("\n")

@@ -20,24 +20,29 @@ fn alerting_stack(state: &std::path::Path, ports: [u16; 15], extra: &[&str]) -> 
     up_with(state, ports, &args)
 }
 
-/// The `sre` tasks task-dispatcher lists, once it answers.
+/// A JSON answer, with the operator's token when given; None until it comes.
+async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> Option<serde_json::Value> {
+    let mut request = http.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token.trim());
+    }
+    request.send().await.ok()?.json().await.ok()
+}
+
+/// The `sre` tasks task-dispatcher lists, once there are any.
 async fn sre_tasks(
     http: &reqwest::Client,
     dispatcher_port: u16,
     operator: &str,
 ) -> Option<Vec<serde_json::Value>> {
-    let listed: serde_json::Value = http
-        .get(format!(
-            "http://127.0.0.1:{dispatcher_port}/v1/tasks?kind=sre"
-        ))
-        .bearer_auth(operator.trim())
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    let tasks = listed["tasks"].as_array()?.clone();
+    let url = format!("http://127.0.0.1:{dispatcher_port}/v1/tasks?kind=sre");
+    let tasks = get_json(http, &url, Some(operator)).await?["tasks"]
+        .as_array()?
+        .clone();
     (!tasks.is_empty()).then_some(tasks)
 }
 
@@ -194,7 +199,7 @@ async fn a_real_outage_fires_an_alert_that_reaches_people_at_once_becomes_a_task
     let state = dir.path().join("state");
     let ports = [0; 15].map(|_| free_port());
     // Short `for:` and grouping: this test's configuration only.
-    let _stack = alerting_stack(&state, ports, &["--alert-for", "2s"]);
+    let _stack = alerting_stack(&state, ports, &["--alert-for", "RaveTargetDown=2s"]);
     let stack: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state.join("stack.json")).unwrap()).unwrap();
     let dispatcher_pid = stack["components"]["task-dispatcher"][0].as_u64().unwrap();
@@ -217,14 +222,7 @@ async fn a_real_outage_fires_an_alert_that_reaches_people_at_once_becomes_a_task
     // The condition: task-dispatcher hangs (stopped, so it is not restarted).
     signal(dispatcher_pid, "-STOP");
     within(90, "RaveTargetDown firing in Prometheus", async || {
-        let alerts: serde_json::Value = http
-            .get(format!("{prometheus}/api/v1/alerts"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let alerts = get_json(&http, &format!("{prometheus}/api/v1/alerts"), None).await?;
         alerts["data"]["alerts"].as_array()?.iter().find(|a| {
             a["labels"]["alertname"] == "RaveTargetDown"
                 && a["labels"]["job"] == "task-dispatcher"
@@ -242,18 +240,11 @@ async fn a_real_outage_fires_an_alert_that_reaches_people_at_once_becomes_a_task
     // RAVE took it in too (stored; the dispatcher that would make it a task is down).
     let operator = std::fs::read_to_string(state.join("secrets/operator.token")).unwrap();
     let stored = async || -> Option<Vec<String>> {
-        let events: serde_json::Value = http
-            .get(format!(
-                "http://127.0.0.1:{}/v1/events?source=alertmanager",
-                ports[1]
-            ))
-            .bearer_auth(operator.trim())
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let url = format!(
+            "http://127.0.0.1:{}/v1/events?source=alertmanager",
+            ports[1]
+        );
+        let events = get_json(&http, &url, Some(&operator)).await?;
         Some(
             events["events"]
                 .as_array()?
@@ -275,7 +266,12 @@ async fn a_real_outage_fires_an_alert_that_reaches_people_at_once_becomes_a_task
         sre_tasks(&http, ports[3], &operator).await
     })
     .await;
-    assert_eq!(tasks.len(), 1, "one task for one firing alert: {tasks:?}");
+    assert_eq!(
+        tasks.len(),
+        1,
+        "one task for one firing alert: {tasks:?}\ninbox:\n{}",
+        std::fs::read_to_string(&inbox).unwrap_or_default()
+    );
     let resolved = notified("resolved");
     within(90, "the resolved notification in the inbox", async || {
         resolved().then_some(())
