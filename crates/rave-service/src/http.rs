@@ -4,6 +4,8 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
+use actix_web::HttpMessage as _;
+use actix_web::dev::Service as _;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use futures_util::StreamExt as _;
@@ -147,6 +149,42 @@ pub async fn not_found() -> HttpResponse {
     error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
+/// Whether a service continues the trace context its callers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundTrace {
+    /// Internal callers (other RAVE services, authenticated agents): their
+    /// `traceparent` is the request span's parent.
+    Trusted,
+    /// The internet (ingest): a sender's `traceparent` and `tracestate`
+    /// are removed before the request span starts, so each webhook starts a
+    /// new trace, sampled by RAVE's own ratio; a well-formed `traceparent`
+    /// becomes a span link, so the sender's trace can still be found
+    /// (docs/security.md).
+    Untrusted,
+}
+
+/// A sender's `traceparent`, kept for the request span's link.
+#[derive(Debug, Clone)]
+struct SenderTraceparent(String);
+
+fn take_sender_trace(req: &mut actix_web::dev::ServiceRequest) {
+    let headers = req.headers_mut();
+    let sent = headers.remove("traceparent").next();
+    headers.remove("tracestate");
+    if let Some(value) = sent.as_ref().and_then(|v| v.to_str().ok())
+        && crate::telemetry::is_traceparent(value)
+    {
+        let value = value.to_owned();
+        req.extensions_mut().insert(SenderTraceparent(value));
+    }
+}
+
+fn link_sender_trace(req: &actix_web::dev::ServiceRequest) {
+    if let Some(SenderTraceparent(value)) = req.extensions().get::<SenderTraceparent>().cloned() {
+        crate::telemetry::link_current_span_to(&value);
+    }
+}
+
 /// Binds the listener a service will serve on (port 0 picks a free port).
 pub fn bind(settings: &ServerSettings) -> std::io::Result<TcpListener> {
     TcpListener::bind((settings.host, settings.port))
@@ -160,10 +198,26 @@ pub fn serve<T: Send + Sync + 'static>(
     settings: &ServerSettings,
     state: web::Data<T>,
     routes: fn(&mut web::ServiceConfig),
+    inbound: InboundTrace,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let untrusted = inbound == InboundTrace::Untrusted;
     let mut server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
+            // Inside the request span: link it to the sender's trace.
+            .wrap_fn(move |req, srv| {
+                if untrusted {
+                    link_sender_trace(&req);
+                }
+                srv.call(req)
+            })
             .wrap(TracingLogger::default())
+            // Before the request span exists: it must not see them.
+            .wrap_fn(move |mut req, srv| {
+                if untrusted {
+                    take_sender_trace(&mut req);
+                }
+                srv.call(req)
+            })
             .app_data(state.clone())
             .configure(routes)
             .default_service(web::to(not_found))

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::http::InboundTrace;
 use crate::settings::ServerSettings;
 
 pub struct Served {
@@ -68,8 +69,19 @@ impl Served {
         state: web::Data<T>,
         routes: fn(&mut web::ServiceConfig),
     ) -> std::io::Result<Self> {
+        Self::with_inbound_trace(listener, settings, state, routes, InboundTrace::Trusted)
+    }
+
+    /// [`Served::new`], continuing callers' trace context or not.
+    pub fn with_inbound_trace<T: Send + Sync + 'static>(
+        listener: TcpListener,
+        settings: &ServerSettings,
+        state: web::Data<T>,
+        routes: fn(&mut web::ServiceConfig),
+        inbound: InboundTrace,
+    ) -> std::io::Result<Self> {
         let port = listener.local_addr()?.port();
-        let server = crate::http::serve(listener, settings, state, routes)?;
+        let server = crate::http::serve(listener, settings, state, routes, inbound)?;
         let handle = StopHandle {
             server: server.handle(),
             draining: Arc::new(watch::channel(false).0),

@@ -151,6 +151,16 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
     let _ = span.set_parent(context);
 }
 
+/// Links the current span to the remote span `traceparent` without making
+/// it the parent: the link is followed, the trace is not joined.
+pub fn link_current_span_to(traceparent: &str) {
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let remote = context.span().span_context().clone();
+    tracing::Span::current().add_link(remote);
+}
+
 /// Whether `value` is a well-formed W3C `traceparent` (version 00).
 pub fn is_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();

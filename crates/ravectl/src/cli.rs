@@ -46,6 +46,31 @@ pub enum Command {
     /// and append each notification to a file (what `up` runs itself; the
     /// NixOS hosts run it as a unit).
     AlertInbox(AlertInboxArgs),
+    /// Print a task's whole trace as a tree: every span from the webhook to
+    /// the agent's report, with services, timings and status.
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TraceArgs {
+    /// The task's id (16 hex digits, as in the webhook's 202 answer).
+    pub task_id: String,
+    /// The stack whose spans to read (its span log, or its Tempo).
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
+    pub state_dir: PathBuf,
+    /// Read the trace from this Grafana Tempo (its HTTP API) instead.
+    #[arg(long)]
+    pub tempo_url: Option<String>,
+    /// Tempo only: search traces that started this many hours back.
+    #[arg(long, default_value_t = 24)]
+    pub since_hours: u64,
+    /// Wait up to this long for the task's spans (services export every
+    /// few seconds).
+    #[arg(long, default_value_t = 0)]
+    pub wait_secs: u64,
+    /// Print the spans as JSON instead of a tree.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -292,6 +317,13 @@ pub struct UpArgs {
     /// writes every notification to logs/alerts.jsonl and prints it.
     #[arg(long, default_value_t = 9097)]
     pub alert_inbox_port: u16,
+    /// The stack's OTLP/HTTP trace receiver: every service and the
+    /// reference agent export spans to it; it keeps them in traces/.
+    #[arg(long, default_value_t = 4318)]
+    pub otlp_port: u16,
+    /// The span log's bound, in MiB (two files, the older dropped first).
+    #[arg(long, default_value_t = 64)]
+    pub trace_log_mb: u64,
     /// Also send critical and warning alerts to RAVE itself, through
     /// ingest's `alertmanager` source: they become `sre` tasks.
     #[arg(long)]

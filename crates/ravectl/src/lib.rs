@@ -5,7 +5,8 @@
 //! - `ravectl send`: a correctly signed webhook to a running stack;
 //! - `ravectl agent`: the reference agent;
 //! - `ravectl agents create`: a new agent and its token;
-//! - `ravectl verify`: end-to-end checks of a running stack.
+//! - `ravectl verify`: end-to-end checks of a running stack;
+//! - `ravectl trace TASK_ID`: a task's whole trace, as a tree.
 
 #![allow(clippy::print_stdout, reason = "a CLI's output is its interface")]
 
@@ -23,6 +24,7 @@ pub mod secrets;
 pub mod send;
 pub mod stack;
 pub mod tls;
+pub mod traces;
 pub mod up;
 pub mod verify;
 
@@ -48,6 +50,7 @@ pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
         }
         Command::ReleaseManifest(args) => crate::release::run(&args),
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Trace(args) => crate::traces::run(args).await,
         Command::AlertInbox(args) => {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
             println!(

@@ -3,17 +3,10 @@ use ravectl::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    // Agents' job spans are exported only when an OTLP endpoint is given.
-    let _telemetry = match &cli.command {
-        Command::Agent(args) if args.otlp_endpoint.is_some() => {
-            let settings = rave_service::settings::TelemetrySettings {
-                otlp_endpoint: args.otlp_endpoint.clone(),
-                log_filter: "warn".into(),
-                log_format: rave_service::settings::LogFormat::Pretty,
-                ..Default::default()
-            };
-            rave_service::telemetry::init("ravectl-agent", &settings).ok()
-        }
+    // Agents' job spans go to --otlp-endpoint, else to the local stack's
+    // trace receiver when the agent works for that stack.
+    let telemetry = match &cli.command {
+        Command::Agent(args) => ravectl::agent::telemetry(args),
         _ => None,
     };
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -21,6 +14,8 @@ fn main() {
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(async { ravectl::run(cli.command).await }));
+    // Exporting the last spans: process::exit runs no destructors.
+    drop(telemetry);
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -40,6 +40,15 @@ pub struct StackFile {
     /// The local stack's alert inbox (logs/alerts.jsonl).
     #[serde(default)]
     pub alert_inbox_log: Option<PathBuf>,
+    /// Where the services and agents export spans (OTLP/HTTP).
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The local stack's span log (`ravectl trace`).
+    #[serde(default)]
+    pub trace_dir: Option<PathBuf>,
+    /// A NixOS host's Grafana Tempo (`ravectl trace` asks it).
+    #[serde(default)]
+    pub tempo_url: Option<String>,
     pub postgres: String,
     pub secrets_dir: PathBuf,
     /// `ravectl up` itself.

@@ -12,3 +12,8 @@ pub fn random_trace_id() -> String {
 pub fn traceparent(trace_id: &str) -> String {
     format!("00-{trace_id}-00f067aa0ba902b7-01")
 }
+
+/// A `traceparent` for `trace_id` that says "not sampled".
+pub fn unsampled_traceparent(trace_id: &str) -> String {
+    format!("00-{trace_id}-00f067aa0ba902b7-00")
+}

@@ -51,6 +51,11 @@ pub struct Receipt {
     pub status: String,
     pub task_id: TaskId,
     pub delivery_id: String,
+    /// The trace RAVE started for this delivery (new deliveries only): what
+    /// `ravectl trace` and Grafana show. A sender's own `traceparent` is
+    /// only linked to it (docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 async fn receive_webhook(
@@ -172,10 +177,15 @@ fn receipt(
     task_id: TaskId,
     delivery_id: String,
 ) -> HttpResponse {
+    let trace_id = (status == "accepted")
+        .then(rave_service::telemetry::current_trace_id)
+        .flatten()
+        .map(|t| t.to_string());
     builder.json(Receipt {
         status: status.to_owned(),
         task_id,
         delivery_id,
+        trace_id,
     })
 }
 

@@ -85,7 +85,14 @@ impl Application {
             guard: guard.clone(),
         });
         let listener = rave_service::http::bind(&settings.server)?;
-        let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
+        // Senders' trace context is not trusted (docs/security.md).
+        let mut served = Served::with_inbound_trace(
+            listener,
+            &settings.server,
+            state,
+            routes::configure,
+            rave_service::http::InboundTrace::Untrusted,
+        )?;
         served.spawn(move |mut stop| async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
             loop {

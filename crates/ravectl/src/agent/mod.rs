@@ -158,6 +158,24 @@ fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
         .to_owned())
 }
 
+/// The agent's telemetry: its job spans exported to `--otlp-endpoint`, or,
+/// for the local stack (no `--url`), to that stack's trace receiver.
+pub fn telemetry(args: &AgentArgs) -> Option<rave_service::telemetry::TelemetryGuard> {
+    let endpoint = args.otlp_endpoint.clone().or_else(|| {
+        args.url
+            .is_none()
+            .then(|| StackFile::read(&args.state_dir).ok()?.otlp_endpoint)
+            .flatten()
+    })?;
+    let settings = rave_service::settings::TelemetrySettings {
+        otlp_endpoint: Some(endpoint),
+        log_filter: "warn".into(),
+        log_format: rave_service::settings::LogFormat::Pretty,
+        ..Default::default()
+    };
+    rave_service::telemetry::init("ravectl-agent", &settings).ok()
+}
+
 async fn work_on(client: &Client, args: &AgentArgs, task: &Value) -> anyhow::Result<()> {
     let id = task["task_id"]
         .as_str()

@@ -137,6 +137,7 @@ pub(super) fn write(
             .replace("{{PG_PORT}}", &args.pg_port.to_string())
             .replace("{{SECRETS_DIR}}", &secrets_dir.display().to_string())
             .replace("{{CONFIG_DIR}}", &config_dir.display().to_string())
+            .replace("{{OTLP_ENDPOINT}}", &super::otlp_endpoint(args))
             .replace("{{OPERATOR_DIGEST}}", &operator_digest)
             .replace("{{RELAY_DIGEST}}", &relay_digest)
     };

@@ -76,6 +76,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
                 "--alert-inbox-port",
                 args.alert_inbox_port,
             ),
+            ("the trace receiver", "--otlp-port", args.otlp_port),
         ])
     {
         if !taken.insert(port) {
@@ -215,6 +216,19 @@ async fn run_services(
         inbox_log.clone(),
     ));
     let _inbox = AbortOnDrop(inbox);
+    // Spans from the first service on: the receiver starts before them.
+    let trace_dir = state_dir.join("traces");
+    let traces = crate::traces::receiver::serve(
+        std::net::TcpListener::bind(("127.0.0.1", args.otlp_port))?,
+        crate::traces::SpanLog::new(&trace_dir, args.trace_log_mb << 20),
+        crate::traces::receiver::Limits::default(),
+    )?;
+    let traces_handle = traces.handle();
+    let _traces = AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = traces.await {
+            eprintln!("trace receiver: {e}");
+        }
+    }));
     let mut services = Vec::new();
     if let Err(e) =
         components::start(args, postgres, bin_dir, state_dir, &written, &mut services).await
@@ -246,6 +260,9 @@ async fn run_services(
         prometheus_url: Some(format!("http://127.0.0.1:{}", args.prometheus_port)),
         alertmanager_url: Some(format!("http://127.0.0.1:{}", args.alertmanager_port)),
         alert_inbox_log: Some(inbox_log.clone()),
+        otlp_endpoint: Some(otlp_endpoint(args)),
+        trace_dir: Some(trace_dir.clone()),
+        tempo_url: None,
         postgres: format!(
             "postgresql://rave_dedup_store@127.0.0.1:{}/rave_events",
             args.pg_port
@@ -268,8 +285,15 @@ async fn run_services(
     let code = supervise::until_stopped(&mut services, &mut stack, state_dir).await?;
     println!("stopping ...");
     supervise::stop_all(&mut services).await;
+    // After the services: their last spans are flushed as they stop.
+    traces_handle.stop(true).await;
     let _ = std::fs::remove_file(StackFile::path(state_dir));
     Ok(code)
+}
+
+/// The trace receiver's endpoint, as every service and agent is given it.
+pub(crate) fn otlp_endpoint(args: &UpArgs) -> String {
+    format!("http://127.0.0.1:{}/v1/traces", args.otlp_port)
 }
 
 /// Stops a background task when `up` returns.

@@ -8,7 +8,7 @@ use super::{free_port, up_with};
 
 /// A stack with --alerts-as-tasks and one-second grouping (tests only),
 /// and `extra`.
-fn alerting_stack(state: &std::path::Path, ports: [u16; 15], extra: &[&str]) -> super::Stack {
+fn alerting_stack(state: &std::path::Path, ports: [u16; 16], extra: &[&str]) -> super::Stack {
     let mut args = vec![
         "--alerts-as-tasks",
         "--alert-group-wait",
@@ -50,7 +50,7 @@ async fn sre_tasks(
 async fn with_alerts_as_tasks_a_critical_alert_reaches_the_inbox_and_becomes_one_sre_task() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let ports = [0; 15].map(|_| free_port());
+    let ports = [0; 16].map(|_| free_port());
     let _stack = alerting_stack(&state, ports, &[]);
     let config = state.join("config/alertmanager.yml");
     ravectl::up::check_alertmanager_config(&config).expect("amtool accepts the rendered config");
@@ -197,7 +197,7 @@ async fn a_real_outage_fires_an_alert_that_reaches_people_at_once_becomes_a_task
  {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let ports = [0; 15].map(|_| free_port());
+    let ports = [0; 16].map(|_| free_port());
     // Short `for:` and grouping: this test's configuration only.
     let _stack = alerting_stack(&state, ports, &["--alert-for", "RaveTargetDown=2s"]);
     let stack: serde_json::Value =

@@ -42,7 +42,7 @@ pub fn bench_smoke(state: &Path, mode: &str, out: &Path) -> (PathBuf, Value) {
 fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let ports: [u16; 15] = std::array::from_fn(|_| free_port());
+    let ports: [u16; 16] = std::array::from_fn(|_| free_port());
     let _stack = up_with(
         &state,
         ports,

@@ -210,7 +210,7 @@ async fn kill_and_await_restart(state: &Path, http: &reqwest::Client, name: &str
 async fn faults_under_load(replicas: u16) {
     let dir = tempfile::tempdir().unwrap();
     let state: PathBuf = dir.path().to_path_buf();
-    let ports: [u16; 15] = if replicas == 1 {
+    let ports: [u16; 16] = if replicas == 1 {
         std::array::from_fn(|_| free_port())
     } else {
         replica_ports()

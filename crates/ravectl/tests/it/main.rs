@@ -29,7 +29,7 @@ fn free_port() -> u16 {
 
 /// Ports for `up_with(.., ["--replicas", "2"])`: the four RAVE services'
 /// (indexes 0, 1, 3 and 4) also need their port + 100 free for replica 2.
-fn replica_ports() -> [u16; 15] {
+fn replica_ports() -> [u16; 16] {
     let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
     std::array::from_fn(|i| {
         loop {
@@ -63,12 +63,12 @@ impl Drop for Stack {
 }
 
 /// Starts `ravectl up` and waits for its "RAVE is up" line.
-fn up(state_dir: &Path, ports: [u16; 15]) -> Stack {
+fn up(state_dir: &Path, ports: [u16; 16]) -> Stack {
     up_with(state_dir, ports, &[])
 }
 
 /// [`up`] with extra arguments.
-fn up_with(state_dir: &Path, ports: [u16; 15], extra: &[&str]) -> Stack {
+fn up_with(state_dir: &Path, ports: [u16; 16], extra: &[&str]) -> Stack {
     let mut child = ravectl()
         .arg("up")
         .args(extra)
@@ -89,6 +89,7 @@ fn up_with(state_dir: &Path, ports: [u16; 15], extra: &[&str]) -> Stack {
         .args(["--alertmanager-port", &ports[12].to_string()])
         .args(["--blackbox-port", &ports[13].to_string()])
         .args(["--alert-inbox-port", &ports[14].to_string()])
+        .args(["--otlp-port", &ports[15].to_string()])
         .args(["--scrape-interval", "1s"])
         .arg("--no-install")
         .stdout(Stdio::piped())
@@ -197,7 +198,7 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
  {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let ports = [0; 15].map(|_| free_port());
+    let ports = [0; 16].map(|_| free_port());
     let mut stack = up(&state, ports);
 
     for source in ["github", "gitlab", "gitlab-token", "standard"] {

@@ -8,7 +8,7 @@ use super::{free_port, ravectl, send, up};
 async fn quarantine_lists_a_set_aside_event_with_its_reason_and_a_retry_says_why_it_stays() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let ports = [0; 15].map(|_| free_port());
+    let ports = [0; 16].map(|_| free_port());
     let _stack = up(&state, ports);
     let out = send(&state, "github", "ordinary");
     assert!(out.status.success());

@@ -3,13 +3,14 @@ use test_support::trace::{random_trace_id, traceparent};
 use crate::helpers::{send, spawn_stack};
 
 #[tokio::test]
-async fn the_trace_id_of_an_incoming_traceparent_is_stored_with_the_event() {
+async fn a_senders_traceparent_is_not_the_stored_trace_the_receipt_names_rave_s_own() {
     let stack = spawn_stack().await;
-    let trace_id = random_trace_id();
+    let senders = random_trace_id();
     let request = stack
         .github("traced-1", b"{}")
-        .header("traceparent", traceparent(&trace_id));
-    let (status, _) = send(request).await;
+        .header("traceparent", traceparent(&senders))
+        .header("tracestate", "vendor=chosen");
+    let (status, receipt) = send(request).await;
     assert_eq!(status, 202);
     let db = stack.db.connect().await.unwrap();
     let stored: Option<String> = db
@@ -20,10 +21,12 @@ async fn the_trace_id_of_an_incoming_traceparent_is_stored_with_the_event() {
         .await
         .unwrap()
         .get(0);
+    let stored = stored.expect("a stored trace id");
+    assert_ne!(stored, senders, "the sender chose no stored trace id");
+    assert_eq!(stored.len(), 32);
     assert_eq!(
-        stored.as_deref(),
-        Some(trace_id.as_str()),
-        "the trace survived the hop to dedup-store"
+        receipt["trace_id"], stored,
+        "the receipt names the stored trace"
     );
 }
 
@@ -47,13 +50,13 @@ async fn a_request_without_traceparent_still_gets_a_trace_id_that_reaches_the_st
 #[tokio::test]
 async fn metrics_have_the_seed_names_and_the_latency_histogram_carries_trace_exemplars() {
     let stack = spawn_stack().await;
-    let trace_id = random_trace_id();
-    send(
+    let (_, receipt) = send(
         stack
             .github("m-1", b"{}")
-            .header("traceparent", traceparent(&trace_id)),
+            .header("traceparent", traceparent(&random_trace_id())),
     )
     .await;
+    let trace_id = receipt["trace_id"].as_str().unwrap().to_owned();
     send(stack.github("m-2", b"{}").body("tampered")).await;
 
     let text = stack.metrics().await;

@@ -34,12 +34,14 @@ pub async fn serve<F: std::future::Future<Output = anyhow::Result<()>> + Send + 
     format!("http://127.0.0.1:{port}")
 }
 
-/// A span as exported: name, trace id, and its `task_id` attribute.
+/// A span as exported: name, trace id, its `task_id` attribute and the
+/// trace ids it links to.
 #[derive(Debug)]
 pub struct Span {
     pub name: String,
     pub trace_id: String,
     pub task_id: Option<String>,
+    pub links: Vec<String>,
 }
 
 pub fn spans(receiver: &OtlpReceiver) -> Vec<Span> {
@@ -62,6 +64,11 @@ pub fn spans(receiver: &OtlpReceiver) -> Vec<Span> {
                         name: span.name,
                         trace_id: hex::encode(span.trace_id),
                         task_id,
+                        links: span
+                            .links
+                            .iter()
+                            .map(|l| hex::encode(&l.trace_id))
+                            .collect(),
                     });
                 }
             }
@@ -106,12 +113,17 @@ pub async fn github_ingest(store_url: String) -> (u16, String) {
     (port, serve(port, app.run_until_stopped()).await)
 }
 
-/// A correctly signed GitHub delivery in the trace `trace_id`.
-pub fn github_webhook(ingest_url: &str, delivery: &str, trace_id: &str) -> reqwest::RequestBuilder {
+/// A correctly signed GitHub delivery whose sender says it is part of its
+/// trace `traceparent`.
+pub fn github_webhook(
+    ingest_url: &str,
+    delivery: &str,
+    traceparent: &str,
+) -> reqwest::RequestBuilder {
     let body = br#"{"ref":"refs/heads/main"}"#;
     reqwest::Client::new()
         .post(format!("{ingest_url}/hooks/github"))
-        .header("traceparent", test_support::trace::traceparent(trace_id))
+        .header("traceparent", traceparent)
         .header("x-github-event", "push")
         .header("x-github-delivery", delivery)
         .header("x-hub-signature-256", sign::github(GITHUB_SECRET, body))

@@ -48,12 +48,18 @@ async fn prometheus_keeps_the_trace_id_of_a_webhook_as_an_exemplar_and_scrapes_a
     .await
     .unwrap();
 
-    let trace_id = test_support::trace::random_trace_id();
-    let sent = github_webhook(&ingest_url, "exemplar-delivery", &trace_id)
-        .send()
-        .await
-        .unwrap();
+    let senders = test_support::trace::random_trace_id();
+    let sent = github_webhook(
+        &ingest_url,
+        "exemplar-delivery",
+        &test_support::trace::traceparent(&senders),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(sent.status(), 202);
+    let receipt: serde_json::Value = sent.json().await.unwrap();
+    let trace_id = receipt["trace_id"].as_str().expect("a trace id").to_owned();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let query = format!(
         "/api/v1/query_exemplars?query=webhook_duration_seconds_bucket&start={}&end={}",

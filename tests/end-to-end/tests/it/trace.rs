@@ -1,5 +1,6 @@
 //! One webhook's whole life in one process, exported to an OTLP receiver:
-//! every span of it shares one trace id and carries the task's `task_id`.
+//! every span of it shares one trace id, RAVE's own, and carries the task's
+//! `task_id`; the sender's trace context is only linked.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +10,7 @@ use test_support::pg::PgCluster;
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
+async fn a_webhooks_whole_life_is_one_trace_of_raves_own_whose_spans_carry_its_task_id() {
     let _exclusive = exclusive().await;
     let (receiver, telemetry) = telemetry();
     let cluster = PgCluster::shared();
@@ -87,15 +88,22 @@ async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
         );
     }
 
-    let trace_id = test_support::trace::random_trace_id();
-    let receipt: serde_json::Value = github_webhook(&ingest_url, "e2e-delivery", &trace_id)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The sender claims a trace of its own and says "do not sample".
+    let senders = test_support::trace::random_trace_id();
+    let receipt: serde_json::Value = github_webhook(
+        &ingest_url,
+        "e2e-delivery",
+        &test_support::trace::unsampled_traceparent(&senders),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     let task_id = receipt["task_id"].as_str().expect("a task id").to_owned();
+    let trace_id = receipt["trace_id"].as_str().expect("a trace id").to_owned();
+    assert_ne!(trace_id, senders, "the sender chose no stored trace id");
     assert_eq!(
         agent.await.unwrap().unwrap(),
         0,
@@ -144,6 +152,19 @@ async fn a_webhooks_whole_life_is_one_trace_whose_spans_carry_its_task_id() {
     assert_eq!(
         traces,
         BTreeSet::from([trace_id.as_str()]),
-        "one trace, the sender's: {of_task:#?}"
+        "one trace, the one the receipt names, sampled although the sender said not to: {of_task:#?}"
+    );
+    let hook = of_task
+        .iter()
+        .find(|s| s.name == "POST /hooks/{source}")
+        .unwrap();
+    assert_eq!(
+        hook.links,
+        [senders.clone()],
+        "ingest's span links to the sender's trace"
+    );
+    assert!(
+        spans.iter().all(|s| s.trace_id != senders),
+        "no span joined the sender's trace"
     );
 }
