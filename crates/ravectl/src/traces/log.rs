@@ -65,7 +65,7 @@ pub fn records_of(request: &ExportTraceServiceRequest) -> Vec<SpanRecord> {
             .flat_map(|r| &r.attributes)
             .find(|kv| kv.key == "service.name")
             .and_then(|kv| kv.value.as_ref())
-            .map_or_else(|| "unknown".to_owned(), |v| text_of(v));
+            .map_or_else(|| "unknown".to_owned(), text_of);
         for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
             let status = span.status.as_ref();
             out.push(SpanRecord {

@@ -88,7 +88,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<i32> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let traces = tree::traces_of_task(&spans, task_id.as_str());
+    let traces = tree::ordered(tree::traces_of_task(&spans, task_id.as_str()));
     if traces.is_empty() {
         eprintln!(
             "no span with task_id {task_id} in {}: spans are kept for a bounded time \
@@ -100,7 +100,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<i32> {
     if args.json {
         let out: Vec<serde_json::Value> = traces
             .iter()
-            .map(|(id, spans)| serde_json::json!({ "trace_id": id, "spans": spans }))
+            .map(|(id, spans)| {
+                serde_json::json!({ "trace_id": id, "role": tree::role(spans), "spans": spans })
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

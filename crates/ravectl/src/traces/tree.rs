@@ -31,6 +31,31 @@ pub fn traces_of_task<'a>(
     traces
 }
 
+/// What a trace of a task is: the one that created the task (webhook →
+/// store → task → claims → completion → report), or one of a repeated
+/// delivery of its event, which the store answered as a duplicate.
+pub fn role(spans: &[&SpanRecord]) -> &'static str {
+    if spans.iter().any(|s| s.name == "task.create") {
+        "task"
+    } else {
+        "repeated delivery"
+    }
+}
+
+/// A task's traces, the task's own first, then repeats by start time.
+pub fn ordered<'a>(
+    traces: BTreeMap<&'a str, Vec<&'a SpanRecord>>,
+) -> Vec<(&'a str, Vec<&'a SpanRecord>)> {
+    let mut out: Vec<_> = traces.into_iter().collect();
+    out.sort_by_key(|(_, spans)| {
+        (
+            role(spans) != "task",
+            spans.first().map_or(0, |s| s.start_unix_nano),
+        )
+    });
+    out
+}
+
 /// One trace, rendered as a tree.
 pub fn render(trace_id: &str, spans: &[&SpanRecord]) -> String {
     let ids: BTreeSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
@@ -38,7 +63,8 @@ pub fn render(trace_id: &str, spans: &[&SpanRecord]) -> String {
     let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(start);
     let services: BTreeSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
     let mut out = format!(
-        "trace {trace_id}: {} spans, {} services ({}), {}\n",
+        "trace {trace_id} ({}): {} spans, {} services ({}), {}\n",
+        role(spans),
         spans.len(),
         services.len(),
         services.into_iter().collect::<Vec<_>>().join(", "),

@@ -7,9 +7,18 @@ use serde_json::json;
 
 use super::{Ctx, expect};
 
+/// The task the agents suite completed, for the suites after it.
+#[derive(Debug, Clone)]
+pub(super) struct DoneTask {
+    pub id: String,
+    pub kind: String,
+    /// The task's trace, as an agent continues it (`traceparent`).
+    pub traceparent: Option<String>,
+}
+
 /// Sends a webhook, then claims, heartbeats and completes its task through
-/// nginx as the dev agent. Returns the task id and its kind.
-pub(super) async fn agents(ctx: &Ctx) -> anyhow::Result<(String, String)> {
+/// nginx as the dev agent, in the task's trace as an agent does.
+pub(super) async fn agents(ctx: &Ctx) -> anyhow::Result<DoneTask> {
     let secret = ctx.secret("github.secret")?;
     let sent = ctx.github(&format!("verify-agent-{}", ctx.run), b"{}", &secret)?;
     expect(&sent, 202, "webhook for the agent")?;
@@ -41,22 +50,31 @@ pub(super) async fn agents(ctx: &Ctx) -> anyhow::Result<(String, String)> {
         {
             let id = task["task_id"].as_str().unwrap_or_default().to_owned();
             let lease = json!({ "lease_token": task["lease_token"] }).to_string();
+            let traceparent = task["traceparent"].as_str().map(str::to_owned);
+            let mut headers = vec![auth.clone()];
+            if let Some(parent) = &traceparent {
+                headers.push(("traceparent", parent.clone()));
+            }
             let beat = ctx.https(
                 "POST",
                 &format!("/v1/tasks/{id}/heartbeat"),
-                std::slice::from_ref(&auth),
+                &headers,
                 lease.as_bytes(),
             )?;
             expect(&beat, 200, "heartbeat")?;
             let done = ctx.https(
                 "POST",
                 &format!("/v1/tasks/{id}/complete"),
-                std::slice::from_ref(&auth),
+                &headers,
                 lease.as_bytes(),
             )?;
             expect(&done, 200, "complete")?;
             if id == ours {
-                found = Some((id, task["kind"].as_str().unwrap_or_default().to_owned()));
+                found = Some(DoneTask {
+                    id,
+                    kind: task["kind"].as_str().unwrap_or_default().to_owned(),
+                    traceparent,
+                });
             }
         }
         if let Some(found) = found {

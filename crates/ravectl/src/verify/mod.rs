@@ -4,7 +4,7 @@
 //!
 //! One file per suite, named as the suite is in the report: `healthy`,
 //! `tls`, `http`, `signatures`, `dedup`, `agents`, `reporting`, `scraping`,
-//! `alerts`, `dashboards`, `exposure`, `resources`. Here: the context every
+//! `alerts`, `dashboards`, `exposure`, `resources`, `traces`. Here: the context every
 //! suite gets, the shared checks, and the order they run in.
 
 use std::collections::BTreeMap;
@@ -195,18 +195,20 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     report(
         6,
         "agents",
-        Some(
-            agents.map(|(id, _)| {
-                format!("task {id} claimed, heartbeated and completed through nginx")
-            }),
-        ),
+        Some(agents.map(|task| {
+            format!(
+                "task {} claimed, heartbeated and completed through nginx",
+                task.id
+            )
+        })),
     );
-    report(7, "reporting", Some(reporting(&ctx, task).await));
+    report(7, "reporting", Some(reporting(&ctx, task.clone()).await));
     report(8, "scraping", Some(scraping(&ctx).await));
     report(9, "alerts", Some(alerts(&ctx).await));
     report(10, "dashboards", Some(dashboards(&ctx).await));
     report(11, "exposure", Some(exposure(&ctx)));
     report(12, "resources", Some(resources(&ctx)));
+    report(13, "traces", traces(&ctx, task).await);
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
@@ -232,6 +234,7 @@ mod resources;
 mod scraping;
 mod signatures;
 mod tls;
+mod traces;
 
 use agents::agents;
 use alerts::alerts;
@@ -246,3 +249,4 @@ use resources::resources;
 use scraping::scraping;
 use signatures::signatures;
 use tls::tls;
+use traces::traces;

@@ -5,12 +5,14 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 use serde_json::json;
 
+use super::agents::DoneTask;
 use super::{Ctx, eventually, expect};
 
 /// Reports the task's job through nginx; it must reach the Pushgateway and
 /// Prometheus.
-pub(super) async fn reporting(ctx: &Ctx, task: Option<(String, String)>) -> anyhow::Result<String> {
-    let (task_id, kind) = task.context("no task to report (the agents suite failed)")?;
+pub(super) async fn reporting(ctx: &Ctx, task: Option<DoneTask>) -> anyhow::Result<String> {
+    let task = task.context("no task to report (the agents suite failed)")?;
+    let (task_id, kind) = (task.id, task.kind);
     let auth = (
         "authorization",
         format!("Bearer {}", ctx.secret("agent-dev.token")?),
@@ -20,10 +22,14 @@ pub(super) async fn reporting(ctx: &Ctx, task: Option<(String, String)>) -> anyh
         "started_at": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
         "duration_seconds": 0.5,
     });
+    let mut headers = vec![auth, ("content-type", "application/json".into())];
+    if let Some(parent) = task.traceparent {
+        headers.push(("traceparent", parent));
+    }
     let sent = ctx.https(
         "POST",
         "/v1/reports",
-        &[auth, ("content-type", "application/json".into())],
+        &headers,
         report.to_string().as_bytes(),
     )?;
     expect(&sent, 202, "job report")?;

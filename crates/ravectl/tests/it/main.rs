@@ -14,6 +14,7 @@ mod limits;
 mod preflight;
 mod quarantine;
 mod replicas;
+mod traces;
 
 fn ravectl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ravectl"))
@@ -150,7 +151,7 @@ fn verify_passes(state_dir: &Path) -> String {
     );
     assert_eq!(
         report.lines().filter(|l| l.starts_with("PASS")).count(),
-        12,
+        13,
         "{report}"
     );
     // An alert went through Alertmanager to the stack's inbox for people.
@@ -305,6 +306,110 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
             "the task JSON arrived on stdin: {task}"
         );
     }
+
+    // Every service and the agent exported their spans to up's receiver:
+    // `ravectl trace` shows the github delivery's whole life as one tree.
+    let github_task = listing["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["source"] == "github")
+        .unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let trace = |extra: &[&str]| {
+        let out = ravectl()
+            .args(["trace", &github_task, "--wait-secs", "30", "--state-dir"])
+            .arg(&state)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    const EXPECTED: [(&str, &str); 7] = [
+        ("ingest", "POST /hooks/{source}"),
+        ("dedup-store", "POST /v1/events"),
+        ("task-dispatcher", "task.create"),
+        ("task-dispatcher", "task.claim"),
+        ("ravectl-agent", "agent.job"),
+        ("task-dispatcher", "POST /v1/tasks/{task_id}/complete"),
+        ("agent-reporter", "POST /v1/reports"),
+    ];
+    let seen_in = |trace: &serde_json::Value| -> std::collections::BTreeSet<(String, String)> {
+        trace["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["service"].as_str().unwrap_or_default().to_owned(),
+                    s["name"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let has_all = |seen: &std::collections::BTreeSet<(String, String)>| {
+        EXPECTED
+            .iter()
+            .all(|(service, name)| seen.contains(&((*service).to_owned(), (*name).to_owned())))
+    };
+    // Each service exports its batch on its own schedule: wait for all.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let traces: serde_json::Value = loop {
+        let traces: serde_json::Value = serde_json::from_str(&trace(&["--json"])).unwrap();
+        if has_all(&seen_in(&traces[0])) || std::time::Instant::now() > deadline {
+            break traces;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // The task's own trace first; the repeated delivery of d-github is a
+    // trace of its own that ends at the store's "duplicate".
+    let [task_trace, repeat] = traces.as_array().unwrap().as_slice() else {
+        panic!("two traces, the task's and the repeat's: {traces:#}");
+    };
+    assert_eq!(task_trace["role"], "task");
+    assert_eq!(repeat["role"], "repeated delivery");
+    for span in repeat["spans"].as_array().unwrap() {
+        assert!(
+            ["ingest", "dedup-store"].contains(&span["service"].as_str().unwrap()),
+            "{span}"
+        );
+    }
+    let seen = seen_in(task_trace);
+    assert!(
+        has_all(&seen),
+        "the trace of {github_task} lacks some of {EXPECTED:?}: {seen:?}"
+    );
+    let tree = trace(&[]);
+    assert!(
+        tree.starts_with(&format!(
+            "trace {} (task): ",
+            task_trace["trace_id"].as_str().unwrap()
+        )),
+        "{tree}"
+    );
+    for line in ["└─ ", "task_id=", "ingest", "agent-reporter", " ms "] {
+        assert!(tree.contains(line), "{line:?} not in the tree:\n{tree}");
+    }
+    // A task with no spans is an error that says where it looked.
+    let none = ravectl()
+        .args(["trace", "0123456789abcdef", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("no span with task_id 0123456789abcdef"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
 
     // The agent reported each job; the reporter pushes the dev agent's group.
     let pushgateway = format!("http://127.0.0.1:{}/metrics", ports[5]);

@@ -160,7 +160,7 @@ async fn a_webhooks_whole_life_is_one_trace_of_raves_own_whose_spans_carry_its_t
         .unwrap();
     assert_eq!(
         hook.links,
-        [senders.clone()],
+        std::slice::from_ref(&senders),
         "ingest's span links to the sender's trace"
     );
     assert!(
