@@ -22,6 +22,18 @@ let
       sshAuthorizedKeys = lib.mkForce [ sshKeys.snakeOilPublicKey ];
     };
     services.rave-dev-secrets.enable = lib.mkForce true;
+    # OIDC logins, against a provider the test does not run: Grafana must
+    # start with them and offer the login.
+    services.rave-observability.grafana.oidc = {
+      enable = true;
+      issuer = "https://sso.invalid/realms/rave";
+      clientId = "rave-grafana";
+      clientSecretFile = "/var/lib/rave-vm-test/oidc-client-secret";
+    };
+    systemd.tmpfiles.rules = [
+      "d /var/lib/rave-vm-test 0700 root root -"
+      "f /var/lib/rave-vm-test/oidc-client-secret 0400 root root - vm-test-client-secret"
+    ];
     boot.growPartition = lib.mkForce false;
     virtualisation = {
       memorySize = lib.mkDefault 2560;

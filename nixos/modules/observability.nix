@@ -1,12 +1,19 @@
 # services.rave-observability: Prometheus (30 days, exemplars, the repo's
-# rules), the Pushgateway, the node/nginx/postgres exporters and Grafana
-# (under /grafana/ on the public port, provisioned from grafana/), each with
-# a memory limit. Importable on its own (nixosModules.rave-observability).
+# rules), the Pushgateway, the node/nginx/postgres exporters, Alertmanager,
+# Tempo (every service's traces) and Grafana (under /grafana/ on the public
+# port, set up by nixos/lib/grafana.nix, optionally with OIDC logins), each
+# with a memory limit. Importable on its own (nixosModules.rave-observability).
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.rave-observability;
   rules = import ../lib/rules.nix { inherit (cfg) runbookBaseUrl; };
   rave = config.services.rave;
+  grafana = import ../lib/grafana.nix {
+    inherit (cfg.grafana) domain adminPasswordFile secretKeyFile;
+    publicPort = rave.nginx.port;
+    tempoUrl = if cfg.tempo.enable then "http://${loopback}:3200" else null;
+    oidc = if cfg.grafana.oidc.enable then cfg.grafana.oidc else null;
+  };
   inherit (lib) mkOption mkEnableOption mkIf types;
   loopback = "127.0.0.1";
 in
@@ -101,6 +108,70 @@ in
         type = types.strMatching "/.+";
         description = "File with Grafana's secret key (signs cookies, encrypts datasource secrets).";
       };
+      domain = mkOption {
+        type = types.str;
+        default = "localhost";
+        example = "rave.example.org";
+        description = ''
+          The public name people open Grafana at: its root URL is
+          `https://<domain>:<services.rave.nginx.port>/grafana/` (the port is
+          left out for 443), which OIDC redirects and links use.
+        '';
+      };
+      oidc = {
+        enable = mkEnableOption "logins through an OpenID Connect provider (Grafana's generic OAuth)";
+        name = mkOption { type = types.str; default = "SSO"; description = "The login button's label."; };
+        issuer = mkOption {
+          type = types.str;
+          example = "https://sso.example.org/realms/ops";
+          description = "The provider's issuer URL; the endpoints below default to Keycloak's layout under it.";
+        };
+        clientId = mkOption { type = types.str; description = "The client id registered for this Grafana (redirect URI: the root URL + `login/generic_oauth`)."; };
+        clientSecretFile = mkOption {
+          type = types.strMatching "/.+";
+          description = "File with the client secret (a sops secret by default); handed to Grafana as a credential.";
+        };
+        authUrl = mkOption {
+          type = types.str;
+          default = "${cfg.grafana.oidc.issuer}/protocol/openid-connect/auth";
+          defaultText = lib.literalExpression ''"''${issuer}/protocol/openid-connect/auth"'';
+          description = "`authorization_endpoint` of the provider's `/.well-known/openid-configuration`.";
+        };
+        tokenUrl = mkOption {
+          type = types.str;
+          default = "${cfg.grafana.oidc.issuer}/protocol/openid-connect/token";
+          defaultText = lib.literalExpression ''"''${issuer}/protocol/openid-connect/token"'';
+          description = "`token_endpoint` of the provider's discovery document.";
+        };
+        apiUrl = mkOption {
+          type = types.str;
+          default = "${cfg.grafana.oidc.issuer}/protocol/openid-connect/userinfo";
+          defaultText = lib.literalExpression ''"''${issuer}/protocol/openid-connect/userinfo"'';
+          description = "`userinfo_endpoint` of the provider's discovery document.";
+        };
+        scopes = mkOption { type = types.listOf types.str; default = [ "openid" "email" "profile" ]; description = "Scopes requested."; };
+        roleAttributePath = mkOption {
+          type = types.str;
+          default = "contains(groups[*], 'rave-admins') && 'Admin' || contains(groups[*], 'rave-editors') && 'Editor' || 'Viewer'";
+          description = "JMESPath over the ID token or userinfo claims giving the Grafana role (Admin, Editor, Viewer).";
+        };
+        roleAttributeStrict = mkOption { type = types.bool; default = false; description = "Refuse a login whose claims map to no role (instead of Viewer)."; };
+        allowSignUp = mkOption { type = types.bool; default = true; description = "Create a Grafana user at a person's first login."; };
+        autoLogin = mkOption { type = types.bool; default = false; description = "Send people straight to the provider, without Grafana's login page."; };
+        disableLoginForm = mkOption { type = types.bool; default = false; description = "Hide the user and password form (the admin login stays possible through the API)."; };
+      };
+    };
+    tempo = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Run Grafana Tempo on loopback: every RAVE service exports its spans
+          to it (services.rave.otlpEndpoint), Grafana opens them by trace id
+          or task id, and `ravectl trace TASK_ID` reads them.
+        '';
+      };
+      retention = mkOption { type = types.str; default = "336h"; description = "How long Tempo keeps traces."; };
     };
   };
 
@@ -110,7 +181,8 @@ in
         assertion = !lib.hasPrefix "${builtins.storeDir}/" path;
         message = "services.rave-observability: the secret ${path} is in the Nix store.";
       })
-      (lib.optionals cfg.grafana.enable [ cfg.grafana.adminPasswordFile cfg.grafana.secretKeyFile ]);
+      (lib.optionals cfg.grafana.enable ([ cfg.grafana.adminPasswordFile cfg.grafana.secretKeyFile ]
+        ++ lib.optional cfg.grafana.oidc.enable cfg.grafana.oidc.clientSecretFile));
 
     services.prometheus = {
       enable = true;
@@ -234,59 +306,55 @@ in
     # The seed's limits for the observability stack.
     systemd.services.prometheus.serviceConfig = { MemoryMax = "512M"; CPUQuota = "50%"; };
     systemd.services.pushgateway.serviceConfig = { MemoryMax = "128M"; CPUQuota = "25%"; };
-    systemd.services.grafana.serviceConfig = mkIf cfg.grafana.enable { MemoryMax = "256M"; CPUQuota = "25%"; };
+    systemd.services.grafana.serviceConfig = mkIf cfg.grafana.enable {
+      MemoryMax = "256M";
+      CPUQuota = "25%";
+      LoadCredential = lib.optional cfg.grafana.oidc.enable "oidc-client-secret:${cfg.grafana.oidc.clientSecretFile}";
+    };
 
     services.grafana = mkIf cfg.grafana.enable {
       enable = true;
-      settings = {
-        server = {
-          http_addr = loopback;
-          http_port = 3000;
-          domain = "localhost";
-          root_url = "%(protocol)s://%(domain)s:${toString rave.nginx.port}/grafana/";
-          serve_from_sub_path = true;
-        };
-        security = {
-          admin_user = "admin";
-          admin_password = "$__file{${cfg.grafana.adminPasswordFile}}";
-          secret_key = "$__file{${cfg.grafana.secretKeyFile}}";
-          cookie_secure = true;
-        };
-        analytics.reporting_enabled = false;
-        "auth.anonymous".enabled = false;
-      };
+      settings = grafana.settings;
       provision = {
         enable = true;
-        datasources.settings = {
-          apiVersion = 1;
-          datasources = [{
-            name = "Prometheus";
-            uid = "rave-prometheus";
-            type = "prometheus";
-            access = "proxy";
-            url = "http://${loopback}:9090";
-            isDefault = true;
-            jsonData = {
-              timeInterval = "15s";
-              httpMethod = "POST";
-            };
-          }];
-        };
-        dashboards.settings = {
-          apiVersion = 1;
-          providers = [{
-            name = "rave";
-            orgId = 1;
-            folder = "RAVE";
-            folderUid = "rave";
-            type = "file";
-            disableDeletion = true;
-            allowUiUpdates = false;
-            options.path = ../../grafana/dashboards;
-          }];
-        };
+        datasources.settings = grafana.datasources;
+        dashboards.settings = grafana.dashboards;
       };
     };
+
+    # Traces: Tempo on loopback, OTLP/HTTP in, Grafana's API out.
+    services.tempo = mkIf cfg.tempo.enable {
+      enable = true;
+      settings = {
+        server = {
+          http_listen_address = loopback;
+          http_listen_port = 3200;
+          grpc_listen_address = loopback;
+          grpc_listen_port = 9096;
+        };
+        distributor.receivers.otlp.protocols.http.endpoint = "${loopback}:4318";
+        # One process on loopback: its rings stay in memory, each member
+        # at 127.0.0.1 (Tempo otherwise looks for eth0/en0 and may not
+        # start), and memberlist gossips on loopback only.
+        ingester.lifecycler = {
+          address = loopback;
+          ring = { kvstore.store = "inmemory"; replication_factor = 1; };
+        };
+        distributor.ring.instance_addr = loopback;
+        compactor.ring.instance_addr = loopback;
+        metrics_generator.ring.instance_addr = loopback;
+        memberlist.bind_addr = [ loopback ];
+        storage.trace = {
+          backend = "local";
+          local.path = "/var/lib/tempo/blocks";
+          wal.path = "/var/lib/tempo/wal";
+        };
+        compactor.compaction.block_retention = cfg.tempo.retention;
+        usage_report.reporting_enabled = false;
+      };
+    };
+    systemd.services.tempo.serviceConfig = mkIf cfg.tempo.enable { MemoryMax = "256M"; CPUQuota = "25%"; };
+    services.rave.otlpEndpoint = mkIf cfg.tempo.enable (lib.mkDefault "http://${loopback}:4318/v1/traces");
 
     # Grafana behind the public port.
     services.rave.nginx.extraLocations = mkIf cfg.grafana.enable (import ../lib/grafana-location.nix { port = 3000; });

@@ -352,6 +352,8 @@ in
       prometheus_url = "http://127.0.0.1:${toString config.services.prometheus.port}";
     } // lib.optionalAttrs config.services.prometheus.pushgateway.enable {
       pushgateway_url = cfg.agent-reporter.pushgatewayUrl;
+    } // lib.optionalAttrs config.services.tempo.enable {
+      tempo_url = "http://127.0.0.1:3200";
     } // lib.optionalAttrs config.services.prometheus.alertmanager.enable {
       alertmanager_url = "http://127.0.0.1:${toString config.services.prometheus.alertmanager.port}";
       alert_inbox_log = "/var/lib/rave-alert-inbox/alerts.jsonl";

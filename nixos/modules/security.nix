@@ -116,6 +116,8 @@ in
         } // lib.optionalAttrs config.services.rave-observability.enable {
           "grafana/admin-password" = { owner = "grafana"; mode = "0400"; };
           "grafana/secret-key" = { owner = "grafana"; mode = "0400"; };
+        } // lib.optionalAttrs config.services.rave-observability.grafana.oidc.enable {
+          "grafana/oidc-client-secret" = rootOnly;
         };
       };
 
@@ -137,6 +139,8 @@ in
       services.rave-observability.grafana = mkIf config.services.rave-observability.enable {
         adminPasswordFile = config.sops.secrets."grafana/admin-password".path;
         secretKeyFile = config.sops.secrets."grafana/secret-key".path;
+        oidc.clientSecretFile = mkIf config.services.rave-observability.grafana.oidc.enable
+          (lib.mkDefault config.sops.secrets."grafana/oidc-client-secret".path);
       };
       services.rave-observability.alerting.tokenFile = config.sops.secrets."rave/alertmanager-token".path;
     })

@@ -15,6 +15,7 @@ pub mod agents;
 pub mod bench;
 pub mod cli;
 pub mod control;
+pub mod grafana;
 pub mod packages;
 pub mod postgres;
 pub mod quarantine;

@@ -307,6 +307,11 @@ pub(super) fn write(
         nginx_config.display(),
         String::from_utf8_lossy(&tested.stderr)
     );
+    crate::grafana::write_provisioning(
+        &state_dir.join("grafana"),
+        &format!("http://127.0.0.1:{}", args.prometheus_port),
+        &args.scrape_interval,
+    )?;
     let public = format!("https://localhost:{}", args.nginx_port);
     let alerting = super::alerting::write(args, &config_dir, &public, &tls_cert, &secrets_dir)?;
     Ok(Written {

@@ -5,8 +5,9 @@ use std::path::Path;
 use crate::stack::StackFile;
 
 /// Grafana is not packaged for Debian, so the local stack does not start
-/// it; say so, and where its dashboards and provisioning are.
-fn grafana_note() -> String {
+/// it; say so, and where its provisioning is.
+fn grafana_note(state_dir: &Path) -> String {
+    let provisioning = state_dir.join("grafana/provisioning");
     let installed = [
         "/usr/sbin/grafana-server",
         "/usr/sbin/grafana",
@@ -16,9 +17,13 @@ fn grafana_note() -> String {
     .find(|p| Path::new(p).exists());
     match installed {
         Some(path) => format!(
-            "Grafana: found {path} but not started by ravectl; provision it from grafana/provisioning/ (datasource at this Prometheus, dashboards in grafana/dashboards/)"
+            "Grafana: found {path} but not started by ravectl; start it with GF_PATHS_PROVISIONING={} (this Prometheus and the three dashboards)",
+            provisioning.display()
         ),
-        None => "Grafana: skipped (no Grafana server installed; it is not packaged for Debian). Dashboards: grafana/dashboards/, provisioning: grafana/provisioning/".to_owned(),
+        None => format!(
+            "Grafana: skipped (no Grafana server installed; it is not packaged for Debian). Its provisioning for this stack: {}",
+            provisioning.display()
+        ),
     }
 }
 
@@ -89,7 +94,7 @@ pub(super) fn print_table(stack: &StackFile, state_dir: &Path, created: &[(&'sta
         }
     }
     println!("logs: {}", state_dir.join("logs").display());
-    println!("{}", grafana_note());
+    println!("{}", grafana_note(state_dir));
     println!();
     let dir = state_dir.display();
     println!("try:  target/release/ravectl send github --state-dir {dir}");

@@ -7,22 +7,6 @@ use serde_json::Value;
 
 use super::{Ctx, eventually};
 
-/// The three Grafana dashboards, as shipped.
-const DASHBOARDS: [(&str, &str); 3] = [
-    (
-        "project-health",
-        include_str!("../../../../grafana/dashboards/project-health.json"),
-    ),
-    (
-        "agent-performance",
-        include_str!("../../../../grafana/dashboards/agent-performance.json"),
-    ),
-    (
-        "system-health",
-        include_str!("../../../../grafana/dashboards/system-health.json"),
-    ),
-];
-
 /// Every panel query, as Grafana would send it, returns data.
 pub(super) async fn dashboards(ctx: &Ctx) -> anyhow::Result<String> {
     let prometheus = ctx
@@ -31,7 +15,7 @@ pub(super) async fn dashboards(ctx: &Ctx) -> anyhow::Result<String> {
         .clone()
         .context("no Prometheus in this stack")?;
     let mut queries = Vec::new();
-    for (name, json) in DASHBOARDS {
+    for (name, json) in crate::grafana::DASHBOARDS {
         let dashboard: Value = serde_json::from_str(json)?;
         for panel in dashboard["panels"].as_array().cloned().unwrap_or_default() {
             for target in panel["targets"].as_array().cloned().unwrap_or_default() {

@@ -202,6 +202,24 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
     let ports = [0; 16].map(|_| free_port());
     let mut stack = up(&state, ports);
 
+    // A Grafana of one's own finds this stack's Prometheus and the
+    // dashboards in the provisioning `up` wrote.
+    let provisioned: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("grafana/provisioning/datasources/rave.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        provisioned["datasources"][0]["url"],
+        format!("http://127.0.0.1:{}", ports[8])
+    );
+    for name in ["project-health", "agent-performance", "system-health"] {
+        assert!(
+            state
+                .join(format!("grafana/dashboards/{name}.json"))
+                .exists()
+        );
+    }
+
     for source in ["github", "gitlab", "gitlab-token", "standard"] {
         let out = send(&state, source, &format!("d-{source}"));
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -11,6 +11,7 @@
 
 mod alerting;
 mod flake;
+mod grafana;
 mod helpers;
 mod lint;
 mod options;
