@@ -3,7 +3,7 @@
 # the sandbox). Three nodes: `server` runs the p2-production host (with
 # generated secrets, since the test has no sops key), `replicas` the same
 # host with two replicas of every service, and `client` probes `server`
-# from the network. The script is tests/rave-vm.py. Memory: 2560 + 3072 +
+# from the network. The script is tests/rave-vm.py. Memory: 3072 + 3584 +
 # 512 MiB of guests (docs/ci.md).
 { pkgs, self, sops-nix }:
 let
@@ -36,7 +36,7 @@ let
     ];
     boot.growPartition = lib.mkForce false;
     virtualisation = {
-      memorySize = lib.mkDefault 2560;
+      memorySize = lib.mkDefault 3072;
       cores = 2;
       graphics = false;
     };
@@ -60,7 +60,7 @@ pkgs.testers.runNixOSTest {
       task-dispatcher.replicas = 2;
       agent-reporter.replicas = 2;
     };
-    virtualisation.memorySize = 3072;
+    virtualisation.memorySize = 3584;
   };
 
   nodes.client = { pkgs, ... }: {
