@@ -113,21 +113,28 @@ pub async fn github_ingest(store_url: String) -> (u16, String) {
     (port, serve(port, app.run_until_stopped()).await)
 }
 
-/// A correctly signed GitHub delivery whose sender says it is part of its
-/// trace `traceparent`.
+/// A correctly signed GitHub delivery; with `traceparent`, its sender says
+/// it is part of that trace of its own.
 pub fn github_webhook(
     ingest_url: &str,
     delivery: &str,
-    traceparent: &str,
+    traceparent: Option<&str>,
 ) -> reqwest::RequestBuilder {
     let body = br#"{"ref":"refs/heads/main"}"#;
-    reqwest::Client::new()
-        .post(format!("{ingest_url}/hooks/github"))
-        .header("traceparent", traceparent)
+    let mut request = reqwest::Client::new().post(format!("{ingest_url}/hooks/github"));
+    if let Some(parent) = traceparent {
+        request = request.header("traceparent", parent);
+    }
+    request
         .header("x-github-event", "push")
         .header("x-github-delivery", delivery)
         .header("x-hub-signature-256", sign::github(GITHUB_SECRET, body))
         .body(body.to_vec())
+}
+
+/// The JSON answer to `request`.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 /// Tests whose services share this process's one span exporter take this

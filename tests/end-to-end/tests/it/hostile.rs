@@ -204,17 +204,7 @@ async fn sixty_and_more_hostile_requests_get_their_status_are_counted_and_change
     let ingest_url = serve(app.port(), app.run_until_stopped()).await;
 
     // Something stored to protect: one delivery, its task leased by `e2e`.
-    let receipt: Value = github_webhook(
-        &ingest_url,
-        "kept",
-        &test_support::trace::traceparent(&test_support::trace::random_trace_id()),
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let receipt = json_of(github_webhook(&ingest_url, "kept", None)).await;
     let task_id = receipt["task_id"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
     let mut claimed = Value::Null;

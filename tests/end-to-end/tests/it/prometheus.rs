@@ -52,7 +52,7 @@ async fn prometheus_keeps_the_trace_id_of_a_webhook_as_an_exemplar_and_scrapes_a
     let sent = github_webhook(
         &ingest_url,
         "exemplar-delivery",
-        &test_support::trace::traceparent(&senders),
+        Some(&test_support::trace::traceparent(&senders)),
     )
     .send()
     .await

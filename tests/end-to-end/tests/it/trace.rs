@@ -90,17 +90,12 @@ async fn a_webhooks_whole_life_is_one_trace_of_raves_own_whose_spans_carry_its_t
 
     // The sender claims a trace of its own and says "do not sample".
     let senders = test_support::trace::random_trace_id();
-    let receipt: serde_json::Value = github_webhook(
+    let receipt = json_of(github_webhook(
         &ingest_url,
         "e2e-delivery",
-        &test_support::trace::unsampled_traceparent(&senders),
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+        Some(&test_support::trace::unsampled_traceparent(&senders)),
+    ))
+    .await;
     let task_id = receipt["task_id"].as_str().expect("a task id").to_owned();
     let trace_id = receipt["trace_id"].as_str().expect("a trace id").to_owned();
     assert_ne!(trace_id, senders, "the sender chose no stored trace id");
