@@ -53,13 +53,13 @@ pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Trace(args) => crate::traces::run(args).await,
         Command::AlertInbox(args) => {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+            let listener = std::net::TcpListener::bind(("127.0.0.1", args.port))?;
             println!(
                 "alert inbox on 127.0.0.1:{}, writing {}",
                 args.port,
                 args.log.display()
             );
-            crate::up::alerting::inbox(listener, args.log).await;
+            crate::up::alerting::inbox(listener, args.log)?.await?;
             Ok(0)
         }
     }

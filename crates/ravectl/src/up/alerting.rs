@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 use crate::cli::UpArgs;
 
@@ -132,54 +131,67 @@ pub fn check(config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The inbox: answers Alertmanager's webhook, appends each notification to
-/// `log` (one JSON per line) and prints one line per alert. Runs until
-/// the task is dropped.
-pub async fn inbox(listener: tokio::net::TcpListener, log: PathBuf) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let log = log.clone();
-        tokio::spawn(async move {
-            if let Err(e) = receive(stream, &log).await {
-                eprintln!("alert inbox: {e:#}");
-            }
-        });
-    }
+/// The inbox: answers Alertmanager's webhook (`POST /alerts`), appends each
+/// notification to `log` (one JSON per line) and prints one line per alert.
+/// A body that is not JSON gets a 400, as the services answer.
+pub fn inbox(
+    listener: std::net::TcpListener,
+    log: PathBuf,
+) -> std::io::Result<actix_web::dev::Server> {
+    let log = actix_web::web::Data::new(log);
+    Ok(actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(log.clone())
+            .route("/alerts", actix_web::web::post().to(receive))
+            .default_service(actix_web::web::to(rave_service::http::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
 }
 
-/// One HTTP/1.1 request: `POST /alerts` with a Content-Length body.
-async fn receive(stream: tokio::net::TcpStream, log: &Path) -> anyhow::Result<()> {
+async fn receive(
+    req: actix_web::HttpRequest,
+    payload: actix_web::web::Payload,
+    log: actix_web::web::Data<PathBuf>,
+) -> actix_web::HttpResponse {
+    use actix_web::http::StatusCode;
+    use rave_service::http::error_response;
     const MAX_BODY: usize = 4 << 20;
-    let mut reader = BufReader::new(stream);
-    let mut length = 0usize;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        anyhow::ensure!(reader.read_line(&mut line).await? > 0, "connection closed");
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
+    let body = match rave_service::http::read_body(&req, payload, MAX_BODY).await {
+        Ok(body) => body,
+        Err(e) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &e.to_string(),
+            );
         }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().context("Content-Length")?;
+    };
+    let notification: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(notification) => notification,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                &format!("not JSON: {e}"),
+            );
         }
-    }
-    anyhow::ensure!(length <= MAX_BODY, "a body of {length} bytes");
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await?;
-    let notification: serde_json::Value = serde_json::from_slice(&body).context("not JSON")?;
-    let mut file = std::fs::OpenOptions::new()
+    };
+    let appended = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(log)?;
-    std::io::Write::write_all(
-        &mut file,
-        &[serde_json::to_vec(&notification)?, b"\n".to_vec()].concat(),
-    )?;
+        .open(log.get_ref())
+        .and_then(|mut file| {
+            let mut line = serde_json::to_vec(&notification).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            std::io::Write::write_all(&mut file, &line)
+        });
+    if let Err(e) = appended {
+        eprintln!("alert inbox: writing {} failed: {e}", log.display());
+        return rave_service::http::internal_error(&e);
+    }
     for alert in notification["alerts"].as_array().into_iter().flatten() {
         println!(
             "alert {}: {} ({}) {}",
@@ -189,9 +201,5 @@ async fn receive(stream: tokio::net::TcpStream, log: &Path) -> anyhow::Result<()
             alert["annotations"]["summary"].as_str().unwrap_or_default()
         );
     }
-    reader
-        .into_inner()
-        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-        .await?;
-    Ok(())
+    actix_web::HttpResponse::Ok().finish()
 }

@@ -211,11 +211,16 @@ async fn run_services(
     let written = configs::write(args, state_dir, &replicas)?;
     // The people receiver first: alerts can fire as soon as Prometheus runs.
     let inbox_log = state_dir.join("logs/alerts.jsonl");
-    let inbox = tokio::spawn(alerting::inbox(
-        tokio::net::TcpListener::bind(("127.0.0.1", args.alert_inbox_port)).await?,
+    let inbox = alerting::inbox(
+        std::net::TcpListener::bind(("127.0.0.1", args.alert_inbox_port))?,
         inbox_log.clone(),
-    ));
-    let _inbox = AbortOnDrop(inbox);
+    )?;
+    let inbox_handle = inbox.handle();
+    let _inbox = AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = inbox.await {
+            eprintln!("alert inbox: {e}");
+        }
+    }));
     // Spans from the first service on: the receiver starts before them.
     let trace_dir = state_dir.join("traces");
     let traces = crate::traces::receiver::serve(
@@ -287,6 +292,7 @@ async fn run_services(
     supervise::stop_all(&mut services).await;
     // After the services: their last spans are flushed as they stop.
     traces_handle.stop(true).await;
+    inbox_handle.stop(true).await;
     let _ = std::fs::remove_file(StackFile::path(state_dir));
     Ok(code)
 }

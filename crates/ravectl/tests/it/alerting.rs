@@ -284,3 +284,40 @@ async fn a_real_outage_fires_an_alert_that_reaches_people_at_once_becomes_a_task
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_alert_inbox_refuses_what_is_not_a_notification_and_keeps_each_one_that_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("alerts.jsonl");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    tokio::spawn(ravectl::up::alerting::inbox(listener, log.clone()).unwrap());
+    let http = reqwest::Client::new();
+    let refused = http.post(&url).body("not json").send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "malformed_body");
+    assert!(!log.exists(), "nothing refused was kept");
+    let notification = serde_json::json!({
+        "status": "firing",
+        "alerts": [{"status": "firing", "labels": {"alertname": "RaveTest", "severity": "warning"}, "annotations": {"summary": "A test."}}],
+    });
+    for _ in 0..2 {
+        let kept = http.post(&url).json(&notification).send().await.unwrap();
+        assert_eq!(kept.status(), 200);
+    }
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, [notification.clone(), notification]);
+    assert_eq!(
+        http.get(url.replace("/alerts", "/other"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
