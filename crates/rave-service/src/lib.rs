@@ -26,3 +26,7 @@ pub mod served;
 pub mod settings;
 pub mod sign;
 pub mod telemetry;
+
+/// The metrics crate the services declare their metrics with, for tools
+/// (ravectl's receivers) to declare theirs with the same one.
+pub use prometheus_client;

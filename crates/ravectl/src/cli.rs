@@ -324,6 +324,9 @@ pub struct UpArgs {
     /// The span log's bound, in MiB (two files, the older dropped first).
     #[arg(long, default_value_t = 64)]
     pub trace_log_mb: u64,
+    /// One OTLP export request's body, at most, in MiB (413 past it).
+    #[arg(long, default_value_t = 8)]
+    pub otlp_max_body_mb: usize,
     /// Also send critical and warning alerts to RAVE itself, through
     /// ingest's `alertmanager` source: they become `sre` tasks.
     #[arg(long)]

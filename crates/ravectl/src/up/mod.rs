@@ -226,7 +226,9 @@ async fn run_services(
     let traces = crate::traces::receiver::serve(
         std::net::TcpListener::bind(("127.0.0.1", args.otlp_port))?,
         crate::traces::SpanLog::new(&trace_dir, args.trace_log_mb << 20),
-        crate::traces::receiver::Limits::default(),
+        crate::traces::receiver::Limits {
+            max_body_bytes: args.otlp_max_body_mb << 20,
+        },
     )?;
     let traces_handle = traces.handle();
     let _traces = AbortOnDrop(tokio::spawn(async move {

@@ -85,7 +85,7 @@ async fn post(url: &str, content_type: &str, body: Vec<u8>) -> (u16, serde_json:
 }
 
 #[tokio::test]
-async fn the_trace_receiver_refuses_what_is_not_an_otlp_protobuf_export_with_a_json_error() {
+async fn the_trace_receiver_refuses_what_is_not_an_otlp_export_with_a_json_error_and_counts_it() {
     let dir = tempfile::tempdir().unwrap();
     let url = receiver(dir.path(), 1 << 20).await;
     let (status, body) = post(&url, "application/json", b"{}".to_vec()).await;
