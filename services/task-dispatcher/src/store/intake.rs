@@ -92,7 +92,7 @@ pub async fn accept_events(
                                            max_attempts, entity_key, policy, traceparent, received_at, n)
                  ORDER BY i.n
                  ON CONFLICT (task_id) DO NOTHING
-                 RETURNING task_id, kind",
+                 RETURNING task_id, kind, policy",
                 &[
                     &ids, &sources, &uuids, &types, &kinds, &priorities, &max_attempts, &entities, &policies,
                     &traceparents, &received, &now,
@@ -122,31 +122,39 @@ pub async fn accept_events(
         .await?;
 
         // supersede: the newest new task of a (kind, entity) cancels older
-        // queued ones and asks leased ones to stop.
-        let newest = "SELECT kind, entity_key, max(seq) AS seq
-                      FROM tasks WHERE task_id = ANY($1) AND policy = 'supersede' GROUP BY kind, entity_key";
-        accepted.superseded += tx
-            .execute(
-                &format!(
-                    "UPDATE tasks o SET state = 'cancelled', cancel_reason = 'superseded',
-                            error = 'superseded by a newer task', finished_at = $2, updated_at = $2
-                     FROM ({newest}) n
-                     WHERE o.kind = n.kind AND o.entity_key = n.entity_key AND o.seq < n.seq AND o.state = 'queued'"
-                ),
-                &[&created_ids, &now],
-            )
-            .await?;
-        accepted.superseded += tx
-            .execute(
-                &format!(
-                    "UPDATE tasks o SET cancel_requested = true, cancel_reason = 'superseded', updated_at = $2
-                     FROM ({newest}) n
-                     WHERE o.kind = n.kind AND o.entity_key = n.entity_key AND o.seq < n.seq
-                       AND o.state = 'leased' AND NOT o.cancel_requested"
-                ),
-                &[&created_ids, &now],
-            )
-            .await?;
+        // queued ones and asks leased ones to stop. Only when a new task has
+        // that policy: most batches have none, and need neither statement.
+        let superseding: Vec<String> = rows
+            .iter()
+            .filter(|r| r.get::<_, &str>(2) == "supersede")
+            .map(|r| r.get(0))
+            .collect();
+        if !superseding.is_empty() {
+            let newest = "SELECT kind, entity_key, max(seq) AS seq
+                          FROM tasks WHERE task_id = ANY($1) GROUP BY kind, entity_key";
+            accepted.superseded += tx
+                .execute(
+                    &format!(
+                        "UPDATE tasks o SET state = 'cancelled', cancel_reason = 'superseded',
+                                error = 'superseded by a newer task', finished_at = $2, updated_at = $2
+                         FROM ({newest}) n
+                         WHERE o.kind = n.kind AND o.entity_key = n.entity_key AND o.seq < n.seq AND o.state = 'queued'"
+                    ),
+                    &[&superseding, &now],
+                )
+                .await?;
+            accepted.superseded += tx
+                .execute(
+                    &format!(
+                        "UPDATE tasks o SET cancel_requested = true, cancel_reason = 'superseded', updated_at = $2
+                         FROM ({newest}) n
+                         WHERE o.kind = n.kind AND o.entity_key = n.entity_key AND o.seq < n.seq
+                           AND o.state = 'leased' AND NOT o.cancel_requested"
+                    ),
+                    &[&superseding, &now],
+                )
+                .await?;
+        }
         if !created_ids.is_empty() {
             // An event retried out of quarantine has one outcome: its task.
             tx.execute(
