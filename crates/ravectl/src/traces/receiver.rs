@@ -109,14 +109,14 @@ async fn export(req: HttpRequest, payload: web::Payload, state: web::Data<State>
     let body = match read_body(&req, payload, state.limits.max_body_bytes).await {
         Ok(body) => body,
         Err(e @ BodyError::TooLarge { .. }) => {
-            return error_response(
+            return state.refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 &e.to_string(),
             );
         }
         Err(e) => {
-            return error_response(StatusCode::BAD_REQUEST, "unreadable_body", &e.to_string());
+            return state.refuse(StatusCode::BAD_REQUEST, "unreadable_body", &e.to_string());
         }
     };
     let request = match ExportTraceServiceRequest::decode(body) {

@@ -161,12 +161,15 @@ async fn receive(
     const MAX_BODY: usize = 4 << 20;
     let body = match rave_service::http::read_body(&req, payload, MAX_BODY).await {
         Ok(body) => body,
-        Err(e) => {
+        Err(e @ rave_service::http::BodyError::TooLarge { .. }) => {
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 &e.to_string(),
             );
+        }
+        Err(e) => {
+            return error_response(StatusCode::BAD_REQUEST, "unreadable_body", &e.to_string());
         }
     };
     let notification: serde_json::Value = match serde_json::from_slice(&body) {

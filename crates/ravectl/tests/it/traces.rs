@@ -124,6 +124,24 @@ async fn the_trace_receiver_refuses_what_is_not_an_otlp_export_with_a_json_error
         rendered.contains("├─ span 1") && rendered.contains("└─ span 2"),
         "{rendered}"
     );
+    // Each refusal is counted by its code, each kept span too.
+    let metrics = reqwest::get(url.replace("/v1/traces", "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "trace_receiver_exports_rejected_total{reason=\"unsupported_media_type\"} 1",
+        "trace_receiver_exports_rejected_total{reason=\"malformed_body\"} 1",
+        "trace_receiver_exports_rejected_total{reason=\"body_too_large\"} 1",
+        "trace_receiver_spans_total 3",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
