@@ -145,19 +145,20 @@ pub fn current_traceparent() -> Option<String> {
 /// done later, elsewhere (a task claimed minutes after its webhook), joins
 /// the webhook's trace.
 pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+    let _ = span.set_parent(remote_context(traceparent));
+}
+
+/// The context a W3C `traceparent` names, read by the global propagator.
+fn remote_context(traceparent: &str) -> opentelemetry::Context {
     let carrier =
         std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    let context = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
-    let _ = span.set_parent(context);
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier))
 }
 
 /// Links the current span to the remote span `traceparent` without making
 /// it the parent: the link is followed, the trace is not joined.
 pub fn link_current_span_to(traceparent: &str) {
-    let carrier =
-        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    let context = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
-    let remote = context.span().span_context().clone();
+    let remote = remote_context(traceparent).span().span_context().clone();
     tracing::Span::current().add_link(remote);
 }
 

@@ -27,18 +27,25 @@ pub enum Source {
 
 impl Source {
     /// `--tempo-url`, else the stack's own: its Tempo, else its span log.
-    pub fn of(args: &TraceArgs) -> anyhow::Result<Self> {
+    pub fn of(args: &TraceArgs) -> Self {
         if let Some(url) = &args.tempo_url {
-            return Ok(Self::Tempo(url.clone()));
+            return Self::Tempo(url.clone());
         }
-        let stack = StackFile::read(&args.state_dir).ok();
-        if let Some(url) = stack.as_ref().and_then(|s| s.tempo_url.clone()) {
-            return Ok(Self::Tempo(url));
+        // Without a running stack: the span log `up` left in its state dir.
+        StackFile::read(&args.state_dir)
+            .ok()
+            .and_then(|stack| Self::of_stack(&stack))
+            .unwrap_or_else(|| Self::Log(SpanLog::new(args.state_dir.join("traces"), u64::MAX)))
+    }
+
+    /// Where `stack` keeps its spans: its Tempo, else its span log; None
+    /// for a stack that keeps none.
+    pub fn of_stack(stack: &StackFile) -> Option<Self> {
+        match (&stack.tempo_url, &stack.trace_dir) {
+            (Some(url), _) => Some(Self::Tempo(url.clone())),
+            (None, Some(dir)) => Some(Self::Log(SpanLog::new(dir, u64::MAX))),
+            (None, None) => None,
         }
-        let dir = stack
-            .and_then(|s| s.trace_dir)
-            .unwrap_or_else(|| args.state_dir.join("traces"));
-        Ok(Self::Log(SpanLog::new(dir, u64::MAX)))
     }
 
     pub fn describe(&self) -> String {
@@ -76,7 +83,7 @@ impl Source {
 pub async fn run(args: TraceArgs) -> anyhow::Result<i32> {
     let task_id = TaskId::parse(args.task_id.clone())
         .with_context(|| format!("{:?} is not a task id", args.task_id))?;
-    let source = Source::of(&args)?;
+    let source = Source::of(&args);
     let since = Duration::from_secs(args.since_hours * 3600);
     // Services export in batches, every few seconds: --wait-secs waits for
     // the spans of a task that just finished.

@@ -11,7 +11,7 @@ use rave_service::ids::TaskId;
 
 use super::agents::DoneTask;
 use super::{Ctx, eventually};
-use crate::traces::{Source, SpanLog, tree};
+use crate::traces::{Source, tree};
 
 /// The spans a task's trace has, whatever else it has: each service's part.
 pub const EXPECTED: [(&str, &str); 6] = [
@@ -25,11 +25,7 @@ pub const EXPECTED: [(&str, &str); 6] = [
 
 /// None (SKIP) for a stack that keeps no spans.
 pub(super) async fn traces(ctx: &Ctx, task: Option<DoneTask>) -> Option<anyhow::Result<String>> {
-    let source = match (&ctx.stack.tempo_url, &ctx.stack.trace_dir) {
-        (Some(url), _) => Source::Tempo(url.clone()),
-        (None, Some(dir)) => Source::Log(SpanLog::new(dir, u64::MAX)),
-        (None, None) => return None,
-    };
+    let source = Source::of_stack(&ctx.stack)?;
     Some(check(&source, task).await)
 }
 
