@@ -13,8 +13,71 @@ use rave_service::settings::{Secret, SettingsError};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use serde::Deserialize;
-use tokio_postgres::AsyncMessage;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Row};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+/// Statements prepared once per connection and kept (deadpool caches them
+/// per connection, keyed by their text): PostgreSQL parses and plans a
+/// statement once instead of on every call, and each call is one round
+/// trip instead of two. For the statements a service runs all the time.
+pub trait Prepared: GenericClient {
+    fn query_prepared(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send;
+    fn query_one_prepared(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Row, tokio_postgres::Error>> + Send;
+    fn query_opt_prepared(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<Row>, tokio_postgres::Error>> + Send;
+    fn execute_prepared(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64, tokio_postgres::Error>> + Send;
+}
+
+impl<C: GenericClient> Prepared for C {
+    async fn query_prepared(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query(&statement, params).await
+    }
+    async fn query_one_prepared(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_one(&statement, params).await
+    }
+    async fn query_opt_prepared(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_opt(&statement, params).await
+    }
+    async fn execute_prepared(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.execute(&statement, params).await
+    }
+}
 
 /// Whether PostgreSQL refused a statement for what it carried, not because
 /// it is unreachable: a data exception (SQLSTATE class 22: NUL, bad

@@ -95,6 +95,21 @@ pub fn response<E: ServiceError>(error: &E) -> HttpResponse {
     }
 }
 
+/// One item's refusal inside a batch answer (`{"status", "error": {"code",
+/// "message"}}`), as the same refusal alone would be answered. Only for
+/// refusals: an error of any other class fails the whole call, through
+/// [`response`].
+pub fn item_refusal<E: ServiceError>(error: &E) -> Option<serde_json::Value> {
+    let ErrorClass::Refused(status) = error.class() else {
+        return None;
+    };
+    tracing::info!(code = error.code(), error = %error, "batch item refused");
+    Some(serde_json::json!({
+        "status": status.as_u16(),
+        "error": { "code": error.code(), "message": error.to_string() },
+    }))
+}
+
 /// actix-web's `ResponseError` for a [`ServiceError`] (a blanket impl of a
 /// foreign trait is not allowed, hence a macro).
 #[macro_export]

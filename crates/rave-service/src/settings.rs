@@ -186,6 +186,11 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: Option<String>,
     /// Fraction of root traces sampled for export, 0.0–1.0.
     pub sample_ratio: f64,
+    /// One log line per request or item (event stored, task claimed, job
+    /// report, ...). Off by default: refusals, failures and everything
+    /// else are still logged, and traces hold the per-request detail.
+    #[serde(default)]
+    pub request_logs: bool,
 }
 
 impl Default for TelemetrySettings {
@@ -196,6 +201,7 @@ impl Default for TelemetrySettings {
             trace_filter: "info".into(),
             otlp_endpoint: None,
             sample_ratio: 1.0,
+            request_logs: false,
         }
     }
 }

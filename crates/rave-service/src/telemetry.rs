@@ -43,6 +43,11 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// The target of the lines logged once per request or item ("event
+/// stored", "task claimed", ...): off unless `telemetry.request_logs` is
+/// on, because at full rate they cost more than the work they describe.
+pub const REQUEST_LOG: &str = "rave_requests";
+
 /// Installs the global subscriber, propagator and tracer provider.
 ///
 /// Fails if a global subscriber is already installed (call once per process).
@@ -67,10 +72,17 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> anyhow::Resu
 
     // Each layer has its own filter: a quiet log level must not disable the
     // request spans that carry trace context from one service to the next.
-    let log_filter = std::env::var("RUST_LOG")
+    let mut log_filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(&settings.log_filter));
+    if !settings.request_logs {
+        log_filter = log_filter.add_directive(
+            format!("{REQUEST_LOG}=off")
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
     let fmt_layer = match settings.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()

@@ -139,6 +139,11 @@ pub struct BenchArgs {
     /// Tasks each claim asks for.
     #[arg(long, default_value_t = 20)]
     pub batch: usize,
+    /// Before measuring, load this many stored events and as many finished
+    /// tasks (with payloads and attempts) through PostgreSQL's own bulk
+    /// path: the rates then show what a database that has grown costs.
+    #[arg(long, default_value_t = 0)]
+    pub prefill: u64,
     /// Where `<date>/report.json`, `summary.md` and `plot.svg` go.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
@@ -254,6 +259,10 @@ pub struct AgentArgs {
     /// Long-poll wait per claim.
     #[arg(long, default_value_t = 25)]
     pub wait_secs: u64,
+    /// Tasks claimed at once and worked on side by side; their results go
+    /// back in one call (`/v1/agents/results`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub parallel: u64,
     /// Stop after this many tasks.
     #[arg(long)]
     pub max_tasks: Option<u64>,

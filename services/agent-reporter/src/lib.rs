@@ -2,12 +2,14 @@
 //! PostgreSQL and pushed to the Prometheus Pushgateway, one group per agent.
 //!
 //! Reports are validated at the edge ([`report`]); aggregates live in the
-//! database ([`store`]) so an outage or a restart loses nothing; [`push`]
+//! database ([`store`]), reports arriving together committed together
+//! ([`record`]), so an outage or a restart loses nothing; [`push`]
 //! renders and pushes groups, and deletes those of silent agents.
 
 pub mod error;
 pub mod metrics;
 pub mod push;
+pub mod record;
 pub mod report;
 pub mod routes;
 pub mod settings;

@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,6 +28,7 @@ pub struct Metrics {
     pub unpushed_groups: Gauge,
     pub buffered_reports: Gauge,
     pub last_report_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub report_batch_size: Histogram,
 }
 
 impl Metrics {
@@ -83,6 +85,12 @@ impl Metrics {
             "Seconds since any agent last reported a job (since this replica started, if none has)",
             last_report_age.clone(),
         );
+        let report_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        r.register(
+            "reporter_report_batch_size",
+            "Reports committed together in one transaction",
+            report_batch_size.clone(),
+        );
         for outcome in ["accepted", "duplicate"] {
             let _ = reports.get_or_create_owned(&OutcomeLabel { outcome });
         }
@@ -97,6 +105,7 @@ impl Metrics {
             unpushed_groups,
             buffered_reports,
             last_report_age,
+            report_batch_size,
         }
     }
 }

@@ -10,9 +10,10 @@ use tokio::sync::Notify;
 
 use crate::error::ReportError;
 use crate::metrics::{Metrics, OutcomeLabel};
+use crate::record::{Pending, Recorded, Recorder};
 use crate::report::Report;
 use crate::settings::Limits;
-use crate::store::{self, Recorded};
+use crate::store;
 
 #[derive(Debug)]
 pub struct AppState {
@@ -22,6 +23,8 @@ pub struct AppState {
     pub limits: Limits,
     pub clock: Arc<dyn Clock>,
     pub started_at: time::OffsetDateTime,
+    /// Reports arriving together commit together.
+    pub recorder: Recorder,
     /// Wakes the pusher.
     pub reported: Arc<Notify>,
     /// Reports per agent (`limits.agent_requests`), when limited.
@@ -73,15 +76,18 @@ async fn report_inner(
         .validate(&state.limits)
         .map_err(ReportError::InvalidReport)?;
     rave_service::telemetry::record_task_id(&report.task_id);
-    let recorded = store::record(
-        &state.pool,
-        &agent.id,
-        &report,
-        state.clock.now(),
-        state.limits.max_series_per_agent,
-    )
-    .await
-    .map_err(ReportError::Unavailable)?;
+    let task_id = report.task_id.clone();
+    let status_label = report.status.as_str();
+    let recorded = state
+        .recorder
+        .submit(Pending {
+            agent: agent.id.clone(),
+            report,
+            now: state.clock.now(),
+            bytes: body.len(),
+        })
+        .await
+        .map_err(|e| ReportError::Unavailable(anyhow::Error::new(e)))?;
     let (status, outcome) = match recorded {
         Recorded::New => (actix_web::http::StatusCode::ACCEPTED, "accepted"),
         Recorded::Duplicate => (actix_web::http::StatusCode::OK, "duplicate"),
@@ -89,6 +95,12 @@ async fn report_inner(
             return Err(ReportError::TooManySeries(
                 state.limits.max_series_per_agent,
             ));
+        }
+        Recorded::Unstorable => {
+            return Err(ReportError::InvalidReport(crate::report::Invalid {
+                path: "report".into(),
+                reason: "holds a value PostgreSQL cannot store".into(),
+            }));
         }
     };
     state
@@ -99,7 +111,7 @@ async fn report_inner(
     if recorded == Recorded::New {
         state.reported.notify_one();
     }
-    tracing::info!(agent = %agent.id, task_id = %report.task_id, status = report.status.as_str(), outcome, "job report");
+    tracing::info!(target: rave_service::telemetry::REQUEST_LOG, agent = %agent.id, task_id = %task_id, status = status_label, outcome, "job report");
     Ok(HttpResponse::build(status).json(serde_json::json!({ "status": outcome })))
 }
 

@@ -15,6 +15,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub pushgateway: PushgatewaySettings,
     pub limits: Limits,
+    /// Reports arriving together share one transaction.
+    pub reports: rave_service::batch::BatchSettings,
     pub telemetry: TelemetrySettings,
     #[serde(default)]
     pub agents: Vec<AgentSettings>,
@@ -62,6 +64,7 @@ impl ServiceSettings for Settings {
             .validate("limits.agent_requests")?;
         self.telemetry.validate("telemetry")?;
         self.database.validate("database")?;
+        self.reports.validate("reports")?;
         let p = &self.pushgateway;
         if let Some(url) = &p.url
             && !(url.starts_with("http://") || url.starts_with("https://"))

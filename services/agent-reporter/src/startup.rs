@@ -20,6 +20,7 @@ use crate::store;
 pub struct Application {
     served: Served,
     pusher: Option<Pusher>,
+    writers: rave_service::batch::Writers,
 }
 
 impl Application {
@@ -43,6 +44,15 @@ impl Application {
         if pusher.is_none() {
             tracing::warn!("pushgateway.url is not set: reports are aggregated but not pushed");
         }
+        let (recorder, writers) = crate::record::start(
+            pool.clone(),
+            &settings.reports,
+            settings.limits.max_series_per_agent,
+            rave_service::batch::BatchMetrics {
+                batch_size: Some(metrics.report_batch_size.clone()),
+                in_flight: None,
+            },
+        );
         let listener = rave_service::http::bind(&settings.server)?;
         let state = web::Data::new(AppState {
             pool,
@@ -53,12 +63,17 @@ impl Application {
             started_at: clock.now(),
             clock,
             reported: reported.clone(),
+            recorder,
         });
         let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
         if let Some(p) = pusher.clone().filter(|_| background) {
             served.spawn(move |stop| p.run(reported, stop));
         }
-        Ok(Self { served, pusher })
+        Ok(Self {
+            served,
+            pusher,
+            writers,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -73,9 +88,11 @@ impl Application {
         self.pusher.clone()
     }
 
-    /// Serves until SIGTERM/SIGINT; then pushes once more and stops.
+    /// Serves until SIGTERM/SIGINT, commits queued reports, then pushes
+    /// once more and stops.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.served.until_stopped().await?.stop_background().await;
+        let stopped = self.served.until_stopped().await?;
+        stopped.finish(self.writers.shutdown()).await;
         if let Some(pusher) = self.pusher
             && let Err(e) = pusher.push_once().await
         {

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rave_pg::{GenericClient, Pool};
-use rave_service::ids::AgentId;
+use rave_pg::{GenericClient, Pool, Prepared};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -91,89 +90,6 @@ pub fn samples(report: &Report) -> Vec<Sample> {
     out
 }
 
-/// What recording a report did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    New,
-    /// The same agent reported this task run before (a retried call).
-    Duplicate,
-    /// It would take the agent past its series limit; nothing was recorded.
-    TooManySeries,
-}
-
-/// Adds a report to its agent's aggregates, in one transaction.
-pub async fn record(
-    pool: &Pool,
-    agent: &AgentId,
-    report: &Report,
-    now: OffsetDateTime,
-    max_series: i64,
-) -> anyhow::Result<Recorded> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    // Reports of one agent take turns, so concurrent ones cannot each see
-    // room under the series limit and pass it together.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&REPORT_LOCK_CLASS, &agent.as_str()],
-    )
-    .await?;
-    let new_report = tx
-        .execute(
-            "INSERT INTO reports (agent, task_id, started_at, received_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT DO NOTHING",
-            &[
-                &agent.as_str(),
-                &report.task_id.as_str(),
-                &report.started_at,
-                &now,
-            ],
-        )
-        .await?;
-    if new_report == 0 {
-        tx.commit().await?;
-        return Ok(Recorded::Duplicate);
-    }
-    let samples = samples(report);
-    let names: Vec<&str> = samples.iter().map(|(n, _, _)| n.as_str()).collect();
-    let label_sets: Vec<Value> = samples
-        .iter()
-        .map(|(_, l, _)| serde_json::to_value(l).unwrap_or_default())
-        .collect();
-    let values: Vec<f64> = samples.iter().map(|(_, _, v)| *v).collect();
-    let kind = report.kind.as_str();
-    let row = tx
-        .query_one(
-            "SELECT (SELECT count(*) FROM series WHERE agent = $1),
-                    (SELECT count(*) FROM unnest($3::text[], $4::jsonb[]) AS k(name, labels)
-                     WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.agent = $1 AND s.kind = $2
-                                       AND s.name = k.name AND s.labels = k.labels))",
-            &[&agent.as_str(), &kind, &names, &label_sets],
-        )
-        .await?;
-    let (existing, added): (i64, i64) = (row.get(0), row.get(1));
-    if existing + added > max_series {
-        return Ok(Recorded::TooManySeries); // dropping `tx` rolls back
-    }
-    tx.execute(
-        "INSERT INTO series (agent, kind, name, labels, value)
-         SELECT $1, $2, s.name, s.labels, s.value
-         FROM unnest($3::text[], $4::jsonb[], $5::float8[]) AS s(name, labels, value)
-         ON CONFLICT (agent, kind, name, labels) DO UPDATE SET value = series.value + EXCLUDED.value",
-        &[&agent.as_str(), &kind, &names, &label_sets, &values],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO agent_groups (agent, last_report_at) VALUES ($1, $2)
-         ON CONFLICT (agent) DO UPDATE SET last_report_at = greatest(agent_groups.last_report_at, $2),
-                                           version = agent_groups.version + 1",
-        &[&agent.as_str(), &now],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Recorded::New)
-}
-
 /// A series as pushed: kind, name, extra labels, value.
 pub type SeriesRow = (String, String, BTreeMap<String, String>, f64);
 
@@ -182,7 +98,7 @@ pub async fn group_series(
     agent: &str,
 ) -> anyhow::Result<Vec<SeriesRow>> {
     let rows = client
-        .query(
+        .query_prepared(
             "SELECT kind, name, labels, value FROM series WHERE agent = $1 ORDER BY name, kind, labels::text",
             &[&agent],
         )
@@ -213,7 +129,7 @@ pub async fn due_groups(
 ) -> anyhow::Result<Vec<String>> {
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_prepared(
             &format!("SELECT agent FROM agent_groups WHERE {DUE} ORDER BY agent"),
             &[&now, &interval.as_secs_f64()],
         )
@@ -241,7 +157,7 @@ pub async fn claim_push(
 ) -> anyhow::Result<Option<i64>> {
     let client = pool.get().await?;
     Ok(client
-        .query_opt(
+        .query_opt_prepared(
             &format!(
                 "UPDATE agent_groups SET push_claimed_until = $4, push_claimed_by = $5
                  WHERE agent = $3 AND {DUE} AND {UNCLAIMED} RETURNING version"
@@ -263,7 +179,7 @@ pub async fn claim_silent(
 ) -> anyhow::Result<bool> {
     let client = pool.get().await?;
     Ok(client
-        .execute(
+        .execute_prepared(
             &format!(
                 "UPDATE agent_groups SET push_claimed_until = $4, push_claimed_by = $5
                  WHERE agent = $2 AND last_report_at < $3 AND {UNCLAIMED}"
@@ -278,7 +194,7 @@ pub async fn claim_silent(
 pub async fn release_claim(pool: &Pool, agent: &str, pusher: &str) -> anyhow::Result<()> {
     pool.get()
         .await?
-        .execute(
+        .execute_prepared(
             "UPDATE agent_groups SET push_claimed_until = NULL, push_claimed_by = NULL
              WHERE agent = $1 AND push_claimed_by = $2",
             &[&agent, &pusher],
@@ -297,7 +213,7 @@ pub async fn mark_pushed(
 ) -> anyhow::Result<()> {
     pool.get()
         .await?
-        .execute(
+        .execute_prepared(
             "UPDATE agent_groups SET pushed_version = greatest(pushed_version, $2), last_pushed_at = $3,
                     last_push_error = NULL,
                     push_claimed_until = CASE WHEN push_claimed_by = $4 THEN NULL ELSE push_claimed_until END,
@@ -318,7 +234,7 @@ pub async fn mark_push_failed(
 ) -> anyhow::Result<()> {
     pool.get()
         .await?
-        .execute(
+        .execute_prepared(
             "UPDATE agent_groups SET last_push_error = $2,
                     push_claimed_until = CASE WHEN push_claimed_by = $3 THEN NULL ELSE push_claimed_until END,
                     push_claimed_by = CASE WHEN push_claimed_by = $3 THEN NULL ELSE push_claimed_by END
@@ -333,7 +249,7 @@ pub async fn mark_push_failed(
 pub async fn silent_groups(pool: &Pool, before: OffsetDateTime) -> anyhow::Result<Vec<String>> {
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_prepared(
             "SELECT agent FROM agent_groups WHERE last_report_at < $1 ORDER BY agent",
             &[&before],
         )
@@ -354,19 +270,19 @@ pub async fn forget_group(
     let tx = client.transaction().await?;
     // Under the reports' lock: a report arriving now waits, then starts a
     // fresh group, instead of losing its series to this delete.
-    tx.execute(
+    tx.execute_prepared(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&REPORT_LOCK_CLASS, &agent],
     )
     .await?;
     let gone = tx
-        .execute(
+        .execute_prepared(
             "DELETE FROM agent_groups WHERE agent = $1 AND last_report_at < $2 AND push_claimed_by = $3",
             &[&agent, &before, &pusher],
         )
         .await?;
     if gone == 1 {
-        tx.execute("DELETE FROM series WHERE agent = $1", &[&agent])
+        tx.execute_prepared("DELETE FROM series WHERE agent = $1", &[&agent])
             .await?;
     }
     tx.commit().await?;
@@ -376,7 +292,7 @@ pub async fn forget_group(
 pub async fn prune_reports(pool: &Pool, before: OffsetDateTime) -> anyhow::Result<u64> {
     let client = pool.get().await?;
     Ok(client
-        .execute("DELETE FROM reports WHERE received_at < $1", &[&before])
+        .execute_prepared("DELETE FROM reports WHERE received_at < $1", &[&before])
         .await?)
 }
 
@@ -393,7 +309,7 @@ pub struct Backlog {
 pub async fn backlog(pool: &Pool) -> anyhow::Result<Backlog> {
     let client = pool.get().await?;
     let row = client
-        .query_one(
+        .query_one_prepared(
             "SELECT count(*) FILTER (WHERE version > pushed_version),
                     coalesce(sum(version - pushed_version) FILTER (WHERE version > pushed_version), 0)::int8,
                     max(last_report_at)

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use rave_pg::Pool;
+use rave_pg::{Pool, Prepared};
 use rave_service::settings::Secret;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -142,7 +142,7 @@ impl Relay {
         // come back after it.
         let lease = (3 * self.settings.timeout_ms.max(1000)) as f64 / 1000.0;
         let rows = client
-            .query(
+            .query_prepared(
                 "UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2), claimed_by = $3
                  FROM (SELECT o.id, length(e.body) AS size FROM outbox o JOIN events e ON e.id = o.event_id
                        WHERE o.claimed_until IS NULL OR o.claimed_until < now()
@@ -183,7 +183,7 @@ impl Relay {
         let client = self.pool.get().await?;
         let event_ids: Vec<i64> = claim.iter().map(|(_, e)| *e).collect();
         let rows = client
-            .query(
+            .query_prepared(
                 "SELECT task_id, source, event_uuid, event_type, received_at, trace_id, headers, body, traceparent
                  FROM events WHERE id = ANY($1) ORDER BY id",
                 &[&event_ids],
@@ -229,7 +229,7 @@ impl Relay {
     async fn finish(&self, ids: &[i64]) -> anyhow::Result<usize> {
         let client = self.pool.get().await?;
         client
-            .execute(
+            .execute_prepared(
                 "DELETE FROM outbox WHERE id = ANY($1) AND claimed_by = $2",
                 &[&ids, &self.relay_id],
             )
@@ -241,7 +241,7 @@ impl Relay {
     async fn release(&self, ids: &[i64]) -> anyhow::Result<()> {
         let client = self.pool.get().await?;
         client
-            .execute(
+            .execute_prepared(
                 "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL
                  WHERE id = ANY($1) AND claimed_by = $2",
                 &[&ids, &self.relay_id],
@@ -256,7 +256,7 @@ impl Relay {
         let tx = client.transaction().await?;
         let answer = rave_service::content::storable_text(answer, 2048);
         let moved = tx
-            .execute(
+            .execute_prepared(
                 "WITH gone AS (DELETE FROM outbox WHERE id = $1 AND claimed_by = $2 RETURNING event_id, task_id)
                  INSERT INTO outbox_refused (event_id, task_id, status, answer)
                  SELECT event_id, task_id, $3, $4 FROM gone ON CONFLICT (event_id) DO NOTHING",

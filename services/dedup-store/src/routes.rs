@@ -107,7 +107,7 @@ async fn insert_event_inner(
         Stored::Duplicate(id) => (actix_web::http::StatusCode::OK, id, true),
     };
     rave_service::telemetry::record_task_id(&task_id);
-    tracing::info!(task_id = %task_id, duplicate, "event stored");
+    tracing::info!(target: rave_service::telemetry::REQUEST_LOG, task_id = %task_id, duplicate, "event stored");
     Ok(HttpResponse::build(status).json(InsertResponse { task_id, duplicate }))
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use rave_pg::Pool;
+use rave_pg::{Pool, Prepared};
 use rave_service::batch::{BatchMetrics, BatchSettings, Batcher, Handler, Writers};
 use rave_service::ids::{EventType, EventUuid, SourceName, TaskId, TraceId};
 use time::OffsetDateTime;
@@ -111,6 +111,31 @@ async fn commit(
 
 type Key<'a> = (&'a str, &'a str);
 
+/// One statement per batch: the new events, their outbox rows, and the
+/// task ids of those inserted now. Prepared once per connection.
+const INSERT_EVENTS: &str = "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                      $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[])
+                     WITH ORDINALITY AS t(source, event_uuid, event_type, task_id, trace_id,
+                                          received_at, headers, body, traceparent, n)
+             ), ins AS (
+                 INSERT INTO events (source, event_uuid, event_type, task_id, trace_id,
+                                     received_at, headers, body, traceparent)
+                 SELECT source, event_uuid, event_type, task_id, trace_id, received_at, headers, body, traceparent
+                 FROM input ORDER BY n
+                 ON CONFLICT (source, event_uuid) DO NOTHING
+                 RETURNING id, source, event_uuid, task_id
+             ), outbox_rows AS (
+                 INSERT INTO outbox (event_id, task_id) SELECT id, task_id FROM ins
+             )
+             SELECT source, event_uuid, task_id FROM ins";
+
+/// The task ids of a batch's events stored by earlier transactions.
+const EXISTING_EVENTS: &str = "SELECT e.source, e.event_uuid, e.task_id
+     FROM events e
+     JOIN unnest($1::text[], $2::text[]) AS k(source, event_uuid)
+       USING (source, event_uuid)";
+
 /// Inserts a batch in one transaction; returns one outcome per event, in order.
 async fn insert_batch(pool: &Pool, events: &[NewEvent]) -> anyhow::Result<Vec<Stored>> {
     // The same delivery may appear twice in one batch: only its first
@@ -157,25 +182,21 @@ async fn insert_batch(pool: &Pool, events: &[NewEvent]) -> anyhow::Result<Vec<St
         .collect();
     let bodies: Vec<&[u8]> = leaders.iter().map(|&i| events[i].body.as_slice()).collect();
 
+    let insert = tx.prepare_cached(INSERT_EVENTS).await?;
     let inserted = tx
         .query(
-            "WITH input AS (
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                      $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[])
-                     WITH ORDINALITY AS t(source, event_uuid, event_type, task_id, trace_id,
-                                          received_at, headers, body, traceparent, n)
-             ), ins AS (
-                 INSERT INTO events (source, event_uuid, event_type, task_id, trace_id,
-                                     received_at, headers, body, traceparent)
-                 SELECT source, event_uuid, event_type, task_id, trace_id, received_at, headers, body, traceparent
-                 FROM input ORDER BY n
-                 ON CONFLICT (source, event_uuid) DO NOTHING
-                 RETURNING id, source, event_uuid, task_id
-             ), outbox_rows AS (
-                 INSERT INTO outbox (event_id, task_id) SELECT id, task_id FROM ins
-             )
-             SELECT source, event_uuid, task_id FROM ins",
-            &[&sources, &uuids, &types, &ids, &traces, &received, &headers, &bodies, &traceparents],
+            &insert,
+            &[
+                &sources,
+                &uuids,
+                &types,
+                &ids,
+                &traces,
+                &received,
+                &headers,
+                &bodies,
+                &traceparents,
+            ],
         )
         .await?;
 
@@ -189,15 +210,8 @@ async fn insert_batch(pool: &Pool, events: &[NewEvent]) -> anyhow::Result<Vec<St
     if task_of.len() < leaders.len() {
         // Conflicts: the rows were committed by earlier transactions, which
         // this statement's fresh snapshot sees.
-        let existing = tx
-            .query(
-                "SELECT e.source, e.event_uuid, e.task_id
-                 FROM events e
-                 JOIN unnest($1::text[], $2::text[]) AS k(source, event_uuid)
-                   USING (source, event_uuid)",
-                &[&sources, &uuids],
-            )
-            .await?;
+        let select = tx.prepare_cached(EXISTING_EVENTS).await?;
+        let existing = tx.query(&select, &[&sources, &uuids]).await?;
         for row in &existing {
             task_of
                 .entry((row.get(0), row.get(1)))
@@ -265,7 +279,7 @@ pub async fn get_event(
 ) -> anyhow::Result<Option<(EventRecord, serde_json::Value, Vec<u8>)>> {
     let client = pool.get().await?;
     let row = client
-        .query_opt(
+        .query_opt_prepared(
             &format!("SELECT {RECORD_COLUMNS}, headers, body FROM events WHERE source = $1 AND event_uuid = $2"),
             &[&source.as_str(), &event_uuid.as_str()],
         )
@@ -282,7 +296,7 @@ pub async fn list_events(
 ) -> anyhow::Result<Vec<EventRecord>> {
     let client = pool.get().await?;
     let rows = client
-        .query(
+        .query_prepared(
             &format!(
                 "SELECT {RECORD_COLUMNS} FROM events
                  WHERE id > $1 AND ($2::text IS NULL OR source = $2)
@@ -305,7 +319,7 @@ pub struct OutboxGauges {
 pub async fn outbox_gauges(pool: &Pool) -> anyhow::Result<OutboxGauges> {
     let client = pool.get().await?;
     let row = client
-        .query_one(
+        .query_one_prepared(
             "SELECT (SELECT count(*) FROM outbox),
                     coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM outbox))::float8, 0),
                     (SELECT count(*) FROM outbox_refused)",

@@ -286,6 +286,7 @@ async fn receive(
     };
     rave_service::telemetry::record_task_id(task_id);
     tracing::info!(
+        target: rave_service::telemetry::REQUEST_LOG,
         source = source.name.as_str(),
         delivery_id = verified.event_uuid.as_str(),
         event_type = verified.event_type.as_str(),

@@ -37,14 +37,11 @@ pub struct SourceLabel {
 
 pub use rave_service::error::ReasonLabel;
 
-pub const STATES: [&str; 6] = [
-    "queued",
-    "leased",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "dead",
-];
+/// The states `dispatcher_tasks` counts: work waiting or running, and dead
+/// letters waiting for an operator. Finished tasks are counted as they
+/// finish (`dispatcher_completions_total`): counting them again on every
+/// scrape would cost as much as the table holds.
+pub const STATES: [&str; 3] = ["queued", "leased", "dead"];
 
 type Duration = HistogramWithExemplars<TraceExemplar>;
 
@@ -119,7 +116,7 @@ impl Metrics {
         let tasks = Family::<KindStateLabels, Gauge>::default();
         r.register(
             "dispatcher_tasks",
-            "Tasks in the database, by kind and state",
+            "Tasks queued, leased or dead, by kind (counted at most every metrics.task_counts_max_age_ms)",
             tasks.clone(),
         );
         let claims = Family::<KindLabel, Counter>::default();

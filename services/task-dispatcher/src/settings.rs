@@ -83,6 +83,10 @@ pub struct MaintenanceSettings {
     pub retention_hours: u64,
     pub prune_interval_secs: u64,
     pub prune_batch: i64,
+    /// `/metrics` counts tasks at most this often (ms) and answers from the
+    /// last count in between, however many scrapers ask; 0 counts on every
+    /// scrape.
+    pub gauges_max_age_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +95,10 @@ pub struct Limits {
     pub max_request_bytes: usize,
     pub max_page_size: i64,
     pub max_result_bytes: usize,
+    /// Items in one `/v1/agents/results` call or one claim's `finished`.
+    pub max_results_per_call: usize,
+    /// The largest such call (and the largest claim request).
+    pub max_results_request_bytes: usize,
     /// Requests per authenticated agent (claims and lease calls); past it,
     /// 429 with `Retry-After`. Agents behind one address are apart.
     pub agent_requests: rave_service::limit::RateSettings,
@@ -201,10 +209,16 @@ impl ServiceSettings for Settings {
                 "intervals and batch sizes must be positive",
             ));
         }
-        if self.limits.max_page_size < 1 || self.limits.max_request_bytes == 0 {
+        let l = &self.limits;
+        if l.max_page_size < 1
+            || l.max_request_bytes == 0
+            || l.max_results_per_call == 0
+            || l.max_results_request_bytes < 64 * 1024
+        {
             return Err(SettingsError::invalid(
                 "limits",
-                "max_page_size and max_request_bytes must be positive",
+                "max_page_size, max_request_bytes and max_results_per_call must be positive, \
+                 max_results_request_bytes at least 65536",
             ));
         }
         self.limits

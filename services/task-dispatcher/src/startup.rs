@@ -94,6 +94,10 @@ impl Application {
             retry: settings.retry.clone(),
             limits: settings.limits.clone(),
             kinds,
+            gauges_counted_at: tokio::sync::Mutex::new(None),
+            gauges_max_age: std::time::Duration::from_millis(
+                settings.maintenance.gauges_max_age_ms,
+            ),
             agent_limit: rave_service::limit::KeyedLimit::new(settings.limits.agent_requests),
         });
         let lost = state.metrics.listen_lost.clone();

@@ -7,6 +7,7 @@ pub mod load;
 pub mod procs;
 mod report;
 mod steps;
+pub mod tables;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct Params {
     pub rates: Vec<f64>,
     pub agents: usize,
     pub batch: usize,
+    /// Events and finished tasks loaded before measuring.
+    pub prefill: u64,
 }
 
 impl Params {
@@ -51,12 +54,14 @@ impl Params {
             rates: args.rates.clone(),
             agents: args.agents,
             batch: args.batch,
+            prefill: args.prefill,
         };
         if args.smoke {
             p.duration_secs = p.duration_secs.min(2);
             p.concurrency = p.concurrency.min(4);
             p.agents = p.agents.min(4);
             p.batch = p.batch.min(5);
+            p.prefill = p.prefill.min(1000);
             if p.rates.is_empty() {
                 p.rates = vec![20.0];
             }
@@ -192,6 +197,13 @@ impl Ctx {
     }
 }
 
+/// The tables after a step; a failure to read them is reported, not fatal.
+fn table_snapshot(ctx: &Ctx, after: &str) -> Option<tables::Snapshot> {
+    tables::snapshot(ctx, after)
+        .inspect_err(|e| eprintln!("warning: no table figures after {after}: {e:#}"))
+        .ok()
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let params = Params::from(&args);
     let stack = StackFile::read(&args.state_dir)?;
@@ -229,6 +241,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         .filter(|(name, _)| is_rave_service(name))
         .map(|(name, pid)| (name.clone(), procs::rss_mb(*pid)))
         .collect();
+    if params.prefill > 0 {
+        println!(
+            "prefill: {} events and {} finished tasks ...",
+            params.prefill, params.prefill
+        );
+        report.prefill_secs = Some(steps::prefill(&ctx, params.prefill)?);
+        report.tables.extend(table_snapshot(&ctx, "prefill"));
+    }
     let all = params.mode == BenchMode::All;
     if all || params.mode == BenchMode::Ceilings {
         println!("ceilings: nginx return 204, PostgreSQL single-row and 50-row inserts ...");
@@ -238,10 +258,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     if all || params.mode == BenchMode::Latency {
         println!("latency: webhook 2xx to claim ...");
         report.latency = Some(steps::latency(&ctx).await?);
+        report.tables.extend(table_snapshot(&ctx, "latency"));
     }
     if all || params.mode == BenchMode::Intake {
         println!("intake: saturation, then fixed rates ...");
         report.intake = steps::intake(&ctx).await?;
+        report.tables.extend(table_snapshot(&ctx, "intake"));
     }
     if all || params.mode == BenchMode::Dispatch {
         println!(
@@ -249,10 +271,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             params.agents, params.batch
         );
         report.dispatch = Some(steps::dispatch(&ctx).await?);
+        report.tables.extend(table_snapshot(&ctx, "dispatch"));
     }
     if all || params.mode == BenchMode::Report {
         println!("report: job reports ...");
         report.reports = Some(steps::reports(&ctx).await?);
+        report.tables.extend(table_snapshot(&ctx, "reports"));
     }
     if params.mode == BenchMode::Soak {
         println!(
@@ -260,6 +284,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             params.duration_secs
         );
         report.soak = Some(steps::soak(&ctx).await?);
+        report.tables.extend(table_snapshot(&ctx, "soak"));
     }
     if all {
         println!("startup: time to ready for each service ...");

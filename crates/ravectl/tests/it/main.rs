@@ -357,7 +357,9 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
         ("task-dispatcher", "task.create"),
         ("task-dispatcher", "task.claim"),
         ("ravectl-agent", "agent.job"),
-        ("task-dispatcher", "POST /v1/tasks/{task_id}/complete"),
+        // The agent ends its batch in one /v1/agents/results call; each
+        // item's span joins its own task's trace.
+        ("task-dispatcher", "task.complete"),
         ("agent-reporter", "POST /v1/reports"),
     ];
     let seen_in = |trace: &serde_json::Value| -> std::collections::BTreeSet<(String, String)> {

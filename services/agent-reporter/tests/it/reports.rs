@@ -197,3 +197,90 @@ async fn the_last_report_age_counts_from_the_newest_report_not_from_a_re_push() 
     // The newest report of any agent counts.
     age_is(r.metrics().await, 45.0);
 }
+
+#[tokio::test]
+async fn reports_committed_together_each_get_the_outcome_they_would_get_alone() {
+    use agent_reporter::record::{Pending, Recorded, record_batch};
+    use rave_service::clock::Clock as _;
+    let r = spawn_reporter(None).await; // migrated; at most 60 series per agent
+    let pool = rave_pg::pool(&r.db.settings(), "test").unwrap();
+    let pending = |agent: &str, body: &Value| Pending {
+        agent: rave_service::ids::AgentId::parse(agent).unwrap(),
+        report: agent_reporter::report::Report::parse(body.to_string().as_bytes()).unwrap(),
+        now: r.clock.now(),
+        bytes: 0,
+    };
+    let a = report("succeeded", 1.0);
+    let mut too_many = report("succeeded", 1.0);
+    too_many["metrics"] = json!((0..16)
+        .map(|i| json!({"name": format!("m{i}"), "value": 1, "labels": {"a": "1", "b": "2", "c": "3", "d": "4"}}))
+        .collect::<Vec<_>>());
+    // 16 custom series plus the built-in ones: past 60 only with earlier ones.
+    let filler: Vec<Value> = (0..3)
+        .map(|i| {
+            let mut b = report("failed", 2.0);
+            b["metrics"] = json!(
+                (0..16)
+                    .map(|j| json!({"name": format!("f{i}x{j}"), "value": 1}))
+                    .collect::<Vec<_>>()
+            );
+            b
+        })
+        .collect();
+    let items = [
+        pending("agent-1", &a),
+        pending("agent-2", &report("succeeded", 3.0)),
+        pending("agent-1", &a),
+        pending("agent-1", &filler[0]),
+        pending("agent-1", &filler[1]),
+        pending("agent-1", &filler[2]),
+        pending("agent-1", &too_many),
+        pending("agent-2", &report("cancelled", 4.0)),
+    ];
+    let refs: Vec<&Pending> = items.iter().collect();
+    let outcomes = record_batch(&pool, &refs, 60).await.unwrap();
+    use Recorded::{Duplicate, New, TooManySeries};
+    assert_eq!(
+        outcomes,
+        [
+            New,
+            New,
+            Duplicate,
+            New,
+            New,
+            TooManySeries,
+            TooManySeries,
+            New
+        ],
+        "in order, as if each came alone"
+    );
+    let jobs = |agent: &str| {
+        format!(
+            "SELECT sum(value)::bigint FROM series WHERE agent = '{agent}' AND name = 'agent_jobs_total'"
+        )
+    };
+    assert_eq!(r.db.scalar(&jobs("agent-1")).await, 3, "a, filler 0 and 1");
+    assert_eq!(r.db.scalar(&jobs("agent-2")).await, 2);
+    assert!(
+        r.db.scalar("SELECT count(*) FROM series WHERE agent = 'agent-1'")
+            .await
+            <= 60
+    );
+    assert_eq!(r.db.scalar("SELECT count(*) FROM reports").await, 5);
+    // The same batch again is all duplicates (an agent retrying them).
+    let again = record_batch(&pool, &refs, 60).await.unwrap();
+    assert_eq!(
+        again,
+        [
+            Duplicate,
+            Duplicate,
+            Duplicate,
+            Duplicate,
+            Duplicate,
+            TooManySeries,
+            TooManySeries,
+            Duplicate
+        ]
+    );
+    assert_eq!(r.db.scalar(&jobs("agent-1")).await, 3);
+}

@@ -1,5 +1,6 @@
 //! HTTP routes, one file per API, each with its own bearer tokens:
-//! - `agents`: claim, heartbeat, complete, fail;
+//! - `agents`: claim, heartbeat;
+//! - `finish`: complete and fail, one task or many per call;
 //! - `operators`: task reads, listings, ignored events, cancel, retry;
 //! - `internal`: the hand-off from dedup-store's relay;
 //! - `quarantine`: events set aside, listed and retried by operators.
@@ -41,6 +42,9 @@ pub struct AppState {
     pub retry: RetrySettings,
     pub limits: Limits,
     pub kinds: Vec<String>,
+    /// When `/metrics` last counted tasks, and how long that count serves.
+    pub gauges_counted_at: tokio::sync::Mutex<Option<std::time::Instant>>,
+    pub gauges_max_age: std::time::Duration,
     /// Requests per agent (`limits.agent_requests`), when limited.
     pub agent_limit: Option<rave_service::limit::KeyedLimit<rave_service::ids::AgentId>>,
 }
@@ -53,9 +57,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route(
             "/v1/tasks/{task_id}/complete",
-            web::post().to(agents::complete),
+            web::post().to(finish::complete),
         )
-        .route("/v1/tasks/{task_id}/fail", web::post().to(agents::fail))
+        .route("/v1/tasks/{task_id}/fail", web::post().to(finish::fail))
+        .route("/v1/agents/results", web::post().to(finish::results))
         .route("/v1/tasks", web::get().to(operators::list_tasks))
         .route("/v1/tasks/{task_id}", web::get().to(operators::get_task))
         .route(
@@ -143,18 +148,17 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    match store::gauges(&state.pool, state.clock.now()).await {
-        Ok((counts, oldest)) => state.metrics.set_task_counts(&state.kinds, &counts, oldest),
-        Err(e) => tracing::warn!(error = %format!("{e:#}"), "task counts unavailable for /metrics"),
-    }
-    match store::quarantined_count(&state.pool).await {
-        Ok(n) => {
-            state.metrics.quarantined.set(n);
-        }
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "quarantine count unavailable for /metrics")
+    // One count at a time, reused while fresh: scrapes cost no queries.
+    let mut counted_at = state.gauges_counted_at.lock().await;
+    if counted_at.is_none_or(|at| at.elapsed() >= state.gauges_max_age) {
+        match count_gauges(&state).await {
+            Ok(()) => *counted_at = Some(std::time::Instant::now()),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "task counts unavailable for /metrics")
+            }
         }
     }
+    drop(counted_at);
     state
         .metrics
         .agents_waiting
@@ -162,10 +166,19 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     rave_service::metrics::render(&req, &state.metrics.registry)
 }
 
+async fn count_gauges(state: &AppState) -> anyhow::Result<()> {
+    let (counts, oldest) = store::gauges(&state.pool, state.clock.now()).await?;
+    state.metrics.set_task_counts(&state.kinds, &counts, oldest);
+    let quarantined = store::quarantined_count(&state.pool).await?;
+    state.metrics.quarantined.set(quarantined);
+    Ok(())
+}
+
 mod agents;
+mod finish;
 mod internal;
 mod operators;
 mod quarantine;
 
-pub use agents::backoff;
+pub use finish::backoff;
 pub use internal::RelayedEvent;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rave_pg::{GenericClient, Pool};
+use rave_pg::{GenericClient, Pool, Prepared};
 use rave_service::ids::{AgentId, LeaseToken, TaskId, TaskKind};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -140,7 +140,7 @@ pub async fn claim(
 pub async fn any_due(pool: &Pool, now: OffsetDateTime) -> anyhow::Result<bool> {
     let client = pool.get().await?;
     let row = client
-        .query_one(
+        .query_one_prepared(
             "SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued' AND run_at <= $1)",
             &[&now],
         )

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rave_pg::{GenericClient, Pool};
+use rave_pg::{GenericClient, Pool, Prepared};
 use rave_service::ids::{AgentId, LeaseToken, TaskId, TaskKind};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -45,7 +45,7 @@ pub async fn complete_batch(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let done = tx
-        .query(
+        .query_prepared(
             "WITH input AS (
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
                      AS i(task_id, lease_token, agent_id, result)
@@ -79,7 +79,7 @@ pub async fn complete_batch(
     // Whatever did not complete now: a repeat of a completion with the same
     // token is answered as success; anything else was refused.
     let current = tx
-        .query(
+        .query_prepared(
             "SELECT task_id, state, lease_token, agent_id, kind FROM tasks WHERE task_id = ANY($1)",
             &[&ids],
         )
@@ -171,7 +171,7 @@ pub async fn fail(
     let Some(row) = row else {
         // A repeat of this very failure is answered with where it left the task.
         let repeat = tx
-            .query_opt(
+            .query_opt_prepared(
                 "SELECT t.state, t.run_at FROM task_attempts a JOIN tasks t USING (task_id)
                  WHERE a.lease_token = $1 AND a.task_id = $2 AND a.agent_id = $3 AND a.outcome = 'failed'",
                 &[&token.as_str(), &task_id.as_str(), &agent.as_str()],
@@ -202,9 +202,15 @@ pub async fn fail(
     } else if attempt >= max_attempts {
         ("dead", None)
     } else {
-        ("queued", Some(now + backoff(attempt)))
+        // At PostgreSQL's precision (µs), so this answer and a repeat's
+        // (read back from the row) name the same instant.
+        let at = now + backoff(attempt);
+        let at = at
+            .replace_nanosecond(at.nanosecond() / 1000 * 1000)
+            .unwrap_or(at);
+        ("queued", Some(at))
     };
-    tx.execute(
+    tx.execute_prepared(
         "UPDATE tasks SET state = $2::text, error = $3, updated_at = $4::timestamptz, lease_expires_at = NULL,
                 run_at = coalesce($5::timestamptz, run_at),
                 lease_token = CASE WHEN $2::text = 'queued' THEN NULL ELSE lease_token END,
@@ -214,7 +220,7 @@ pub async fn fail(
         &[&task_id.as_str(), &state, &error, &now, &retry_at],
     )
     .await?;
-    tx.execute(
+    tx.execute_prepared(
         "UPDATE task_attempts SET ended_at = $2, outcome = 'failed', error = $3 WHERE lease_token = $1",
         &[&token.as_str(), &now, &error],
     )

@@ -1,7 +1,7 @@
 //! Task intake: each event dedup-store's relay hands over becomes a task
 //! (or, when no rule routes it, an ignore record), idempotently on task_id.
 
-use rave_pg::{GenericClient, Pool};
+use rave_pg::{GenericClient, Pool, Prepared};
 use rave_service::ids::{EventType, EventUuid, SourceName, TaskId, TaskKind, TraceId};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -80,7 +80,7 @@ pub async fn accept_events(
             routed.iter().map(|(e, _)| e.task_traceparent()).collect();
         let received: Vec<OffsetDateTime> = routed.iter().map(|(e, _)| e.received_at).collect();
         let rows = tx
-            .query(
+            .query_prepared(
                 "INSERT INTO tasks (task_id, source, event_uuid, event_type, kind, priority, state,
                                     max_attempts, run_at, entity_key, policy, traceparent,
                                     received_at, created_at, updated_at)
@@ -112,7 +112,7 @@ pub async fn accept_events(
             .map(|(e, _)| serde_json::Value::Object(e.headers.clone()))
             .collect();
         let bodies: Vec<&[u8]> = routed.iter().map(|(e, _)| e.body.as_slice()).collect();
-        tx.execute(
+        tx.execute_prepared(
             "INSERT INTO task_payloads (task_id, headers, body)
              SELECT i.task_id, i.headers, i.body
              FROM unnest($1::text[], $2::jsonb[], $3::bytea[]) AS i(task_id, headers, body)
@@ -133,7 +133,7 @@ pub async fn accept_events(
             let newest = "SELECT kind, entity_key, max(seq) AS seq
                           FROM tasks WHERE task_id = ANY($1) GROUP BY kind, entity_key";
             accepted.superseded += tx
-                .execute(
+                .execute_prepared(
                     &format!(
                         "UPDATE tasks o SET state = 'cancelled', cancel_reason = 'superseded',
                                 error = 'superseded by a newer task', finished_at = $2, updated_at = $2
@@ -144,7 +144,7 @@ pub async fn accept_events(
                 )
                 .await?;
             accepted.superseded += tx
-                .execute(
+                .execute_prepared(
                     &format!(
                         "UPDATE tasks o SET cancel_requested = true, cancel_reason = 'superseded', updated_at = $2
                          FROM ({newest}) n
@@ -157,12 +157,12 @@ pub async fn accept_events(
         }
         if !created_ids.is_empty() {
             // An event retried out of quarantine has one outcome: its task.
-            tx.execute(
+            tx.execute_prepared(
                 "DELETE FROM quarantined_events WHERE task_id = ANY($1)",
                 &[&created_ids],
             )
             .await?;
-            tx.execute("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
+            tx.execute_prepared("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
                 .await?;
         }
     }
@@ -171,7 +171,7 @@ pub async fn accept_events(
         let col = |f: &dyn Fn(&&IncomingEvent) -> String| ignored.iter().map(f).collect::<Vec<_>>();
         let received: Vec<OffsetDateTime> = ignored.iter().map(|e| e.received_at).collect();
         let inserted = tx
-            .execute(
+            .execute_prepared(
                 "INSERT INTO ignored_events (task_id, source, event_uuid, event_type, received_at, ignored_at)
                  SELECT *, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
                  ON CONFLICT (task_id) DO NOTHING",
@@ -185,7 +185,7 @@ pub async fn accept_events(
                 ],
             )
             .await?;
-        tx.execute(
+        tx.execute_prepared(
             "DELETE FROM quarantined_events WHERE task_id = ANY($1)",
             &[&col(&|e| e.task_id.to_string())],
         )

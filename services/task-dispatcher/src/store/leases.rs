@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rave_pg::{GenericClient, Pool};
+use rave_pg::{GenericClient, Pool, Prepared};
 use rave_service::ids::{AgentId, LeaseToken, TaskId, TaskKind};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -36,7 +36,7 @@ pub(super) async fn refusal(
     task_id: &TaskId,
 ) -> anyhow::Result<Refusal> {
     let exists = client
-        .query_opt(
+        .query_opt_prepared(
             "SELECT 1 FROM tasks WHERE task_id = $1",
             &[&task_id.as_str()],
         )
@@ -58,7 +58,7 @@ pub async fn heartbeat(
 ) -> anyhow::Result<Result<Heartbeat, Refusal>> {
     let client = pool.get().await?;
     let row = client
-        .query_opt(
+        .query_opt_prepared(
             "UPDATE tasks SET lease_expires_at = $4 + make_interval(secs => $5), updated_at = $4,
                     lease_acknowledged = true
              WHERE task_id = $1 AND state = 'leased' AND lease_token = $2 AND agent_id = $3
@@ -107,7 +107,7 @@ pub async fn expire_leases(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let rows = tx
-        .query(
+        .query_prepared(
             "WITH expired AS (
                  SELECT task_id FROM tasks WHERE state = 'leased' AND lease_expires_at < $1
                  ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
@@ -139,7 +139,7 @@ pub async fn expire_leases(
         )
         .await?;
     if rows.iter().any(|r| r.get::<_, &str>(2) == "queued") {
-        tx.execute("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
+        tx.execute_prepared("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
             .await?;
     }
     tx.commit().await?;

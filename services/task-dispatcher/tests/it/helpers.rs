@@ -95,6 +95,8 @@ pub async fn spawn_dispatcher_with(
     settings.server.shutdown_timeout_secs = 1;
     settings.database = db.settings();
     settings.claim.lease_secs = LEASE_SECS;
+    // Tests read /metrics right after a change.
+    settings.maintenance.gauges_max_age_ms = 0;
     settings.retry.base_secs = 10.0;
     settings.retry.max_secs = 100.0;
     settings.retry.jitter = 0.1;

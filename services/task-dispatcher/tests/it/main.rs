@@ -9,4 +9,5 @@ mod listen;
 mod policies;
 mod quarantine;
 mod replicas;
+mod results;
 mod retries;

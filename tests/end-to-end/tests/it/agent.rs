@@ -21,6 +21,7 @@ fn agent_args(
         command: None,
         simulate_ms: 10,
         wait_secs: 0,
+        parallel: 1,
         max_tasks: None,
         exit_when_idle: true,
         otlp_endpoint: None,

@@ -374,6 +374,8 @@ fn cases(task_id: &str, lease: &str, standard_secret: &str) -> Vec<Case> {
         .join(" ");
     let claim =
         |token: Option<&str>, body: &[u8]| json_request("POST", "/v1/agents/claim", token, body);
+    let results =
+        |token: Option<&str>, body: &[u8]| json_request("POST", "/v1/agents/results", token, body);
     let lease_call = |token: &str, what: &str, body: Value| {
         json_request(
             "POST",
@@ -476,7 +478,12 @@ fn cases(task_id: &str, lease: &str, standard_secret: &str) -> Vec<Case> {
         c("claim with huge max_tasks", Dispatcher, claim(Some(AGENT_TOKEN), br#"{"max_tasks": 1e300}"#), 400, Some("invalid_request")),
         c("claim with an unknown field", Dispatcher, claim(Some(AGENT_TOKEN), br#"{"steal": true}"#), 400, Some("invalid_request")),
         c("claim for a kind the agent lacks", Dispatcher, claim(Some(AGENT_TOKEN), br#"{"kinds": ["admin"]}"#), 403, Some("forbidden")),
-        c("claim over the body limit", Dispatcher, claim(Some(AGENT_TOKEN), &vec![b' '; 2 << 20]), 413, Some("body_too_large")),
+        c("claim over the body limit", Dispatcher, claim(Some(AGENT_TOKEN), &vec![b' '; 9 << 20]), 413, Some("body_too_large")),
+        c("claim finishing more tasks than one call may", Dispatcher, claim(Some(AGENT_TOKEN), format!(r#"{{"finished": [{}]}}"#, vec!["{}"; 101].join(",")).as_bytes()), 400, Some("invalid_request")),
+        c("results without a token", Dispatcher, results(None, br#"{"results": []}"#), 401, Some("unauthorized")),
+        c("results without a results list", Dispatcher, results(Some(AGENT_TOKEN), b"{}"), 400, Some("invalid_request")),
+        c("results as a non-JSON body", Dispatcher, results(Some(AGENT_TOKEN), b"results=1"), 400, Some("invalid_request")),
+        c("results over the body limit", Dispatcher, results(Some(AGENT_TOKEN), &vec![b' '; 9 << 20]), 413, Some("body_too_large")),
         c("heartbeat with another agent's lease token", Dispatcher, lease_call(OTHER_AGENT_TOKEN, "heartbeat", json!({"lease_token": lease})), 409, Some("lease_lost")),
         c("complete with another agent's lease token", Dispatcher, lease_call(OTHER_AGENT_TOKEN, "complete", json!({"lease_token": lease, "result": "stolen"})), 409, Some("lease_lost")),
         c("fail with another agent's lease token", Dispatcher, lease_call(OTHER_AGENT_TOKEN, "fail", json!({"lease_token": lease, "error": "x"})), 409, Some("lease_lost")),

@@ -56,6 +56,7 @@ async fn a_webhooks_whole_life_is_one_trace_of_raves_own_whose_spans_carry_its_t
         command: None,
         simulate_ms: 10,
         wait_secs: 20,
+        parallel: 1,
         max_tasks: Some(1),
         exit_when_idle: false,
         otlp_endpoint: None,

@@ -147,15 +147,7 @@ pub async fn ceilings(ctx: &Ctx) -> anyhow::Result<Ceilings> {
     let nginx_204 = Step::new("nginx return 204", None, p.concurrency, &result, usage);
 
     // PostgreSQL's own insert rates on the stack's cluster, same clients.
-    let pg_port: u16 = ctx
-        .stack
-        .postgres
-        .rsplit(':')
-        .next()
-        .and_then(|s| s.split('/').next())
-        .and_then(|s| s.parse().ok())
-        .context("the stack's PostgreSQL port")?;
-    let pg = crate::postgres::LocalPostgres::new(&ctx.state_dir, pg_port)?;
+    let pg = crate::bench::tables::postgres(ctx)?;
     let db = "rave_bench_ceiling";
     if pg
         .psql(&format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"))?

@@ -1,4 +1,5 @@
-//! Dispatch: simulated agents claiming, heartbeating and completing.
+//! Dispatch: simulated agents claiming in batches, heartbeating, and
+//! ending each batch in their next claim.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,7 +9,10 @@ use anyhow::bail;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Webhooks, agent_request, call, claim_request, complete_request, intake_verdict};
+use super::{
+    Webhooks, agent_request, answered_ok, call, claim_finishing, intake_verdict, results_request,
+    succeeded,
+};
 use crate::bench::load::{self, Pace, histogram};
 use crate::bench::{Ctx, Percentiles};
 
@@ -76,14 +80,22 @@ pub async fn dispatch(ctx: &Ctx) -> anyhow::Result<Dispatch> {
                 let (mut completed, mut heartbeats, mut claims) = (0u64, 0u64, 0u64);
                 let mut last_done = Instant::now();
                 let mut empty = 0;
+                // Each claim first ends the previous batch's tasks: one call
+                // per cycle, as a batching agent works.
+                let mut finished: Vec<serde_json::Value> = Vec::new();
                 while Instant::now() < deadline && empty < 2 {
                     let t = Instant::now();
-                    let claim = claim_request(&host, &token, batch, 1);
+                    let claim = claim_finishing(&host, &token, batch, 1, &finished);
                     let Ok((status, answer)) = call(&mut conn, &target, &claim).await else {
                         continue;
                     };
                     let _ = latency.record(t.elapsed().as_micros().max(1) as u64);
                     claims += 1;
+                    if !finished.is_empty() {
+                        completed += answered_ok(&answer["finished"]);
+                        last_done = Instant::now();
+                        finished.clear();
+                    }
                     if status == 204 {
                         empty += 1;
                         continue;
@@ -91,8 +103,12 @@ pub async fn dispatch(ctx: &Ctx) -> anyhow::Result<Dispatch> {
                     if status != 200 {
                         bail!("claim answered {status}: {answer}");
                     }
-                    empty = 0;
                     let tasks = answer["tasks"].as_array().cloned().unwrap_or_default();
+                    if tasks.is_empty() {
+                        empty += 1;
+                        continue;
+                    }
+                    empty = 0;
                     // One heartbeat per batch, as a working agent sends while busy.
                     if let Some(first) = tasks.first() {
                         let id = first["task_id"].as_str().unwrap_or_default();
@@ -108,15 +124,24 @@ pub async fn dispatch(ctx: &Ctx) -> anyhow::Result<Dispatch> {
                         }
                         let _ = latency.record(t.elapsed().as_micros().max(1) as u64);
                     }
-                    for task in &tasks {
-                        let done = complete_request(&host, &token, task, json!({"ok": true}));
-                        let t = Instant::now();
-                        if let Ok((200, _)) = call(&mut conn, &target, &done).await {
-                            completed += 1;
-                            last_done = Instant::now();
-                        }
-                        let _ = latency.record(t.elapsed().as_micros().max(1) as u64);
+                    finished = tasks
+                        .iter()
+                        .map(|t| succeeded(t, json!({"ok": true})))
+                        .collect();
+                }
+                if !finished.is_empty() {
+                    let t = Instant::now();
+                    if let Ok((200, answer)) = call(
+                        &mut conn,
+                        &target,
+                        &results_request(&host, &token, &finished),
+                    )
+                    .await
+                    {
+                        completed += answered_ok(&answer["results"]);
+                        last_done = Instant::now();
                     }
+                    let _ = latency.record(t.elapsed().as_micros().max(1) as u64);
                 }
                 Ok((completed, heartbeats, claims, last_done, latency))
             }));

@@ -187,12 +187,49 @@ async fn call(
 
 /// `POST /v1/agents/claim` for up to `max_tasks`, waiting `wait_secs`.
 fn claim_request(host: &str, token: &str, max_tasks: usize, wait_secs: u64) -> Vec<u8> {
+    claim_finishing(host, token, max_tasks, wait_secs, &[])
+}
+
+/// A claim that first ends the `finished` tasks (items as for
+/// `/v1/agents/results`): an agent's whole cycle in one call.
+fn claim_finishing(
+    host: &str,
+    token: &str,
+    max_tasks: usize,
+    wait_secs: u64,
+    finished: &[Value],
+) -> Vec<u8> {
+    let mut body = json!({"max_tasks": max_tasks, "wait_secs": wait_secs});
+    if !finished.is_empty() {
+        body["finished"] = json!(finished);
+    }
+    agent_request(host, token, "/v1/agents/claim", &body)
+}
+
+/// A claimed `task`'s success, as an item of `/v1/agents/results`.
+fn succeeded(task: &Value, result: Value) -> Value {
+    json!({
+        "task_id": task["task_id"], "lease_token": task["lease_token"],
+        "outcome": "succeeded", "result": result,
+    })
+}
+
+/// `POST /v1/agents/results` for `items`.
+fn results_request(host: &str, token: &str, items: &[Value]) -> Vec<u8> {
     agent_request(
         host,
         token,
-        "/v1/agents/claim",
-        &json!({"max_tasks": max_tasks, "wait_secs": wait_secs}),
+        "/v1/agents/results",
+        &json!({ "results": items }),
     )
+}
+
+/// How many items of a batch answer (`results` or a claim's `finished`)
+/// were answered 200.
+fn answered_ok(items: &Value) -> u64 {
+    items.as_array().map_or(0, |a| {
+        a.iter().filter(|i| i["status"] == 200).count() as u64
+    })
 }
 
 /// `POST /v1/tasks/{id}/complete` for a claimed `task` with `result`.
@@ -232,11 +269,17 @@ async fn drain(ctx: &Ctx, token: &str) -> anyhow::Result<u64> {
         if status != 200 {
             return Ok(done);
         }
-        for task in answer["tasks"].as_array().cloned().unwrap_or_default() {
-            let raw = complete_request(&host, token, &task, json!(null));
-            call(&mut conn, &ctx.public, &raw).await?;
-            done += 1;
-        }
+        let items: Vec<Value> = answer["tasks"]
+            .as_array()
+            .map(|tasks| tasks.iter().map(|t| succeeded(t, json!(null))).collect())
+            .unwrap_or_default();
+        let (_, answer) = call(
+            &mut conn,
+            &ctx.public,
+            &results_request(&host, token, &items),
+        )
+        .await?;
+        done += answered_ok(&answer["results"]);
     }
     Ok(done)
 }
@@ -245,6 +288,7 @@ mod ceilings;
 mod dispatch;
 mod intake;
 mod latency;
+mod prefill;
 mod reports;
 mod soak;
 mod startup;
@@ -253,6 +297,7 @@ pub use ceilings::{Ceilings, ceilings};
 pub use dispatch::{Dispatch, dispatch};
 pub use intake::intake;
 pub use latency::{Latency, latency};
+pub use prefill::prefill;
 pub use reports::reports;
 pub use soak::{Soak, soak};
 pub use startup::startup;
