@@ -144,6 +144,10 @@ pub struct BenchArgs {
     /// path: the rates then show what a database that has grown costs.
     #[arg(long, default_value_t = 0)]
     pub prefill: u64,
+    /// A flame graph of the whole machine at intake saturation
+    /// (`perf record -a -g`, drawn by inferno), saved beside the report.
+    #[arg(long)]
+    pub flamegraph: bool,
     /// Where `<date>/report.json`, `summary.md` and `plot.svg` go.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,

@@ -29,6 +29,7 @@ impl Maintenance {
     pub async fn expire_leases_once(&self) -> anyhow::Result<usize> {
         let lost = store::expire_leases(
             &self.pool,
+            self.waker.origin(),
             self.clock.now(),
             self.settings.lease_check_batch,
             self.settings.max_unacknowledged_leases,
@@ -44,9 +45,12 @@ impl Maintenance {
             }
             tracing::warn!(task_id = %lease.task_id, state = %lease.state, "lease lost");
         }
-        if lost.iter().any(|l| l.state == "queued") {
-            self.waker.wake();
-        }
+        let work = store::per_kind(
+            lost.iter()
+                .filter(|l| l.state == "queued")
+                .map(|l| l.kind.as_str()),
+        );
+        self.waker.wake_for(&work);
         Ok(lost.len())
     }
 

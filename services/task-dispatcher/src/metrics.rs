@@ -63,6 +63,7 @@ pub struct Metrics {
     pub task_duration: Family<KindLabel, Duration, fn() -> Duration>,
     pub oldest_queued_age: Gauge<f64, AtomicU64>,
     pub agents_waiting: Gauge,
+    pub claim_wakeups: Counter,
     pub rejected: Family<ReasonLabel, Counter>,
     pub completion_batch_size: Histogram,
 }
@@ -158,6 +159,12 @@ impl Metrics {
             "How long the oldest due task has waited to be claimed",
             oldest_queued_age.clone(),
         );
+        let claim_wakeups = Counter::default();
+        r.register(
+            "dispatcher_claim_wakeups",
+            "Waiting claims woken to look for work again (new work wakes only as many as it can feed)",
+            claim_wakeups.clone(),
+        );
         let agents_waiting = Gauge::default();
         r.register(
             "dispatcher_agents_waiting",
@@ -193,6 +200,7 @@ impl Metrics {
             task_duration,
             oldest_queued_age,
             agents_waiting,
+            claim_wakeups,
             rejected,
             completion_batch_size,
         }

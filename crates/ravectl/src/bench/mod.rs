@@ -2,6 +2,7 @@
 //! the same machine in the same run, so the report's ratios mean something
 //! on a shared machine where absolute numbers drift (docs/performance.md).
 
+mod flame;
 pub mod http;
 pub mod load;
 pub mod procs;
@@ -39,6 +40,7 @@ pub struct Params {
     pub batch: usize,
     /// Events and finished tasks loaded before measuring.
     pub prefill: u64,
+    pub flamegraph: bool,
 }
 
 impl Params {
@@ -55,6 +57,7 @@ impl Params {
             agents: args.agents,
             batch: args.batch,
             prefill: args.prefill,
+            flamegraph: args.flamegraph,
         };
         if args.smoke {
             p.duration_secs = p.duration_secs.min(2);
@@ -206,6 +209,9 @@ fn table_snapshot(ctx: &Ctx, after: &str) -> Option<tables::Snapshot> {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let params = Params::from(&args);
+    if params.flamegraph {
+        flame::check_tools()?;
+    }
     let stack = StackFile::read(&args.state_dir)?;
     let public_url = stack
         .public_url
@@ -263,6 +269,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     if all || params.mode == BenchMode::Intake {
         println!("intake: saturation, then fixed rates ...");
         report.intake = steps::intake(&ctx).await?;
+        let svg = ctx.state_dir.join(steps::FLAMEGRAPH);
+        report.flamegraph_source = svg.is_file().then_some(svg);
         report.tables.extend(table_snapshot(&ctx, "intake"));
     }
     if all || params.mode == BenchMode::Dispatch {

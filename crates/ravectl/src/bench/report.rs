@@ -39,6 +39,10 @@ pub struct Report {
     pub idle_rss_mb: BTreeMap<String, f64>,
     /// Exec to ready, ms.
     pub ready_ms: BTreeMap<String, f64>,
+    /// The intake saturation's flame graph, beside the report.
+    pub flamegraph: Option<String>,
+    #[serde(skip)]
+    pub flamegraph_source: Option<PathBuf>,
     /// Seconds the prefill took, when there was one.
     pub prefill_secs: Option<f64>,
     /// The stack's tables after each step.
@@ -134,6 +138,8 @@ impl Report {
             soak: None,
             idle_rss_mb: BTreeMap::new(),
             ready_ms: BTreeMap::new(),
+            flamegraph: None,
+            flamegraph_source: None,
             prefill_secs: None,
             tables: Vec::new(),
             cpu_per_item: Vec::new(),
@@ -515,6 +521,12 @@ impl Report {
             }
             md.push('\n');
         }
+        if let Some(svg) = &self.flamegraph {
+            let _ = writeln!(
+                md,
+                "Flame graph of the whole machine at intake saturation (`perf record -a -g`, drawn by inferno; each process is a root): [{svg}]({svg}).\n"
+            );
+        }
         if !self.tables.is_empty() {
             md.push_str(&super::tables::markdown(&self.tables));
         }
@@ -620,6 +632,12 @@ impl Report {
         self.evaluate();
         let dir = out.join(self.started_at.date().to_string());
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(svg) = self.flamegraph_source.take() {
+            let name = "intake-flamegraph.svg";
+            std::fs::rename(&svg, dir.join(name))
+                .or_else(|_| std::fs::copy(&svg, dir.join(name)).map(|_| ()))?;
+            self.flamegraph = Some(name.to_owned());
+        }
         std::fs::write(
             dir.join("report.json"),
             serde_json::to_string_pretty(self)? + "\n",

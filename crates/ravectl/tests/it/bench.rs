@@ -12,13 +12,14 @@ use super::{free_port, ravectl, up_with};
 /// succeed. It names the state directory relative to its working directory,
 /// as a user in the checkout does (`--state-dir .rave`). Returns the
 /// report's directory and its report.json.
-pub fn bench_smoke(state: &Path, mode: &str, out: &Path) -> (PathBuf, Value) {
+pub fn bench_smoke(state: &Path, mode: &str, out: &Path, extra: &[&str]) -> (PathBuf, Value) {
     let run = ravectl()
         .current_dir(state.parent().unwrap())
         .args(["bench", mode, "--smoke", "--state-dir"])
         .arg(state.file_name().unwrap())
         .arg("--out")
         .arg(out)
+        .args(extra)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -48,7 +49,14 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
         ports,
         &["--hooks-rate-limit", "0", "--agents-rate-limit", "0"],
     );
-    let (day, report) = bench_smoke(&state, "all", &dir.path().join("results"));
+    // Prefilled first, as the measured prefilled run is (a thousand rows here).
+    let (day, report) = bench_smoke(
+        &state,
+        "all",
+        &dir.path().join("results"),
+        &["--prefill", "1000"],
+    );
+    assert!(report["prefill_secs"].as_f64().is_some(), "{report}");
 
     let ceilings = &report["ceilings"];
     assert!(ceilings["nginx_204"]["ok_per_sec"].as_f64().unwrap() > 0.0);
@@ -87,7 +95,55 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
             );
         }
     }
+    // The agents claimed in batches and ended each batch in their next
+    // claim (or one /v1/agents/results call): every task they took was
+    // answered as completed.
     assert!(report["dispatch"]["completed"].as_u64().unwrap() > 0);
+    assert!(
+        report["dispatch"]["completed"].as_u64().unwrap()
+            <= report["dispatch"]["claims"].as_u64().unwrap() * 5,
+        "at most a batch (5 in a smoke run) per claim"
+    );
+    // CPU per item for each mode, for the stack and per component.
+    let cpu: Vec<&str> = report["cpu_per_item"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert!(c["total_us"].as_f64().unwrap() > 0.0, "{c}");
+            assert!(
+                c["by_component_us"]["postgres"].as_f64().unwrap() > 0.0,
+                "{c}"
+            );
+            c["step"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(cpu, ["intake", "dispatch", "reports"]);
+    // Table sizes and dead tuples after each step; the prefill's rows are there.
+    let tables = report["tables"].as_array().unwrap();
+    let after: Vec<&str> = tables
+        .iter()
+        .map(|t| t["after"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        after,
+        ["prefill", "latency", "intake", "dispatch", "reports"]
+    );
+    for table in [
+        "rave_events.events",
+        "rave_tasks.tasks",
+        "rave_tasks.task_payloads",
+    ] {
+        let live = tables[0]["tables"][table]["live_tuples"].as_i64().unwrap();
+        assert!(live >= 1000, "{table} after the prefill: {live} rows");
+    }
+    assert!(
+        tables[4]["tables"]["rave_reports.series"]["total_bytes"]
+            .as_i64()
+            .unwrap()
+            > 0,
+        "every database's tables are listed"
+    );
     assert!(report["dispatch"]["heartbeats"].as_u64().unwrap() > 0);
     assert!(report["latency"]["matched"].as_u64().unwrap() > 0);
     assert!(report["reports"]["ok"].as_u64().unwrap() > 0);
@@ -95,7 +151,10 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
     assert!(!report["targets"].as_array().unwrap().is_empty());
     let summary = std::fs::read_to_string(day.join("summary.md")).unwrap();
     assert!(
-        summary.contains("n/a (smoke)") && summary.contains("÷ PG single-row"),
+        summary.contains("n/a (smoke)")
+            && summary.contains("÷ PG single-row")
+            && summary.contains("## CPU per item")
+            && summary.contains("## Tables after each step"),
         "{summary}"
     );
     let plot = std::fs::read_to_string(day.join("plot.svg")).unwrap();

@@ -64,7 +64,7 @@ async fn a_stack_with_two_replicas_of_each_service_passes_verify_shows_and_measu
 
     // `ravectl bench intake` on the replicas: each one's CPU and memory, and
     // where the bottleneck is.
-    let (day, report) = bench_smoke(&state, "intake", &dir.path().join("results"));
+    let (day, report) = bench_smoke(&state, "intake", &dir.path().join("results"), &[]);
     assert_eq!(report["replicas"], 2);
     let saturation = &report["intake"][0];
     assert!(saturation["ok"].as_u64().unwrap() > 0, "{saturation}");

@@ -79,8 +79,11 @@ async fn claim_inner(req: &HttpRequest, payload: web::Payload, state: &AppState)
         None => HttpResponse::NoContent().finish(),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let capacity = usize::try_from(max).unwrap_or(1);
     loop {
-        let mut wake = state.waker.subscribe();
+        // Registered before looking, so work arriving meanwhile wakes it;
+        // a claim that will not wait takes no wake-up from one that will.
+        let ticket = (wait > 0).then(|| state.waker.register(&kinds, capacity));
         let tasks = store::claim(
             &state.pool,
             &agent.id,
@@ -120,16 +123,19 @@ async fn claim_inner(req: &HttpRequest, payload: web::Payload, state: &AppState)
             }
             return Ok(HttpResponse::Ok().json(answer(tasks)));
         }
-        if state.waker.is_closed() {
+        let Some(ticket) = ticket.filter(|_| !state.waker.is_closed()) else {
             return Ok(empty());
-        }
+        };
         // Counted while parked; /metrics reads the count at scrape time.
         let waiting = state.waker.waiting_guard();
         let woken = tokio::select! {
-            changed = wake.changed() => changed.is_ok(),
+            () = ticket.woken() => true,
             _ = tokio::time::sleep_until(deadline) => false,
         };
         drop(waiting);
+        if woken {
+            state.metrics.claim_wakeups.inc();
+        }
         if !woken || state.waker.is_closed() {
             return Ok(empty());
         }

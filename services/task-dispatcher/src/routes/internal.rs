@@ -3,7 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
-use rave_service::ids::{EventType, EventUuid, SourceName, TaskId, TraceId};
+use rave_service::ids::{EventType, EventUuid, SourceName, TaskId, TaskKind, TraceId};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -96,9 +96,10 @@ pub(super) async fn take_in(
             Intake::Routed(..) => None,
         })
         .collect();
-    let (accepted, refused) = store::accept_isolated(&state.pool, state.clock.now(), &items)
-        .await
-        .map_err(unavailable)?;
+    let (accepted, refused) =
+        store::accept_isolated(&state.pool, state.waker.origin(), state.clock.now(), &items)
+            .await
+            .map_err(unavailable)?;
     if accepted.ignored > 0 {
         for source in ignored_sources {
             state
@@ -136,7 +137,8 @@ fn count_accepted(state: &AppState, accepted: &store::Accepted) {
     }
     state.metrics.superseded.inc_by(accepted.superseded);
     if !accepted.created.is_empty() {
-        state.waker.wake();
+        let work = store::per_kind(accepted.created.iter().map(TaskKind::as_str));
+        state.waker.wake_for(&work);
     }
 }
 

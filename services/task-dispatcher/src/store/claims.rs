@@ -136,14 +136,29 @@ pub async fn claim(
         .collect()
 }
 
-/// Whether any task is due now (one cheap query for all waiting claims).
-pub async fn any_due(pool: &Pool, now: OffsetDateTime) -> anyhow::Result<bool> {
+/// Due tasks of each of `kinds`, each count at most `max` (what waiting
+/// claims could take): one query for all waiting claims, reading no more
+/// of the queue than they could take.
+pub async fn due_for(
+    pool: &Pool,
+    now: OffsetDateTime,
+    kinds: &[String],
+    max: usize,
+) -> anyhow::Result<Vec<(String, usize)>> {
     let client = pool.get().await?;
-    let row = client
-        .query_one_prepared(
-            "SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued' AND run_at <= $1)",
-            &[&now],
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
+    let rows = client
+        .query_prepared(
+            "SELECT k.kind, (SELECT count(*) FROM (
+                 SELECT 1 FROM tasks t
+                 WHERE t.state = 'queued' AND t.kind = k.kind AND t.run_at <= $1 LIMIT $3) d)
+             FROM unnest($2::text[]) AS k(kind)",
+            &[&now, &kinds, &max],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as usize))
+        .filter(|(_, n)| *n > 0)
+        .collect())
 }

@@ -54,6 +54,7 @@ pub struct Accepted {
 /// idempotently on `task_id`, in one transaction; wakes waiting claims.
 pub async fn accept_events(
     pool: &Pool,
+    origin: &str,
     now: OffsetDateTime,
     routed: &[(&IncomingEvent, &Routed)],
     ignored: &[&IncomingEvent],
@@ -162,7 +163,10 @@ pub async fn accept_events(
                 &[&created_ids],
             )
             .await?;
-            tx.execute_prepared("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
+            // Other replicas wake as many claims as the new tasks need.
+            let work = super::per_kind(rows.iter().map(|r| r.get::<_, &str>(1)));
+            let payload = crate::waker::payload(origin, &work);
+            tx.execute_prepared("SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, &payload])
                 .await?;
         }
     }
@@ -230,12 +234,13 @@ impl Accepted {
 /// with the error, for quarantine, and everything else is committed.
 pub async fn accept_isolated(
     pool: &Pool,
+    origin: &str,
     now: OffsetDateTime,
     items: &[Intake],
 ) -> anyhow::Result<(Accepted, Vec<(usize, anyhow::Error)>)> {
     let run = rave_service::isolate::runner(|part: &[Intake]| {
         // A pool is a handle: each run holds its own.
-        let pool = pool.clone();
+        let (pool, origin) = (pool.clone(), origin.to_owned());
         Box::pin(async move {
             let (mut routed, mut ignored) = (Vec::new(), Vec::new());
             for item in part {
@@ -244,7 +249,7 @@ pub async fn accept_isolated(
                     Intake::Ignored(e) => ignored.push(e),
                 }
             }
-            accept_events(&pool, now, &routed, &ignored).await
+            accept_events(&pool, &origin, now, &routed, &ignored).await
         })
     });
     let out =

@@ -100,6 +100,7 @@ pub struct LostLease {
 /// its first heartbeat looks no different).
 pub async fn expire_leases(
     pool: &Pool,
+    origin: &str,
     now: OffsetDateTime,
     batch: i64,
     max_unacknowledged: i32,
@@ -138,8 +139,14 @@ pub async fn expire_leases(
             &[&now, &batch, &max_unacknowledged],
         )
         .await?;
-    if rows.iter().any(|r| r.get::<_, &str>(2) == "queued") {
-        tx.execute_prepared("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
+    let work = super::per_kind(
+        rows.iter()
+            .filter(|r| r.get::<_, &str>(2) == "queued")
+            .map(|r| r.get::<_, &str>(1)),
+    );
+    if !work.is_empty() {
+        let payload = crate::waker::payload(origin, &work);
+        tx.execute_prepared("SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, &payload])
             .await?;
     }
     tx.commit().await?;

@@ -31,6 +31,18 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// Tasks per kind, in order of first appearance (a wake-up's work).
+pub fn per_kind<'a>(kinds: impl IntoIterator<Item = &'a str>) -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for kind in kinds {
+        match out.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, n)) => *n += 1,
+            None => out.push((kind.to_owned(), 1)),
+        }
+    }
+    out
+}
+
 mod claims;
 mod completions;
 mod gauges;

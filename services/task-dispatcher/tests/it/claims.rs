@@ -236,3 +236,43 @@ async fn agents_are_limited_each_by_their_own_token_not_by_the_address_they_shar
     // Same machine, same address, another agent: its own budget.
     assert_eq!(claim("agent-2").await.unwrap().status(), 204);
 }
+
+#[tokio::test]
+async fn new_work_wakes_only_as_many_waiting_claims_as_it_can_feed() {
+    let d = spawn_dispatcher().await;
+    let mut waiting: Vec<_> = ["agent-1", "agent-2", "agent-3"]
+        .into_iter()
+        .map(|agent| {
+            let request = d
+                .http
+                .post(format!("{}/v1/agents/claim", d.url))
+                .bearer_auth(crate::helpers::agent_token(agent))
+                .json(&json!({"wait_secs": 30}));
+            tokio::spawn(crate::helpers::send(request))
+        })
+        .collect();
+    while sample(&d.metrics().await, "dispatcher_agents_waiting") < 3.0 {
+        tokio::task::yield_now().await;
+    }
+    for round in 1..=2 {
+        let task_id = d.push_task().await;
+        let (answered, _, rest) = futures_util::future::select_all(waiting).await;
+        let (status, body) = answered.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["tasks"][0]["task_id"], task_id.as_str());
+        waiting = rest;
+        let metrics = d.metrics().await;
+        assert_eq!(
+            sample(&metrics, "dispatcher_claim_wakeups_total"),
+            f64::from(round),
+            "one task woke one claim; the others slept on"
+        );
+        assert_eq!(
+            sample(&metrics, "dispatcher_agents_waiting"),
+            f64::from(3 - round)
+        );
+    }
+    for claim in waiting {
+        claim.abort();
+    }
+}

@@ -50,16 +50,32 @@ async fn a_half_open_listen_connection_is_detected_and_replaced_and_notification
     .unwrap();
     assert_eq!(lost.get(), 1, "the lost connection is counted");
 
-    // A notification sent now reaches waiting claims over the new one.
-    let mut woken = waker.subscribe();
+    // A notification sent now reaches waiting claims over the new one;
+    // one from an older release (no payload) wakes every claim.
+    let build = [rave_service::ids::TaskKind::parse("build").unwrap()];
+    let ticket = waker.register(&build, 1);
     let notifier = db.connect().await.unwrap();
     notifier
         .execute("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
         .await
         .unwrap();
-    within("a wake-up from the notification", woken.changed())
+    within("a wake-up from the notification", ticket.woken()).await;
+
+    // Another replica's new task wakes one waiting claim, the oldest; the
+    // others wait on.
+    let (first, second) = (waker.register(&build, 1), waker.register(&build, 1));
+    let payload = waker::payload("another-replica", &[("build".to_owned(), 1)]);
+    notifier
+        .execute("SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, &payload])
         .await
         .unwrap();
+    within("the oldest claim woken", first.woken()).await;
+    assert_eq!(
+        waker.wanted(),
+        (vec!["build".to_owned()], 1),
+        "the second claim is still waiting"
+    );
+    drop(second);
 
     stop.send(true).unwrap();
     listener.await.unwrap();

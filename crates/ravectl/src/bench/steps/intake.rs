@@ -4,8 +4,18 @@ use super::{Webhooks, intake_verdict, saturate};
 use crate::bench::load::{self, Pace};
 use crate::bench::{Ctx, Step};
 
+/// Where `--flamegraph` leaves the saturation step's graph (in the state
+/// directory; the report takes it from there).
+pub const FLAMEGRAPH: &str = "bench-intake-flamegraph.svg";
+
 pub async fn intake(ctx: &Ctx) -> anyhow::Result<Vec<Step>> {
     let p = &ctx.params;
+    let _ = std::fs::remove_file(ctx.state_dir.join(FLAMEGRAPH));
+    let recording = if p.flamegraph {
+        Some(crate::bench::flame::start(&ctx.state_dir, p.duration_secs)?)
+    } else {
+        None
+    };
     let hooks = Webhooks::new(ctx, ctx.public.host())?;
     let mut steps = Vec::new();
     let make = {
@@ -14,6 +24,10 @@ pub async fn intake(ctx: &Ctx) -> anyhow::Result<Vec<Step>> {
     };
     let (saturation, usage) = saturate(ctx, make, intake_verdict).await?;
     let rate = saturation.ok_per_sec();
+    if let Some(recording) = recording {
+        let title = format!("RAVE intake at saturation, {rate:.0} stored/s");
+        recording.finish(&ctx.state_dir.join(FLAMEGRAPH), &title)?;
+    }
     println!(
         "  saturation: {rate:.0} stored/s, p99 {:.1} ms",
         saturation.percentile_ms(0.99)

@@ -295,7 +295,7 @@ mod startup;
 
 pub use ceilings::{Ceilings, ceilings};
 pub use dispatch::{Dispatch, dispatch};
-pub use intake::intake;
+pub use intake::{FLAMEGRAPH, intake};
 pub use latency::{Latency, latency};
 pub use prefill::prefill;
 pub use reports::reports;
