@@ -112,7 +112,9 @@ async fn a_webhooks_whole_life_is_one_trace_of_raves_own_whose_spans_carry_its_t
         "task.create",
         "task.claim",
         "agent.job",
-        "POST /v1/tasks/{task_id}/complete",
+        // The reference agent ends its batch in one /v1/agents/results
+        // call; the dispatcher's span for each item joins its task's trace.
+        "task.complete",
         "POST /v1/reports",
     ];
     // The batch exporter sends from its own thread, and a flush gives up
