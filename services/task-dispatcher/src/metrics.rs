@@ -41,7 +41,17 @@ pub use rave_service::error::ReasonLabel;
 /// letters waiting for an operator. Finished tasks are counted as they
 /// finish (`dispatcher_completions_total`): counting them again on every
 /// scrape would cost as much as the table holds.
-pub const STATES: [&str; 3] = ["queued", "leased", "dead"];
+pub const GAUGE_STATES: [&str; 3] = ["queued", "leased", "dead"];
+
+/// Every state a task can be in.
+pub const STATES: [&str; 6] = [
+    "queued",
+    "leased",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "dead",
+];
 
 type Duration = HistogramWithExemplars<TraceExemplar>;
 
@@ -217,7 +227,7 @@ impl Metrics {
             let _ = self.lease_losses.get_or_create_owned(&label);
             let _ = self.dead_letters.get_or_create_owned(&label);
             let _ = self.task_duration.get_or_create_owned(&label);
-            for state in STATES {
+            for state in GAUGE_STATES {
                 let _ = self.tasks.get_or_create_owned(&KindStateLabels {
                     kind: kind.to_owned(),
                     state,
@@ -240,7 +250,7 @@ impl Metrics {
         oldest_secs: f64,
     ) {
         for kind in kinds {
-            for state in STATES {
+            for state in GAUGE_STATES {
                 let n = counts
                     .iter()
                     .find(|(k, s, _)| k == kind && s == state)

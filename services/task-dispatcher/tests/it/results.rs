@@ -74,6 +74,22 @@ async fn one_results_call_ends_each_task_as_its_own_call_would() {
     .map(state)
     .collect();
     assert_eq!(stored, ["succeeded", "queued", "leased", "failed"]);
+    // Operators list tasks by any state, finished ones included.
+    for (state, task) in [
+        ("succeeded", &tasks[0]),
+        ("queued", &tasks[1]),
+        ("failed", &tasks[3]),
+    ] {
+        let (status, listing) = d.operator_get(&format!("/v1/tasks?state={state}")).await;
+        assert_eq!(status, 200, "{listing}");
+        let ids: Vec<&Value> = listing["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| &t["task_id"])
+            .collect();
+        assert_eq!(ids, [&task["task_id"]], "{state}");
+    }
     assert_eq!(
         d.task(tasks[0]["task_id"].as_str().unwrap()).await["result"]["comment"],
         "done"
