@@ -170,12 +170,20 @@ pub(super) async fn finish_all(
     answers
         .into_iter()
         .map(|(task_id, answer)| {
-            let mut body = match rave_service::error::counted(&state.metrics.rejected, answer) {
+            let mut body = match answer {
                 Ok(mut body) => {
                     body["status"] = 200.into();
                     body
                 }
-                Err(e) => rave_service::error::item_refusal(&e).ok_or(e)?,
+                // A refusal is the item's alone, counted as its own call
+                // would be; anything else fails the call, counted once there.
+                Err(e) => match rave_service::error::item_refusal(&e) {
+                    Some(body) => {
+                        let _ = counted(state, Err(e));
+                        body
+                    }
+                    None => return Err(e),
+                },
             };
             body["task_id"] = task_id.map_or(Value::Null, Value::String);
             Ok(body)

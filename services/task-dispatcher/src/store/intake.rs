@@ -8,8 +8,6 @@ use time::OffsetDateTime;
 
 use crate::routing::Routed;
 
-use super::WAKE_CHANNEL;
-
 /// An event handed over by dedup-store's relay.
 #[derive(Debug, Clone)]
 pub struct IncomingEvent {
@@ -163,11 +161,7 @@ pub async fn accept_events(
                 &[&created_ids],
             )
             .await?;
-            // Other replicas wake as many claims as the new tasks need.
-            let work = super::per_kind(rows.iter().map(|r| r.get::<_, &str>(1)));
-            let payload = crate::waker::payload(origin, &work);
-            tx.execute_prepared("SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, &payload])
-                .await?;
+            super::notify_work(&tx, origin, rows.iter().map(|r| r.get::<_, &str>(1))).await?;
         }
     }
 

@@ -8,7 +8,7 @@ use rave_service::ids::{AgentId, LeaseToken, TaskId, TaskKind};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{WAKE_CHANNEL, secs};
+use super::secs;
 
 /// The reply to a heartbeat.
 #[derive(Debug, Clone, Serialize)]
@@ -139,16 +139,11 @@ pub async fn expire_leases(
             &[&now, &batch, &max_unacknowledged],
         )
         .await?;
-    let work = super::per_kind(
-        rows.iter()
-            .filter(|r| r.get::<_, &str>(2) == "queued")
-            .map(|r| r.get::<_, &str>(1)),
-    );
-    if !work.is_empty() {
-        let payload = crate::waker::payload(origin, &work);
-        tx.execute_prepared("SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, &payload])
-            .await?;
-    }
+    let requeued = rows
+        .iter()
+        .filter(|r| r.get::<_, &str>(2) == "queued")
+        .map(|r| r.get::<_, &str>(1));
+    super::notify_work(&tx, origin, requeued).await?;
     tx.commit().await?;
     rows.iter()
         .map(|r| {

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use rave_pg::Pool;
+use rave_pg::{Pool, Prepared};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -29,6 +29,25 @@ pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
+}
+
+/// Tells every replica of new due tasks of `kinds` (one entry per task),
+/// inside the caller's transaction, so it is sent only if that commits:
+/// the sender and the tasks per kind, for each replica to wake only as
+/// many waiting claims as they need.
+async fn notify_work<'a>(
+    client: &impl Prepared,
+    origin: &str,
+    kinds: impl IntoIterator<Item = &'a str>,
+) -> anyhow::Result<()> {
+    let work = per_kind(kinds);
+    if !work.is_empty() {
+        let payload = crate::waker::payload(origin, &work);
+        client
+            .execute_prepared("SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, &payload])
+            .await?;
+    }
+    Ok(())
 }
 
 /// Tasks per kind, in order of first appearance (a wake-up's work).
