@@ -9,7 +9,6 @@ use std::sync::Arc;
 use rave_pg::{Pool, Prepared};
 use rave_service::batch::{BatchMetrics, BatchSettings, Batcher, Handler, Writers};
 use rave_service::ids::AgentId;
-use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::report::Report;
@@ -148,32 +147,20 @@ pub async fn record_batch(
             })
             .collect();
     }
+    // Labels travel as their JSON text and become jsonb in the statement;
+    // the series found are named by the text sent, so they match the keys.
     let candidates: Vec<&SeriesKey> = touched.iter().flatten().map(|(k, _)| k).collect();
     let column = |f: fn(&SeriesKey) -> &str| candidates.iter().map(|k| f(k)).collect::<Vec<_>>();
-    let labels: Vec<Value> = candidates
-        .iter()
-        .map(|k| serde_json::from_str(&k.3).unwrap_or_default())
-        .collect();
     let mut existing: HashSet<SeriesKey> = tx
         .query_prepared(
-            "SELECT s.agent, s.kind, s.name, s.labels::text FROM series s
-             JOIN unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS k(agent, kind, name, labels)
-               USING (agent, kind, name, labels)",
-            &[&column(|k| &k.0), &column(|k| &k.1), &column(|k| &k.2), &labels],
+            "SELECT k.agent, k.kind, k.name, k.labels FROM series s
+             JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(agent, kind, name, labels)
+               ON s.agent = k.agent AND s.kind = k.kind AND s.name = k.name AND s.labels = k.labels::jsonb",
+            &[&column(|k| &k.0), &column(|k| &k.1), &column(|k| &k.2), &column(|k| &k.3)],
         )
         .await?
         .iter()
-        .map(|r| {
-            // jsonb's text is not serde_json's: key the set by serde_json's.
-            let labels: BTreeMap<String, String> =
-                serde_json::from_str(r.get::<_, &str>(3)).unwrap_or_default();
-            (
-                r.get(0),
-                r.get(1),
-                r.get(2),
-                serde_json::to_string(&labels).unwrap_or_default(),
-            )
-        })
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     let mut count: HashMap<String, i64> = tx
         .query_prepared(
@@ -236,16 +223,14 @@ pub async fn record_batch(
         // in key order.
         let keys: Vec<&SeriesKey> = increments.keys().collect();
         let column = |f: fn(&SeriesKey) -> &str| keys.iter().map(|k| f(k)).collect::<Vec<_>>();
-        let labels: Vec<Value> = keys
-            .iter()
-            .map(|k| serde_json::from_str(&k.3).unwrap_or_default())
-            .collect();
         let values: Vec<f64> = increments.values().copied().collect();
         tx.execute_prepared(
             "INSERT INTO series (agent, kind, name, labels, value)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::float8[])
+             SELECT agent, kind, name, labels::jsonb, value
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[])
+                  AS s(agent, kind, name, labels, value)
              ON CONFLICT (agent, kind, name, labels) DO UPDATE SET value = series.value + EXCLUDED.value",
-            &[&column(|k| &k.0), &column(|k| &k.1), &column(|k| &k.2), &labels, &values],
+            &[&column(|k| &k.0), &column(|k| &k.1), &column(|k| &k.2), &column(|k| &k.3), &values],
         )
         .await?;
         let mut last: BTreeMap<&str, OffsetDateTime> = BTreeMap::new();
