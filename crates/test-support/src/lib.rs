@@ -14,19 +14,14 @@
 pub mod metrics;
 pub mod otlp;
 pub mod pg;
+mod ports;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
 pub mod pushgateway;
 pub mod trace;
 
-/// A loopback port nothing listens on now (a test starts its server there).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
+pub use ports::free_port;
 
 /// Webhook signers, as senders compute them.
 pub use rave_service::sign;

@@ -23,9 +23,7 @@ fn binary() -> PathBuf {
 
 impl Pushgateway {
     pub async fn start() -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::free_port();
         let mut gateway = Self {
             url: format!("http://127.0.0.1:{port}"),
             port,

@@ -16,6 +16,10 @@ pub(super) struct Service {
     /// Where it listens (0: nowhere).
     pub port: u16,
     pub child: Child,
+    /// Its output, `logs/<name>.log`.
+    pub log: PathBuf,
+    /// Where this run's output starts in it (the log is appended to).
+    pub log_start: u64,
     /// How to start it again: program, arguments, state directory.
     pub restart: Option<(PathBuf, Vec<std::ffi::OsString>, PathBuf)>,
 }
@@ -102,6 +106,7 @@ pub(super) fn spawn_with_env(
         .create(true)
         .append(true)
         .open(&log)?;
+    let start = out.metadata()?.len();
     let child = Command::new(program)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -115,6 +120,8 @@ pub(super) fn spawn_with_env(
         name: name.to_owned(),
         port,
         child,
+        log,
+        log_start: start,
         restart: None,
     })
 }
@@ -152,8 +159,10 @@ pub(super) async fn wait_ready(
         for service in services.iter_mut() {
             if let Some(status) = service.child.try_wait()? {
                 bail!(
-                    "{} exited while starting ({status}); see its log in the state directory's logs/",
-                    service.name
+                    "{} exited while starting ({status}); the end of {}:\n{}",
+                    service.name,
+                    service.log.display(),
+                    log_tail(&service.log, service.log_start, LOG_TAIL_LINES)
                 );
             }
         }
@@ -163,6 +172,26 @@ pub(super) async fn wait_ready(
         // Polling a process we just started; there is no event to wait for.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// How much of a component's log `up` shows when it failed to start: the
+/// cause (a taken port, a bad flag) is nearly always in its last lines.
+const LOG_TAIL_LINES: usize = 8;
+
+/// The last `lines` lines written to `log` since byte `start`, indented.
+fn log_tail(log: &Path, start: u64, lines: usize) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let from = usize::try_from(start).unwrap_or(0).min(text.len());
+    let text = String::from_utf8_lossy(&text[from..]);
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if all.is_empty() {
+        return "  (it wrote nothing)".to_owned();
+    }
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The first component to exit: its index and status.

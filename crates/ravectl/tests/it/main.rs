@@ -20,13 +20,11 @@ fn ravectl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ravectl"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// test-support depends on ravectl, so ravectl's tests share only its port
+// picker, a file with no dependencies.
+#[path = "../../../test-support/src/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// Ports for `up_with(.., ["--replicas", "2"])`: the four RAVE services'
 /// (indexes 0, 1, 3 and 4) also need their port + 100 free for replica 2.
