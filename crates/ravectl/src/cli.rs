@@ -28,6 +28,9 @@ pub enum Command {
     /// Events set aside because they could not become a task: list, retry.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Stored events: erase them for good (a leaked secret in a payload).
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Check a running stack end to end, through nginx.
     Verify(VerifyArgs),
     /// Each component of the local stack: pid, port, health, memory.
@@ -215,6 +218,49 @@ pub enum QuarantineCommand {
 pub struct QuarantineRetryArgs {
     /// The record's id, as `ravectl quarantine list` shows it.
     pub id: i64,
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EventsCommand {
+    /// Erase events and their tasks' copies, with an audit record. Lists
+    /// what it would erase unless `--yes`.
+    Erase(EraseArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EraseArgs {
+    /// The events' source.
+    #[arg(long)]
+    pub source: String,
+    /// One delivery (its id, as the sender sent it).
+    #[arg(long)]
+    pub delivery: Option<String>,
+    /// Only events of this type.
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Only events stored at or after this instant (RFC 3339).
+    #[arg(long)]
+    pub stored_after: Option<String>,
+    /// Only events stored before this instant (RFC 3339).
+    #[arg(long)]
+    pub stored_before: Option<String>,
+    /// Why, for the audit record.
+    #[arg(long)]
+    pub reason: String,
+    /// Who asks, for the audit record (default: $USER).
+    #[arg(long)]
+    pub requested_by: Option<String>,
+    /// Names the request, so a repeat answers with what it erased.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// Events per round at most (default: dedup-store's limit).
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Erase, instead of listing what would be erased.
+    #[arg(long)]
+    pub yes: bool,
     #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
 }

@@ -5,6 +5,7 @@
 //! - `ravectl send`: a correctly signed webhook to a running stack;
 //! - `ravectl agent`: the reference agent;
 //! - `ravectl agents create`: a new agent and its token;
+//! - `ravectl events erase`: events deleted for good, on request;
 //! - `ravectl verify`: end-to-end checks of a running stack;
 //! - `ravectl trace TASK_ID`: a task's whole trace, as a tree.
 
@@ -15,6 +16,7 @@ pub mod agents;
 pub mod bench;
 pub mod cli;
 pub mod control;
+pub mod events;
 pub mod grafana;
 pub mod packages;
 pub mod postgres;
@@ -31,7 +33,7 @@ pub mod verify;
 
 /// Runs one command; its exit code.
 pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
-    use cli::{AgentsCommand, Command, QuarantineCommand};
+    use cli::{AgentsCommand, Command, EventsCommand, QuarantineCommand};
     match command {
         Command::Up(args) => crate::up::run(args).await,
         Command::Send(args) => crate::send::run(args).await,
@@ -43,6 +45,7 @@ pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
         Command::Quarantine(QuarantineCommand::Retry(args)) => {
             crate::quarantine::retry(&args.state_dir, args.id).await
         }
+        Command::Events(EventsCommand::Erase(args)) => crate::events::erase(args).await,
         Command::Verify(args) => crate::verify::run(args).await,
         Command::Status(args) => crate::control::status(&args.state_dir),
         Command::Down(args) => crate::control::down(&args.state_dir),

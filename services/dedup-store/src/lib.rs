@@ -3,11 +3,14 @@
 //! `POST /v1/events` answers only after the event's transaction has
 //! committed; concurrent inserts share one transaction ([`store::GroupCommitter`]).
 //! Each new event gets a `task_id` and an outbox row in that same transaction;
-//! the [`relay`] delivers outbox rows to task-dispatcher.
+//! the [`relay`] delivers outbox rows to task-dispatcher. Old events go by
+//! [`retention`]; an operator erases one on request ([`erase`]).
 
+pub mod erase;
 pub mod error;
 pub mod metrics;
 pub mod relay;
+pub mod retention;
 pub mod routes;
 pub mod settings;
 pub mod startup;

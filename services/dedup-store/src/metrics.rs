@@ -28,6 +28,11 @@ pub struct Metrics {
     pub outbox_depth: Gauge,
     pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub outbox_refused: Gauge,
+    pub deleted_by_retention: Counter,
+    pub retention_failures: Counter,
+    pub erased: Counter,
+    pub erasures_unforwarded: Gauge,
+    pub erasure_forward_failures: Counter,
 }
 
 impl Metrics {
@@ -126,6 +131,36 @@ impl Metrics {
             "Events task-dispatcher refused on their own, set aside in outbox_refused",
             outbox_refused.clone(),
         );
+        let deleted_by_retention = Counter::default();
+        registry.register(
+            "dedup_events_deleted_by_retention",
+            "Events deleted because they were stored longer ago than their source's retention",
+            deleted_by_retention.clone(),
+        );
+        let retention_failures = Counter::default();
+        registry.register(
+            "dedup_retention_failures",
+            "Retention steps that failed (retried at the next interval)",
+            retention_failures.clone(),
+        );
+        let erased = Counter::default();
+        registry.register(
+            "dedup_events_erased",
+            "Events erased on an operator's request",
+            erased.clone(),
+        );
+        let erasures_unforwarded = Gauge::default();
+        registry.register(
+            "dedup_erasures_unforwarded",
+            "Erased events whose copy in task-dispatcher (the task's payload) is not yet erased",
+            erasures_unforwarded.clone(),
+        );
+        let erasure_forward_failures = Counter::default();
+        registry.register(
+            "dedup_erasure_forward_failures",
+            "Attempts to have task-dispatcher erase its copies that failed (retried by the relay)",
+            erasure_forward_failures.clone(),
+        );
         Self {
             registry,
             inserted,
@@ -143,6 +178,11 @@ impl Metrics {
             outbox_depth,
             outbox_oldest_age,
             outbox_refused,
+            deleted_by_retention,
+            retention_failures,
+            erased,
+            erasures_unforwarded,
+            erasure_forward_failures,
         }
     }
 }

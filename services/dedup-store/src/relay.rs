@@ -43,6 +43,8 @@ pub struct Relay {
     http: reqwest_middleware::ClientWithMiddleware,
     /// Each task-dispatcher replica's hand-off URL, preferred first.
     urls: Vec<String>,
+    /// And its erasure URL.
+    erasure_urls: Vec<String>,
     token: Secret,
     settings: RelaySettings,
     metrics: Arc<Metrics>,
@@ -74,6 +76,10 @@ impl Relay {
             urls: std::iter::once(url)
                 .chain(&settings.fallback_urls)
                 .map(|url| format!("{}/v1/internal/events", url.trim_end_matches('/')))
+                .collect(),
+            erasure_urls: std::iter::once(url)
+                .chain(&settings.fallback_urls)
+                .map(|url| format!("{}/v1/internal/erasures", url.trim_end_matches('/')))
                 .collect(),
             token: token.clone(),
             settings: settings.clone(),
@@ -271,13 +277,86 @@ impl Relay {
         Ok(())
     }
 
+    /// Asks task-dispatcher to erase its copies (each task's payload) of one
+    /// batch of erased events, and marks them done after its 2xx. Returns how
+    /// many. An erasure waits for the end of a relay's claim on its event,
+    /// so a delivery in flight when it was erased has ended first.
+    pub async fn forward_erasures_once(&self) -> anyhow::Result<usize> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query_prepared(
+                "SELECT id, task_id, reason FROM erasures
+                 WHERE forwarded_at IS NULL AND forward_after <= now()
+                 ORDER BY id LIMIT $1",
+                &[&self.settings.batch_size],
+            )
+            .await?;
+        drop(client);
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let erasures: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::json!({ "task_id": r.get::<_, &str>(1), "reason": r.get::<_, &str>(2) }))
+            .collect();
+        let body = serde_json::json!({ "erasures": erasures });
+        let outcome = async {
+            let response = rave_service::http::send_to_first_replica(&self.erasure_urls, |url| {
+                self.http
+                    .post(url)
+                    .bearer_auth(self.token.expose())
+                    .json(&body)
+            })
+            .await?;
+            let status = response.status();
+            if !status.is_success() {
+                let answer = response.text().await.unwrap_or_default();
+                anyhow::bail!("task-dispatcher answered {status} to erasures: {answer}");
+            }
+            let client = self.pool.get().await?;
+            client
+                .execute_prepared(
+                    "UPDATE erasures SET forwarded_at = now() WHERE id = ANY($1)",
+                    &[&ids],
+                )
+                .await?;
+            Ok(ids.len())
+        }
+        .await;
+        if outcome.is_err() {
+            self.metrics.erasure_forward_failures.inc();
+        }
+        outcome
+    }
+
+    /// [`Relay::forward_erasures_once`] until no batch is left (or one fails).
+    pub async fn forward_erasures(&self) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.forward_erasures_once().await?;
+            total += n;
+            if (n as i64) < self.settings.batch_size {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Relays until `stop`: at once after new events (`wake`), otherwise
     /// every `interval_ms`; after a failure, backs off up to `max_backoff_ms`.
     pub async fn run(self, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.settings.interval_ms);
         let max_backoff = Duration::from_millis(self.settings.max_backoff_ms);
         let mut backoff = Duration::from_millis(100);
+        let mut erasures_checked = tokio::time::Instant::now();
         loop {
+            // Erasures are rare: looked for once an interval, not every step.
+            if erasures_checked.elapsed() >= interval {
+                erasures_checked = tokio::time::Instant::now();
+                if let Err(e) = self.forward_erasures().await {
+                    tracing::warn!(error = %format!("{e:#}"), "task-dispatcher did not erase its copies of erased events; retrying");
+                }
+            }
             let pause = match self.relay_once().await {
                 Ok(n) if n > 0 => {
                     backoff = Duration::from_millis(100);

@@ -27,15 +27,20 @@ pub struct AppState {
     pub limits: Limits,
     /// ingest: may store events.
     pub writers: TokenSet,
-    /// Operators: may read them.
+    /// Operators: may read them, and erase them.
     pub readers: TokenSet,
+    /// Asks task-dispatcher to erase its copies of erased events.
+    pub relay: Option<crate::relay::Relay>,
 }
 
 /// Refuses a request whose bearer token is not one of `allowed` (before its
-/// body is read).
-fn authorized(req: &HttpRequest, allowed: &TokenSet) -> Result<(), DedupError> {
+/// body is read); returns the token.
+pub(crate) fn authorized<'r>(
+    req: &'r HttpRequest,
+    allowed: &TokenSet,
+) -> Result<&'r str, DedupError> {
     match rave_service::auth::bearer(req) {
-        Some(token) if allowed.allows(token) => Ok(()),
+        Some(token) if allowed.allows(token) => Ok(token),
         _ => Err(DedupError::Unauthorized),
     }
 }
@@ -43,15 +48,15 @@ fn authorized(req: &HttpRequest, allowed: &TokenSet) -> Result<(), DedupError> {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/events", web::post().to(insert_event))
         .route("/v1/events", web::get().to(list_events))
+        .route("/v1/events/erase", web::post().to(crate::erase::erase))
         .route("/v1/events/{source}/{event_uuid}", web::get().to(get_event))
         .route("/healthz", web::get().to(rave_service::http::healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
 }
 
-/// Counts every refused request by its error code, then passes the result on.
 /// Counts every refusal by its code, then passes the result on.
-fn counted<T>(state: &AppState, result: Result<T, DedupError>) -> Result<T, DedupError> {
+pub(crate) fn counted<T>(state: &AppState, result: Result<T, DedupError>) -> Result<T, DedupError> {
     rave_service::error::counted(&state.metrics.rejected, result)
 }
 
@@ -260,6 +265,10 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
             state.metrics.outbox_depth.set(o.depth);
             state.metrics.outbox_oldest_age.set(o.oldest_age_secs);
             state.metrics.outbox_refused.set(o.refused);
+            state
+                .metrics
+                .erasures_unforwarded
+                .set(o.erasures_unforwarded);
         }
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "outbox gauges unavailable for /metrics")

@@ -3,6 +3,7 @@
 
 pub use rave_pg::DatabaseSettings;
 use rave_service::batch::BatchSettings;
+use rave_service::ids::SourceName;
 use rave_service::settings::{
     Secret, ServerSettings, ServiceSettings, SettingsError, TelemetrySettings,
 };
@@ -29,7 +30,43 @@ pub struct Settings {
     pub group_commit: BatchSettings,
     pub limits: Limits,
     pub relay: RelaySettings,
+    pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// The shortest event retention allowed (hours): the dedup guarantee lasts
+/// as long as an event is kept, so it must outlast every sender's retries
+/// and redeliveries (GitHub keeps its delivery log, from which deliveries
+/// are redelivered, for 3 days).
+pub const MIN_RETENTION_HOURS: u64 = 72;
+
+/// Deleting old events (see `retention.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Events stored longer ago than this are deleted; 0 keeps them forever.
+    pub max_age_hours: u64,
+    /// Per source, instead of `max_age_hours` (0: keep that source's forever).
+    #[serde(default)]
+    pub sources: std::collections::BTreeMap<SourceName, u64>,
+    /// How often to look for events past their age.
+    pub interval_secs: u64,
+    /// Events deleted per statement (one short transaction each).
+    pub batch: i64,
+    /// Pause between two batches, so a large backlog is deleted without
+    /// crowding out intake.
+    pub pause_ms: u64,
+}
+
+impl RetentionSettings {
+    /// How long `source`'s events are kept; `None`: forever.
+    pub fn max_age(&self, source: &str) -> Option<std::time::Duration> {
+        let hours = SourceName::parse(source.to_owned())
+            .ok()
+            .and_then(|s| self.sources.get(&s).copied())
+            .unwrap_or(self.max_age_hours);
+        (hours > 0).then(|| std::time::Duration::from_secs(hours * 3600))
+    }
 }
 
 /// Delivering stored events to task-dispatcher (see `relay.rs`).
@@ -65,6 +102,9 @@ pub struct Limits {
     pub max_headers: usize,
     /// Largest page of `GET /v1/events`.
     pub max_page_size: i64,
+    /// Events one erasure request may erase at most (it says when more
+    /// match: send it again).
+    pub max_erase_per_call: i64,
 }
 
 impl Settings {
@@ -140,6 +180,39 @@ impl ServiceSettings for Settings {
                     "must not exceed database.pool_size ({})",
                     self.database.pool_size
                 ),
+            ));
+        }
+        let retention = &self.retention;
+        let ages = std::iter::once((
+            "retention.max_age_hours".to_owned(),
+            retention.max_age_hours,
+        ))
+        .chain(
+            retention
+                .sources
+                .iter()
+                .map(|(s, h)| (format!("retention.sources.{s}"), *h)),
+        );
+        for (key, hours) in ages {
+            if hours != 0 && hours < MIN_RETENTION_HOURS {
+                return Err(SettingsError::invalid(
+                    &key,
+                    format!(
+                        "must be 0 (keep forever) or at least {MIN_RETENTION_HOURS} hours: deduplication lasts as long as an event is kept, and senders redeliver for days"
+                    ),
+                ));
+            }
+        }
+        if retention.interval_secs == 0 || retention.batch < 1 {
+            return Err(SettingsError::invalid(
+                "retention",
+                "interval_secs and batch must be positive",
+            ));
+        }
+        if self.limits.max_erase_per_call < 1 {
+            return Err(SettingsError::invalid(
+                "limits.max_erase_per_call",
+                "must be at least 1",
             ));
         }
         if self.limits.max_page_size < 1 {

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::relay::Relay;
+use crate::retention::Retention;
 use crate::routes::{self, AppState};
 use crate::settings::Settings;
 use crate::store;
@@ -20,6 +21,7 @@ pub struct Application {
     served: Served,
     writers: Writers,
     relay: Option<Relay>,
+    retention: Retention,
 }
 
 impl Application {
@@ -49,23 +51,32 @@ impl Application {
         if relay.is_none() {
             tracing::warn!("relay.dispatcher_url is not set: stored events wait in the outbox");
         }
+        let pool_for_retention = pool.clone();
+        let metrics_for_state = metrics.clone();
         let state = web::Data::new(AppState {
             pool,
             committer,
-            metrics,
+            metrics: metrics_for_state,
             limits: settings.limits.clone(),
             writers: settings.writers(),
             readers: settings.readers(),
+            relay: relay.clone(),
         });
         let listener = rave_service::http::bind(&settings.server)?;
         let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
         if let Some(relay) = relay.clone().filter(|_| background) {
             served.spawn(|stop| relay.run(committed, stop));
         }
+        let retention = Retention::new(pool_for_retention, settings.retention.clone(), metrics);
+        if background {
+            let retention = retention.clone();
+            served.spawn(|stop| retention.run(stop));
+        }
         Ok(Self {
             served,
             writers,
             relay,
+            retention,
         })
     }
 
@@ -76,6 +87,11 @@ impl Application {
     /// A handle to stop the server gracefully (tests; SIGTERM does the same).
     pub fn handle(&self) -> StopHandle {
         self.served.handle()
+    }
+
+    /// The retention step (tests step it; it runs by itself in `build`).
+    pub fn retention(&self) -> Retention {
+        self.retention.clone()
     }
 
     /// The outbox relay, when a dispatcher is configured.

@@ -122,7 +122,11 @@ const INSERT_EVENTS: &str = "WITH input AS (
                  INSERT INTO events (source, event_uuid, event_type, task_id, trace_id,
                                      received_at, headers, body, traceparent)
                  SELECT source, event_uuid, event_type, task_id, trace_id, received_at, headers, body, traceparent
-                 FROM input ORDER BY n
+                 FROM input
+                 -- An erased delivery stays gone: its retry is a duplicate.
+                 WHERE NOT EXISTS (SELECT 1 FROM erasures x
+                                   WHERE x.source = input.source AND x.event_uuid = input.event_uuid)
+                 ORDER BY n
                  ON CONFLICT (source, event_uuid) DO NOTHING
                  RETURNING id, source, event_uuid, task_id
              ), outbox_rows AS (
@@ -130,9 +134,15 @@ const INSERT_EVENTS: &str = "WITH input AS (
              )
              SELECT source, event_uuid, task_id FROM ins";
 
-/// The task ids of a batch's events stored by earlier transactions.
+/// The task ids of a batch's events stored (or erased) by earlier
+/// transactions.
 const EXISTING_EVENTS: &str = "SELECT e.source, e.event_uuid, e.task_id
      FROM events e
+     JOIN unnest($1::text[], $2::text[]) AS k(source, event_uuid)
+       USING (source, event_uuid)
+     UNION ALL
+     SELECT x.source, x.event_uuid, x.task_id
+     FROM erasures x
      JOIN unnest($1::text[], $2::text[]) AS k(source, event_uuid)
        USING (source, event_uuid)";
 
@@ -314,6 +324,7 @@ pub struct OutboxGauges {
     pub depth: i64,
     pub oldest_age_secs: f64,
     pub refused: i64,
+    pub erasures_unforwarded: i64,
 }
 
 pub async fn outbox_gauges(pool: &Pool) -> anyhow::Result<OutboxGauges> {
@@ -322,7 +333,8 @@ pub async fn outbox_gauges(pool: &Pool) -> anyhow::Result<OutboxGauges> {
         .query_one_prepared(
             "SELECT (SELECT count(*) FROM outbox),
                     coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM outbox))::float8, 0),
-                    (SELECT count(*) FROM outbox_refused)",
+                    (SELECT count(*) FROM outbox_refused),
+                    (SELECT count(*) FROM erasures WHERE forwarded_at IS NULL)",
             &[],
         )
         .await?;
@@ -330,5 +342,6 @@ pub async fn outbox_gauges(pool: &Pool) -> anyhow::Result<OutboxGauges> {
         depth: row.get(0),
         oldest_age_secs: row.get::<_, f64>(1).max(0.0),
         refused: row.get(2),
+        erasures_unforwarded: row.get(3),
     })
 }

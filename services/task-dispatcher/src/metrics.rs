@@ -64,6 +64,7 @@ pub struct Metrics {
     pub quarantined: Gauge,
     pub tasks_created: Family<KindLabel, Counter>,
     pub superseded: Counter,
+    pub payloads_erased: Counter,
     pub listen_lost: Counter,
     pub tasks: Family<KindStateLabels, Gauge>,
     pub claims: Family<KindLabel, Counter>,
@@ -111,6 +112,12 @@ impl Metrics {
             "dispatcher_tasks_created",
             "Tasks created, by kind",
             tasks_created.clone(),
+        );
+        let payloads_erased = Counter::default();
+        r.register(
+            "dispatcher_task_payloads_erased",
+            "Task payloads erased because their events were erased on an operator's request",
+            payloads_erased.clone(),
         );
         let superseded = Counter::default();
         r.register(
@@ -201,6 +208,7 @@ impl Metrics {
             quarantined,
             tasks_created,
             superseded,
+            payloads_erased,
             listen_lost,
             tasks,
             claims,

@@ -17,7 +17,9 @@ use ravectl::bench::http::{Conn, Target, request};
 use ravectl::stack::StackFile;
 use serde_json::Value;
 
-use super::{family_total, free_port, ravectl, replica_ports, up_with, webhook_requests};
+use super::{
+    eventually, family_total, free_port, ravectl, replica_ports, up_with, webhook_requests,
+};
 
 const SENDERS: usize = 4;
 /// Acknowledged deliveries between one fault and the next.
@@ -43,16 +45,6 @@ fn secret(state: &Path, name: &str) -> String {
 
 fn pid_of(state: &Path, name: &str) -> u32 {
     StackFile::read(state).unwrap().components[name].0
-}
-
-/// Polls `check` until it holds; these are external processes, so there is
-/// no event to wait on.
-async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[derive(Default)]

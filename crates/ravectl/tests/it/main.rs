@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod alerting;
 mod bench;
+mod events;
 mod faults;
 mod limits;
 mod preflight;
@@ -58,6 +59,23 @@ impl Drop for Stack {
                 .status();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// Polls `check` until it holds; these are external processes, so there is
+/// no event to wait on.
+pub(crate) async fn eventually(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,9 +1,11 @@
 //! dedup-store against a real PostgreSQL: one app and one database per test.
 
+mod erasure;
 mod helpers;
 mod insert;
 mod operator_api;
 mod outage;
 mod relay;
 mod relay_edges;
+mod retention;
 mod shutdown;

@@ -9,10 +9,10 @@ use test_support::pg::{PgCluster, TestDatabase};
 
 use crate::helpers::{event, sample, settings_for, spawn_with};
 
-const RELAY_TOKEN: &str = "relay-test-token";
+pub const RELAY_TOKEN: &str = "relay-test-token";
 
 /// A task-dispatcher on its own database that routes every event to a task.
-async fn spawn_dispatcher(db: &TestDatabase) -> (String, rave_service::served::StopHandle) {
+pub async fn spawn_dispatcher(db: &TestDatabase) -> (String, rave_service::served::StopHandle) {
     let mut settings: task_dispatcher::Settings =
         rave_service::settings::load_with_env(None, Some(HashMap::new())).unwrap();
     settings.server.port = 0;

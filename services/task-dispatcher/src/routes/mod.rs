@@ -3,6 +3,7 @@
 //! - `finish`: complete and fail, one task or many per call;
 //! - `operators`: task reads, listings, ignored events, cancel, retry;
 //! - `internal`: the hand-off from dedup-store's relay;
+//! - `erasures`: erased events' payloads, also from the relay;
 //! - `quarantine`: events set aside, listed and retried by operators.
 //!
 //! Here: the shared state, the route table, and what every handler uses
@@ -81,6 +82,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/v1/internal/events",
             web::post().to(internal::accept_events),
         )
+        .route("/v1/internal/erasures", web::post().to(erasures::erase))
         .route("/healthz", web::get().to(rave_service::http::healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
@@ -175,6 +177,7 @@ async fn count_gauges(state: &AppState) -> anyhow::Result<()> {
 }
 
 mod agents;
+mod erasures;
 mod finish;
 mod internal;
 mod operators;

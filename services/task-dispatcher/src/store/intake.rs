@@ -89,6 +89,8 @@ pub async fn accept_events(
                              $7::int4[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])
                       WITH ORDINALITY AS i(task_id, source, event_uuid, event_type, kind, priority,
                                            max_attempts, entity_key, policy, traceparent, received_at, n)
+                 -- An erased event's late copy creates nothing: a duplicate.
+                 WHERE NOT EXISTS (SELECT 1 FROM erased_tasks x WHERE x.task_id = i.task_id)
                  ORDER BY i.n
                  ON CONFLICT (task_id) DO NOTHING
                  RETURNING task_id, kind, policy",

@@ -1,4 +1,5 @@
-//! Pruning: finished tasks and ignore records past their retention.
+//! Pruning: finished tasks, ignore records, quarantine records and erasure
+//! tombstones past their retention.
 
 use rave_pg::{GenericClient, Pool};
 use time::OffsetDateTime;
@@ -8,7 +9,11 @@ pub async fn prune(pool: &Pool, before: OffsetDateTime, batch: i64) -> anyhow::R
     let client = pool.get().await?;
     let mut deleted = 0;
     // (table, the column that says since when it is done); both fixed here.
-    for (table, done_at) in [("tasks", "finished_at"), ("ignored_events", "ignored_at")] {
+    for (table, done_at) in [
+        ("tasks", "finished_at"),
+        ("ignored_events", "ignored_at"),
+        ("erased_tasks", "erased_at"),
+    ] {
         let sql = format!(
             "DELETE FROM {table} WHERE task_id IN (
                  SELECT task_id FROM {table} WHERE {done_at} < $1
@@ -16,5 +21,14 @@ pub async fn prune(pool: &Pool, before: OffsetDateTime, batch: i64) -> anyhow::R
         );
         deleted += client.execute(&sql, &[&before, &batch]).await?;
     }
+    // Quarantine records set aside longer ago than the retention.
+    deleted += client
+        .execute(
+            "DELETE FROM quarantined_events WHERE id IN (
+                 SELECT id FROM quarantined_events WHERE quarantined_at < $1
+                 ORDER BY quarantined_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&before, &batch],
+        )
+        .await?;
     Ok(deleted)
 }

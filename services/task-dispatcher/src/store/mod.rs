@@ -8,6 +8,7 @@
 //! - `completions`: completed and failed attempts (retry, dead, cancelled);
 //! - `operators`: operators' reads, cancel and retry;
 //! - `quarantine`: events set aside with their reason, for operators;
+//! - `erasures`: payloads of tasks whose events were erased on request;
 //! - `maintenance`: pruning of finished tasks;
 //! - `gauges`: task counts and the oldest due task's wait.
 
@@ -64,6 +65,7 @@ pub fn per_kind<'a>(kinds: impl IntoIterator<Item = &'a str>) -> Vec<(String, us
 
 mod claims;
 mod completions;
+mod erasures;
 mod gauges;
 mod intake;
 mod leases;
@@ -73,6 +75,7 @@ mod quarantine;
 
 pub use claims::*;
 pub use completions::*;
+pub use erasures::*;
 pub use gauges::*;
 pub use intake::*;
 pub use leases::*;

@@ -38,7 +38,8 @@ pub async fn quarantine(
              SELECT $1, $2, $3, $4, $5, $6, $7, $7
              WHERE $1::text IS NULL OR NOT EXISTS (
                  SELECT 1 FROM tasks WHERE task_id = $1
-                 UNION ALL SELECT 1 FROM ignored_events WHERE task_id = $1)
+                 UNION ALL SELECT 1 FROM ignored_events WHERE task_id = $1
+                 UNION ALL SELECT 1 FROM erased_tasks WHERE task_id = $1)
              ON CONFLICT (task_id) DO UPDATE
                  SET reason = EXCLUDED.reason, attempts = quarantined_events.attempts + 1,
                      updated_at = EXCLUDED.updated_at
