@@ -103,6 +103,7 @@
         rave-observability = import ./nixos/modules/observability.nix;
         rave-security = import ./nixos/modules/security.nix;
         rave-dev-secrets = import ./nixos/modules/dev-secrets.nix;
+        rave-backups = import ./nixos/modules/backups.nix;
       };
 
       nixosConfigurations = {

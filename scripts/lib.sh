@@ -24,7 +24,7 @@ ensure_debian_packages() {
 }
 
 # What the tests and the local stack run on. procps: kill and ps.
-RAVE_DEBIAN_PACKAGES=(postgresql nginx openssl curl procps prometheus prometheus-pushgateway prometheus-node-exporter prometheus-postgres-exporter prometheus-nginx-exporter prometheus-alertmanager prometheus-blackbox-exporter fonts-dejavu-core)
+RAVE_DEBIAN_PACKAGES=(postgresql nginx openssl curl procps prometheus prometheus-pushgateway prometheus-node-exporter prometheus-postgres-exporter prometheus-nginx-exporter prometheus-alertmanager prometheus-blackbox-exporter fonts-dejavu-core pgbackrest)
 
 # What the test command needs besides: Nix's evaluator and systemd-analyze
 # for the NixOS checks, Python and its venv for the pipeline's schema check.

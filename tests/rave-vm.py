@@ -192,6 +192,22 @@ with subtest("ravectl verify passes: signatures, dedup, agents, reporting, scrap
     assert "a test alert was delivered through Alertmanager" in out, out
     server.succeed("journalctl -u rave-alert-inbox --no-pager | grep -q RaveVerifyDelivery")
 
+with subtest("a pgBackRest backup runs and its result reaches the Pushgateway"):
+    # The events verify stored are in it; the restore drill itself runs in
+    # the test command against the local stack (docs/deploy.md, "Backups").
+    server.succeed("systemctl start pgbackrest-default-full.service")
+    info = json.loads(
+        server.succeed("runuser -u pgbackrest -- pgbackrest --stanza=default info --output=json")
+    )
+    assert info[0]["backup"][-1]["type"] == "full", info
+    server.wait_until_succeeds(
+        "curl -sf http://127.0.0.1:9091/metrics | grep -q '^rave_backup_last_ok{.*} 1$'", timeout=60
+    )
+    archived = server.succeed(
+        "runuser -u postgres -- psql -tAc 'SELECT failed_count FROM pg_stat_archiver'"
+    ).strip()
+    assert archived == "0", f"WAL archiving failed {archived} times"
+
 with subtest("Grafana lists the three provisioned dashboards"):
     password = server.succeed("cat /var/lib/rave-secrets/grafana-admin.password").strip()
     found = json.loads(

@@ -8,6 +8,7 @@
     ../modules/observability.nix
     ../modules/security.nix
     ../modules/dev-secrets.nix
+    ../modules/backups.nix
   ];
 
   # The disk images (nixos/lib/make-disk-image.nix) label their root "nixos".
@@ -34,6 +35,8 @@
   nix.settings.experimental-features = [ "nix-command" "flakes" ];
 
   services.rave.enable = true;
+  # pgBackRest: WAL archiving, weekly full and daily differential backups.
+  services.rave-backups.enable = true;
 
   # The release the first installs were made with; it picks stateful
   # defaults (PostgreSQL's major version among them) and must not follow the

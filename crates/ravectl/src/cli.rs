@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Start PostgreSQL, dedup-store and ingest locally; stop them on Ctrl-C.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Send a correctly signed webhook to a running local stack.
     Send(SendArgs),
     /// Run the reference agent: claim tasks, run a command per task, report.
@@ -31,6 +31,15 @@ pub enum Command {
     /// Stored events: erase them for good (a leaked secret in a payload).
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Back up the local stack's PostgreSQL now (pgBackRest; needs
+    /// `ravectl up --backups`), or list its backups.
+    Backup(BackupArgs),
+    /// Restore the stopped local stack's PostgreSQL from its backups, to a
+    /// point in time or to the end of the archived WAL.
+    Restore(RestoreArgs),
+    /// Push a backup job's result to the Pushgateway (what a NixOS host's
+    /// pgBackRest units run after each job).
+    BackupReport(BackupReportArgs),
     /// Check a running stack end to end, through nginx.
     Verify(VerifyArgs),
     /// Each component of the local stack: pid, port, health, memory.
@@ -222,6 +231,47 @@ pub struct QuarantineRetryArgs {
     pub state_dir: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// full, diff or incr (the first one is always full).
+    #[arg(long = "type", default_value = "incr", value_parser = ["full", "diff", "incr"])]
+    pub kind: String,
+    /// List the backups instead of taking one.
+    #[arg(long)]
+    pub list: bool,
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The point in time, as PostgreSQL reads a timestamp
+    /// ("2026-12-02 10:15:00+00"); without it, the end of the archived WAL.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Replace the cluster that is there.
+    #[arg(long)]
+    pub yes: bool,
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupReportArgs {
+    #[arg(long, default_value = "/etc/pgbackrest/pgbackrest.conf")]
+    pub pgbackrest_config: PathBuf,
+    #[arg(long, default_value = "default")]
+    pub stanza: String,
+    /// The job's result: systemd's $SERVICE_RESULT ("success" or why not).
+    #[arg(long)]
+    pub result: String,
+    #[arg(long, default_value = "http://127.0.0.1:9091")]
+    pub pushgateway: String,
+    /// The `instance` label (the host's name).
+    #[arg(long, default_value = "local")]
+    pub instance: String,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum EventsCommand {
     /// Erase events and their tasks' copies, with an audit record. Lists
@@ -390,6 +440,17 @@ pub struct UpArgs {
     /// ingest's `alertmanager` source: they become `sre` tasks.
     #[arg(long)]
     pub alerts_as_tasks: bool,
+    /// Back up PostgreSQL with pgBackRest: WAL archiving, a full backup at
+    /// the first start, then one every --backup-interval-hours (once on,
+    /// later starts keep archiving).
+    #[arg(long)]
+    pub backups: bool,
+    /// The backup repository (default: the state directory's backups/;
+    /// put it on another disk to survive the loss of this one).
+    #[arg(long, value_parser = absolute_path)]
+    pub backup_repo: Option<PathBuf>,
+    #[arg(long, default_value_t = 24)]
+    pub backup_interval_hours: u64,
     /// Also send every alert to this webhook (Slack-compatible relays,
     /// a pager's incoming webhook, ...).
     #[arg(long)]

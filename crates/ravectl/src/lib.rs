@@ -5,6 +5,8 @@
 //! - `ravectl send`: a correctly signed webhook to a running stack;
 //! - `ravectl agent`: the reference agent;
 //! - `ravectl agents create`: a new agent and its token;
+//! - `ravectl backup`, `ravectl restore`: pgBackRest backups and
+//!   point-in-time restore of the local stack's cluster;
 //! - `ravectl events erase`: events deleted for good, on request;
 //! - `ravectl verify`: end-to-end checks of a running stack;
 //! - `ravectl trace TASK_ID`: a task's whole trace, as a tree.
@@ -13,6 +15,7 @@
 
 pub mod agent;
 pub mod agents;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod control;
@@ -35,7 +38,7 @@ pub mod verify;
 pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
     use cli::{AgentsCommand, Command, EventsCommand, QuarantineCommand};
     match command {
-        Command::Up(args) => crate::up::run(args).await,
+        Command::Up(args) => crate::up::run(*args).await,
         Command::Send(args) => crate::send::run(args).await,
         Command::Agent(args) => crate::agent::run(args).await,
         Command::Agents(AgentsCommand::Create(args)) => crate::agents::run(args),
@@ -46,6 +49,9 @@ pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
             crate::quarantine::retry(&args.state_dir, args.id).await
         }
         Command::Events(EventsCommand::Erase(args)) => crate::events::erase(args).await,
+        Command::Backup(args) => crate::backup::backup(args).await,
+        Command::Restore(args) => crate::backup::restore(args).await,
+        Command::BackupReport(args) => crate::backup::report(args).await,
         Command::Verify(args) => crate::verify::run(args).await,
         Command::Status(args) => crate::control::status(&args.state_dir),
         Command::Down(args) => crate::control::down(&args.state_dir),

@@ -11,6 +11,8 @@ pub const REQUIRED: &[&str] = &[
     "curl",
     // The font `ravectl bench` draws its plot's labels with.
     "fonts-dejavu-core",
+    // Backups (`ravectl up --backups`, `ravectl backup`, `ravectl restore`).
+    "pgbackrest",
 ];
 
 fn installed(package: &str) -> bool {

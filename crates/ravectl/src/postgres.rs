@@ -32,6 +32,48 @@ impl LocalPostgres {
         self.dir.join("data")
     }
 
+    /// The cluster's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data()
+    }
+
+    /// An empty data directory, owned by the cluster's user, for a restore.
+    pub fn prepare_data_dir(&self) -> anyhow::Result<()> {
+        crate::secrets::private_dir(&self.data())?;
+        if self.as_postgres_user {
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&self.dir)
+                .arg(self.data())
+                .status()?;
+            anyhow::ensure!(
+                status.success(),
+                "chown postgres {} failed",
+                self.data().display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Archives WAL with `command` (pgBackRest's archive-push), at most a
+    /// minute late (`archive_timeout`, the bound on what a lost disk loses
+    /// since the last archived segment); restarts if archiving was off.
+    pub fn ensure_archiving(&self, command: &str) -> anyhow::Result<()> {
+        let was_on = self.psql("SHOW archive_mode")?.trim() == "on";
+        self.psql(&format!(
+            "ALTER SYSTEM SET archive_command = '{}'",
+            command.replace('\'', "''")
+        ))?;
+        self.psql("ALTER SYSTEM SET archive_timeout = '60s'")?;
+        if was_on {
+            self.psql("SELECT pg_reload_conf()")?;
+            return Ok(());
+        }
+        self.psql("ALTER SYSTEM SET archive_mode = 'on'")?;
+        self.stop()?;
+        self.start()
+    }
+
     fn socket_dir(&self) -> PathBuf {
         self.dir.join("run")
     }
@@ -124,7 +166,30 @@ impl LocalPostgres {
             .args(["-w", "-t", "60", "-o", &options]);
         self.run(start, "pg_ctl start")
             .with_context(|| format!("see {}", self.log_file().display()))?;
-        Ok(())
+        self.wait_for_writes()
+    }
+
+    /// After a restore, PostgreSQL first replays the archived WAL (and takes
+    /// only reads meanwhile); the services need writes, so wait for the end.
+    fn wait_for_writes(&self) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            // Refused connections are part of it (before a consistent state).
+            if self
+                .psql("SELECT pg_is_in_recovery()")
+                .is_ok_and(|r| r.trim() == "f")
+            {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "PostgreSQL is still replaying WAL after 10 minutes; see {}",
+                    self.log_file().display()
+                );
+            }
+            // A server replaying WAL has no event to wait on.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     pub fn stop(&self) -> anyhow::Result<()> {

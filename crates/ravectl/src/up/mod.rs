@@ -4,6 +4,7 @@
 //! - `configs`: every file written before anything starts;
 //! - `components`: what starts, in order, each waited for;
 //! - `supervise`: child processes, restarts, the stop;
+//! - `backups`: pgBackRest's archiving and scheduled backups (`--backups`);
 //! - `table`: what `up` prints.
 
 use std::net::TcpListener;
@@ -17,6 +18,7 @@ use crate::secrets;
 use crate::stack::StackFile;
 
 pub mod alerting;
+mod backups;
 mod components;
 mod configs;
 mod replicas;
@@ -183,13 +185,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     // Each replica set's pools (dedup-store 16, task-dispatcher 16 + LISTEN,
     // agent-reporter 8) plus the exporter and psql (docs/scaling.md).
     postgres.ensure_max_connections((45 * u32::from(args.replicas) + 20).max(100))?;
+    let backups = match backups::prepare(&args, &state_dir, &postgres) {
+        Ok(backups) => backups,
+        Err(e) => {
+            let _ = postgres.stop();
+            return Err(e);
+        }
+    };
     let reports_db_password = secret(
         "agent-reporter-db.password",
         "agent-reporter database password",
         || secrets::hex_token(24),
     )?;
     let passwords = [db_password, tasks_db_password, reports_db_password];
-    let result = run_services(&args, &postgres, &bin_dir, &state_dir, &passwords, &created).await;
+    let result = run_services(
+        &args, &postgres, &bin_dir, &state_dir, &passwords, &created, backups,
+    )
+    .await;
     if let Err(e) = postgres.stop() {
         eprintln!("stopping PostgreSQL failed: {e:#}");
     }
@@ -203,6 +215,7 @@ async fn run_services(
     state_dir: &Path,
     passwords: &[String; 3],
     created: &[(&'static str, String)],
+    backups: Option<crate::backup::PgBackRest>,
 ) -> anyhow::Result<i32> {
     postgres.ensure_database("rave_dedup_store", &passwords[0], "rave_events")?;
     postgres.ensure_database("rave_task_dispatcher", &passwords[1], "rave_tasks")?;
@@ -286,6 +299,12 @@ async fn run_services(
             .collect(),
         systemd_units: Default::default(),
         secrets: Default::default(),
+    };
+    let _backups = match backups {
+        Some(pgbackrest) => Some(AbortOnDrop(
+            backups::start(pgbackrest, args, &pushgateway_url).await?,
+        )),
+        None => None,
     };
     stack.write(state_dir)?;
     table::print_table(&stack, state_dir, created);

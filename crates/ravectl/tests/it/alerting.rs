@@ -98,7 +98,7 @@ fn up_args(extra: &[&str]) -> ravectl::cli::UpArgs {
     use clap::Parser as _;
     let cli = ravectl::cli::Cli::try_parse_from(["ravectl", "up"].iter().chain(extra)).unwrap();
     match cli.command {
-        ravectl::cli::Command::Up(args) => args,
+        ravectl::cli::Command::Up(args) => *args,
         _ => unreachable!(),
     }
 }

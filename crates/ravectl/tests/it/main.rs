@@ -15,6 +15,7 @@ mod limits;
 mod preflight;
 mod quarantine;
 mod replicas;
+mod restore;
 mod traces;
 
 fn ravectl() -> Command {

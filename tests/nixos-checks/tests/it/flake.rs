@@ -35,6 +35,7 @@ fn the_flake_exposes_every_output_deployments_and_ci_use() {
         listed["nixosModules"],
         names(&[
             "rave",
+            "rave-backups",
             "rave-dev-secrets",
             "rave-observability",
             "rave-security"
