@@ -14,6 +14,7 @@ use rave_pg::Pool;
 use rave_service::ids::{EventType, EventUuid, SourceName};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tokio_postgres::types::ToSql;
 
 use crate::error::DedupError;
 use crate::routes::AppState;
@@ -222,6 +223,20 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// `MATCHING`'s parameters, with `limit` as its `$6`.
+    fn params<'a>(&'a self, limit: &'a i64) -> [&'a (dyn ToSql + Sync); 6] {
+        [
+            &self.source,
+            &self.event_uuid,
+            &self.event_type,
+            &self.after,
+            &self.before,
+            limit,
+        ]
+    }
+}
+
 /// Who erased, and why.
 struct Audit<'a> {
     request_id: &'a str,
@@ -250,19 +265,7 @@ fn erased_row(row: &tokio_postgres::Row) -> Erased {
 /// The events a dry run would erase, and whether more match.
 async fn matching(pool: &Pool, f: &Filter) -> anyhow::Result<(Vec<Erased>, bool)> {
     let client = pool.get().await?;
-    let rows = client
-        .query(
-            MATCHING,
-            &[
-                &f.source,
-                &f.event_uuid,
-                &f.event_type,
-                &f.after,
-                &f.before,
-                &(f.limit + 1),
-            ],
-        )
-        .await?;
+    let rows = client.query(MATCHING, &f.params(&(f.limit + 1))).await?;
     let more = rows.len() as i64 > f.limit;
     Ok((
         rows.iter().take(f.limit as usize).map(erased_row).collect(),
@@ -295,33 +298,18 @@ async fn erase_matching(pool: &Pool, f: &Filter, audit: &Audit<'_>) -> anyhow::R
                  DELETE FROM events e USING doomed d WHERE e.id = d.id"
             ),
             &[
-                &f.source,
-                &f.event_uuid,
-                &f.event_type,
-                &f.after,
-                &f.before,
-                &f.limit,
-                &audit.request_id,
-                &audit.requested_by,
-                &audit.token,
-                &audit.reason,
-            ],
+                f.params(&f.limit).as_slice(),
+                &[
+                    &audit.request_id,
+                    &audit.requested_by,
+                    &audit.token,
+                    &audit.reason,
+                ],
+            ]
+            .concat(),
         )
         .await?;
-    let more = tx
-        .query_opt(
-            MATCHING,
-            &[
-                &f.source,
-                &f.event_uuid,
-                &f.event_type,
-                &f.after,
-                &f.before,
-                &1i64,
-            ],
-        )
-        .await?
-        .is_some();
+    let more = tx.query_opt(MATCHING, &f.params(&1)).await?.is_some();
     tx.commit().await?;
     Ok((erased, more))
 }

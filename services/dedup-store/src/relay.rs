@@ -211,13 +211,7 @@ impl Relay {
             })
             .collect();
         let body = serde_json::json!({ "events": events });
-        let response = rave_service::http::send_to_first_replica(&self.urls, |url| {
-            self.http
-                .post(url)
-                .bearer_auth(self.token.expose())
-                .json(&body)
-        })
-        .await?;
+        let response = self.send(&self.urls, &body).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(Answer::Accepted);
@@ -229,6 +223,23 @@ impl Relay {
             return Ok(Answer::Refused(status.as_u16(), answer));
         }
         anyhow::bail!("task-dispatcher answered {status}: {answer}")
+    }
+
+    /// Posts `body` with the relay's token to the first of `urls` that
+    /// takes the connection.
+    async fn send(
+        &self,
+        urls: &[String],
+        body: &serde_json::Value,
+    ) -> anyhow::Result<reqwest_middleware::reqwest::Response> {
+        rave_service::http::send_to_first_replica(urls, |url| {
+            self.http
+                .post(url)
+                .bearer_auth(self.token.expose())
+                .json(body)
+        })
+        .await
+        .map_err(Into::into)
     }
 
     /// Deletes delivered rows this relay still holds; how many.
@@ -302,13 +313,7 @@ impl Relay {
             .collect();
         let body = serde_json::json!({ "erasures": erasures });
         let outcome = async {
-            let response = rave_service::http::send_to_first_replica(&self.erasure_urls, |url| {
-                self.http
-                    .post(url)
-                    .bearer_auth(self.token.expose())
-                    .json(&body)
-            })
-            .await?;
+            let response = self.send(&self.erasure_urls, &body).await?;
             let status = response.status();
             if !status.is_success() {
                 let answer = response.text().await.unwrap_or_default();
