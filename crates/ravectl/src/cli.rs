@@ -107,6 +107,9 @@ pub enum BenchMode {
     Latency,
     /// nginx's `return 204` and PostgreSQL's own insert rates, same concurrency.
     Ceilings,
+    /// A backlog of events past their retention deleted by dedup-store
+    /// while intake runs at saturation: the cost of retention under load.
+    Retention,
     /// Every mode above, in one report.
     All,
     /// Intake at a fixed rate (`--rates`, default half of a measured
@@ -156,6 +159,9 @@ pub struct BenchArgs {
     /// path: the rates then show what a database that has grown costs.
     #[arg(long, default_value_t = 0)]
     pub prefill: u64,
+    /// Events past their retention the `retention` mode loads first.
+    #[arg(long, default_value_t = 200_000)]
+    pub retention_backlog: u64,
     /// A flame graph of the whole machine at intake saturation
     /// (`perf record -a -g`, drawn by inferno), saved beside the report.
     #[arg(long)]

@@ -40,6 +40,8 @@ pub struct Params {
     pub batch: usize,
     /// Events and finished tasks loaded before measuring.
     pub prefill: u64,
+    /// Aged events the retention mode loads.
+    pub retention_backlog: u64,
     pub flamegraph: bool,
 }
 
@@ -57,6 +59,7 @@ impl Params {
             agents: args.agents,
             batch: args.batch,
             prefill: args.prefill,
+            retention_backlog: args.retention_backlog,
             flamegraph: args.flamegraph,
         };
         if args.smoke {
@@ -65,6 +68,7 @@ impl Params {
             p.agents = p.agents.min(4);
             p.batch = p.batch.min(5);
             p.prefill = p.prefill.min(1000);
+            p.retention_backlog = p.retention_backlog.min(20_000);
             if p.rates.is_empty() {
                 p.rates = vec![20.0];
             }
@@ -285,6 +289,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         println!("report: job reports ...");
         report.reports = Some(steps::reports(&ctx).await?);
         report.tables.extend(table_snapshot(&ctx, "reports"));
+    }
+    if all || params.mode == BenchMode::Retention {
+        println!(
+            "retention: {} aged events deleted while intake runs ...",
+            params.retention_backlog
+        );
+        ctx.settle().await;
+        let alone = report.saturation().map(|s| s.ok_per_sec);
+        report.retention = Some(steps::retention(&ctx, params.retention_backlog, alone).await?);
+        report.tables.extend(table_snapshot(&ctx, "retention"));
     }
     if params.mode == BenchMode::Soak {
         println!(

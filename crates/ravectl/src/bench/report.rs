@@ -37,6 +37,7 @@ pub struct Report {
     pub latency: Option<Latency>,
     pub reports: Option<Step>,
     pub soak: Option<super::steps::Soak>,
+    pub retention: Option<super::steps::RetentionRun>,
     /// RSS of each RAVE service before the load, MB.
     pub idle_rss_mb: BTreeMap<String, f64>,
     /// Exec to ready, ms.
@@ -138,6 +139,7 @@ impl Report {
             latency: None,
             reports: None,
             soak: None,
+            retention: None,
             idle_rss_mb: BTreeMap::new(),
             ready_ms: BTreeMap::new(),
             flamegraph: None,
@@ -149,7 +151,7 @@ impl Report {
         }
     }
 
-    fn saturation(&self) -> Option<&Step> {
+    pub(crate) fn saturation(&self) -> Option<&Step> {
         self.intake.iter().find(|s| s.rate.is_none())
     }
 
@@ -448,6 +450,21 @@ impl Report {
                 md,
                 "## Job reports\n\n**{:.0}/s** accepted, p99 {:.2} ms.\n",
                 r.ok_per_sec, r.latency_ms.p99
+            );
+        }
+        if let Some(r) = &self.retention {
+            let _ = writeln!(
+                md,
+                "## Retention under load\n\n{} events stored 400 days ago; while intake ran at saturation for {:.0} s, dedup-store's retention deleted **{}** of them (**{:.0}/s**) and intake stored **{:.0}/s**, p99 {:.2} ms{}.\n",
+                r.backlog,
+                r.intake.elapsed_secs,
+                r.deleted,
+                r.deleted_per_sec,
+                r.intake.ok_per_sec,
+                r.intake.latency_ms.p99,
+                r.intake_ratio
+                    .map(|x| format!(" (**{x:.2}** of the intake step's saturation)"))
+                    .unwrap_or_default()
             );
         }
         if let Some(soak) = &self.soak {

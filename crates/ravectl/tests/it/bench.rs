@@ -73,6 +73,18 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
     );
     assert!(ceilings["pg_single_row_per_sec"].as_f64().unwrap() > 0.0);
     assert!(ceilings["pg_50_rows_per_sec"].as_f64().unwrap() > 0.0);
+    // Retention deleted part of its backlog while intake stored.
+    let retention = &report["retention"];
+    assert_eq!(retention["backlog"], 20_000, "{retention}");
+    assert!(
+        retention["intake"]["ok"].as_u64().unwrap() > 0,
+        "{retention}"
+    );
+    assert!(retention["deleted"].as_u64().unwrap() > 0, "{retention}");
+    assert!(
+        retention["intake_ratio"].as_f64().unwrap() > 0.0,
+        "{retention}"
+    );
     let intake = report["intake"].as_array().unwrap();
     assert!(intake.len() >= 2, "saturation and at least one fixed rate");
     for step in intake {
@@ -127,7 +139,14 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
         .collect();
     assert_eq!(
         after,
-        ["prefill", "latency", "intake", "dispatch", "reports"]
+        [
+            "prefill",
+            "latency",
+            "intake",
+            "dispatch",
+            "reports",
+            "retention"
+        ]
     );
     for table in [
         "rave_events.events",
@@ -154,6 +173,7 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
         summary.contains("n/a (smoke)")
             && summary.contains("÷ PG single-row")
             && summary.contains("## CPU per item")
+            && summary.contains("## Retention under load")
             && summary.contains("## Tables after each step"),
         "{summary}"
     );

@@ -1,5 +1,5 @@
 //! The bench's measurements, one file per mode: `ceilings`, `intake`,
-//! `dispatch`, `latency`, `reports`, `startup`, `soak`. Here: what several
+//! `dispatch`, `latency`, `reports`, `retention`, `startup`, `soak`. Here: what several
 //! modes share (signed webhooks, the agents' requests, draining the queue).
 
 use std::time::{Duration, Instant};
@@ -290,6 +290,7 @@ mod intake;
 mod latency;
 mod prefill;
 mod reports;
+mod retention;
 mod soak;
 mod startup;
 
@@ -299,5 +300,6 @@ pub use intake::{FLAMEGRAPH, intake};
 pub use latency::{Latency, latency};
 pub use prefill::prefill;
 pub use reports::reports;
+pub use retention::{RetentionRun, retention};
 pub use soak::{Soak, soak};
 pub use startup::startup;
