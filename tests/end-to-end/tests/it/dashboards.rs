@@ -480,6 +480,29 @@ fn known_metrics() -> BTreeSet<String> {
         ]
         .map(String::from),
     );
+    // What `ravectl backup` and `ravectl backup-report` push, as they push it.
+    let newest = ravectl::backup::BackupInfo {
+        label: "20261202-010000F".into(),
+        kind: "full".into(),
+        started: 0,
+        stopped: 1,
+        size: 1,
+        repo_size: 1,
+    };
+    let ok = ravectl::backup::Outcome {
+        ok: true,
+        kind: "full".into(),
+        duration_secs: 1.0,
+        newest: Some(newest),
+        error: None,
+    };
+    known.extend(
+        ravectl::backup::exposition(&ok, 2)
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(String::from),
+    );
     known
 }
 
