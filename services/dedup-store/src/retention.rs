@@ -85,18 +85,21 @@ impl Retention {
         Ok((deleted, more))
     }
 
-    /// Prunes every `interval_secs` until `stop`, batch after batch (with
-    /// `pause_ms` between them) while a source has more.
+    /// Prunes every `interval_secs` until `stop`, batch after batch while a
+    /// source has more, pausing after each so that deleting takes at most
+    /// `max_busy_share` of the time (and at least `pause_ms`).
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(self.settings.interval_secs));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let pause = Duration::from_millis(self.settings.pause_ms);
+        let min_pause = Duration::from_millis(self.settings.pause_ms);
+        let idle_per_busy = 1.0 / self.settings.max_busy_share - 1.0;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = rave_service::served::stopping(&mut stop) => return,
             }
             loop {
+                let started = tokio::time::Instant::now();
                 match self.prune_once(OffsetDateTime::now_utc()).await {
                     Ok((_, true)) => {}
                     Ok((_, false)) => break,
@@ -106,6 +109,7 @@ impl Retention {
                         break;
                     }
                 }
+                let pause = started.elapsed().mul_f64(idle_per_busy).max(min_pause);
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = rave_service::served::stopping(&mut stop) => return,

@@ -53,9 +53,12 @@ pub struct RetentionSettings {
     pub interval_secs: u64,
     /// Events deleted per statement (one short transaction each).
     pub batch: i64,
-    /// Pause between two batches, so a large backlog is deleted without
-    /// crowding out intake.
+    /// Pause between two batches at least...
     pub pause_ms: u64,
+    /// ...and long enough that deleting takes at most this share of the
+    /// time (0.2: a batch that took 100 ms is followed by 400 ms of
+    /// nothing), so a large backlog never crowds out intake.
+    pub max_busy_share: f64,
 }
 
 impl RetentionSettings {
@@ -202,6 +205,12 @@ impl ServiceSettings for Settings {
                     ),
                 ));
             }
+        }
+        if !(retention.max_busy_share > 0.0 && retention.max_busy_share <= 1.0) {
+            return Err(SettingsError::invalid(
+                "retention.max_busy_share",
+                "must be above 0 and at most 1",
+            ));
         }
         if retention.interval_secs == 0 || retention.batch < 1 {
             return Err(SettingsError::invalid(
