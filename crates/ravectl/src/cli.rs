@@ -108,7 +108,8 @@ pub enum BenchMode {
     /// nginx's `return 204` and PostgreSQL's own insert rates, same concurrency.
     Ceilings,
     /// A backlog of events past their retention deleted by dedup-store
-    /// while intake runs at saturation: the cost of retention under load.
+    /// while intake runs at saturation, then an operator's bulk erasure:
+    /// the cost of both under load.
     Retention,
     /// Every mode above, in one report.
     All,

@@ -297,8 +297,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         );
         ctx.settle().await;
         let alone = report.saturation().map(|s| s.ok_per_sec);
-        report.retention = Some(steps::retention(&ctx, params.retention_backlog, alone).await?);
+        let retention = steps::retention(&ctx, params.retention_backlog, alone).await?;
+        let alone = retention.intake_alone_per_sec;
+        report.retention = Some(retention);
         report.tables.extend(table_snapshot(&ctx, "retention"));
+        println!("erasure: an operator erases events while intake runs ...");
+        report.erasure = Some(steps::erasure(&ctx, params.retention_backlog / 4, alone).await?);
+        report.tables.extend(table_snapshot(&ctx, "erasure"));
     }
     if params.mode == BenchMode::Soak {
         println!(

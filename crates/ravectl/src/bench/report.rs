@@ -38,6 +38,7 @@ pub struct Report {
     pub reports: Option<Step>,
     pub soak: Option<super::steps::Soak>,
     pub retention: Option<super::steps::RetentionRun>,
+    pub erasure: Option<super::steps::ErasureRun>,
     /// RSS of each RAVE service before the load, MB.
     pub idle_rss_mb: BTreeMap<String, f64>,
     /// Exec to ready, ms.
@@ -140,6 +141,7 @@ impl Report {
             reports: None,
             soak: None,
             retention: None,
+            erasure: None,
             idle_rss_mb: BTreeMap::new(),
             ready_ms: BTreeMap::new(),
             flamegraph: None,
@@ -464,6 +466,22 @@ impl Report {
                 r.intake.latency_ms.p99,
                 r.intake_ratio
                     .map(|x| format!(" (**{x:.2}** of the intake step's saturation)"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(e) = &self.erasure {
+            let _ = writeln!(
+                md,
+                "## Erasure under load\n\nAn operator erased {} of {} events by filter ({} calls of up to `limits.max_erase_per_call`, **{:.0}/s**) while intake ran at saturation for {:.0} s and stored **{:.0}/s**, p99 {:.2} ms{}.\n",
+                e.erased,
+                e.loaded,
+                e.calls,
+                e.erased_per_sec,
+                e.intake.elapsed_secs,
+                e.intake.ok_per_sec,
+                e.intake.latency_ms.p99,
+                e.intake_ratio
+                    .map(|x| format!(" (**{x:.2}** of intake alone)"))
                     .unwrap_or_default()
             );
         }

@@ -85,6 +85,10 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
         retention["intake_ratio"].as_f64().unwrap() > 0.0,
         "{retention}"
     );
+    // An operator's bulk erasure too, through the API.
+    let erasure = &report["erasure"];
+    assert!(erasure["erased"].as_u64().unwrap() > 0, "{erasure}");
+    assert!(erasure["intake"]["ok"].as_u64().unwrap() > 0, "{erasure}");
     let intake = report["intake"].as_array().unwrap();
     assert!(intake.len() >= 2, "saturation and at least one fixed rate");
     for step in intake {
@@ -145,7 +149,8 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
             "intake",
             "dispatch",
             "reports",
-            "retention"
+            "retention",
+            "erasure"
         ]
     );
     for table in [
@@ -174,6 +179,7 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
             && summary.contains("÷ PG single-row")
             && summary.contains("## CPU per item")
             && summary.contains("## Retention under load")
+            && summary.contains("## Erasure under load")
             && summary.contains("## Tables after each step"),
         "{summary}"
     );

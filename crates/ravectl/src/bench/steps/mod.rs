@@ -1,5 +1,5 @@
 //! The bench's measurements, one file per mode: `ceilings`, `intake`,
-//! `dispatch`, `latency`, `reports`, `retention`, `startup`, `soak`. Here: what several
+//! `dispatch`, `latency`, `reports`, `retention` (and `erasure`), `startup`, `soak`. Here: what several
 //! modes share (signed webhooks, the agents' requests, draining the queue).
 
 use std::time::{Duration, Instant};
@@ -286,6 +286,7 @@ async fn drain(ctx: &Ctx, token: &str) -> anyhow::Result<u64> {
 
 mod ceilings;
 mod dispatch;
+mod erasure;
 mod intake;
 mod latency;
 mod prefill;
@@ -296,6 +297,7 @@ mod startup;
 
 pub use ceilings::{Ceilings, ceilings};
 pub use dispatch::{Dispatch, dispatch};
+pub use erasure::{ErasureRun, erasure};
 pub use intake::{FLAMEGRAPH, intake};
 pub use latency::{Latency, latency};
 pub use prefill::prefill;
