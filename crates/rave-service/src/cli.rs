@@ -4,6 +4,14 @@ use std::path::PathBuf;
 
 use crate::settings::{self, ServiceSettings};
 
+/// The `--config` file the process started with: a reload reads it again.
+static CONFIG_FILE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// The settings file given on the command line, if any.
+pub fn config_file() -> Option<PathBuf> {
+    CONFIG_FILE.get().cloned().flatten()
+}
+
 /// `SERVICE [--config PATH] [--check-config]`
 #[derive(Debug, clap::Parser)]
 pub struct Cli {
@@ -27,6 +35,7 @@ pub enum Start<S> {
 /// the error (naming the key) and exits with status 2.
 pub fn parse_and_load<S: ServiceSettings>() -> Start<S> {
     let cli = <Cli as clap::Parser>::parse();
+    let _ = CONFIG_FILE.set(cli.config.clone());
     match settings::load::<S>(cli.config.as_deref()) {
         Ok(_) if cli.check_config => {
             eprintln!("{}: settings are valid", S::SERVICE);

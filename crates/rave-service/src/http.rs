@@ -185,8 +185,14 @@ fn link_sender_trace(req: &actix_web::dev::ServiceRequest) {
     }
 }
 
-/// Binds the listener a service will serve on (port 0 picks a free port).
+/// The listener a service will serve on: the socket handed over by systemd
+/// or `ravectl up` when there is one (restarts then refuse no connection),
+/// else one bound here (port 0 picks a free port).
 pub fn bind(settings: &ServerSettings) -> std::io::Result<TcpListener> {
+    if let Some(listener) = crate::systemd::inherited_listener()? {
+        tracing::info!(address = %listener.local_addr()?, "serving on the socket handed over");
+        return Ok(listener);
+    }
     TcpListener::bind((settings.host, settings.port))
 }
 

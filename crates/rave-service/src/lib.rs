@@ -22,9 +22,11 @@ pub mod ids;
 pub mod isolate;
 pub mod limit;
 pub mod metrics;
+pub mod reload;
 pub mod served;
 pub mod settings;
 pub mod sign;
+pub mod systemd;
 pub mod telemetry;
 
 /// The metrics crate the services declare their metrics with, for tools

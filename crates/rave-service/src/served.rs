@@ -53,6 +53,9 @@ pub struct StopHandle {
 impl StopHandle {
     /// The stop, as a future that owns what it needs (it can be spawned).
     pub fn stop(&self, graceful: bool) -> impl Future<Output = ()> + Send + 'static {
+        if self.started.get().is_none() {
+            crate::systemd::notify("STOPPING=1");
+        }
         self.started.get_or_init(Instant::now);
         let _ = self.draining.send(true);
         let server = self.server.clone();
@@ -136,6 +139,8 @@ impl Served {
     /// tasks keep running: call [`Stopped::finish`] to flush what the
     /// requests left behind and stop them.
     pub async fn until_stopped(self) -> anyhow::Result<Stopped> {
+        // Built and listening: whoever restarts replicas in turn may go on.
+        crate::systemd::notify("READY=1");
         self.server.await?;
         let started = *self.handle.started.get_or_init(Instant::now);
         Ok(Stopped {

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod guard;
 pub mod metrics;
+pub mod reload;
 pub mod routes;
 pub mod settings;
 pub mod sources;

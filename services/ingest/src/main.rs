@@ -10,7 +10,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async {
-            let app = Application::build(settings).await?;
+            let mut app = Application::build(settings).await?;
+            app.reload_on_hangup();
             tracing::info!(port = app.port(), "ingest listening");
             app.run_until_stopped().await
         })

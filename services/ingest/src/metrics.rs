@@ -56,6 +56,8 @@ pub struct Metrics {
     pub spool_bytes: Gauge,
     pub spool_oldest_age: Gauge<f64, AtomicU64>,
     pub in_flight_bytes: Gauge,
+    /// Sources and secrets reloaded on SIGHUP.
+    pub reload: rave_service::reload::ReloadMetrics,
     started: Instant,
 }
 
@@ -63,6 +65,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(rave_service::metrics::ProcessCollector));
+        let reload = rave_service::reload::ReloadMetrics::registered(&mut registry);
         let requests = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "webhook_requests",
@@ -153,6 +156,7 @@ impl Metrics {
             spooled,
             spool_replayed,
             spool_rejected,
+            reload,
             spool_adopted,
             spool_events,
             spool_bytes,

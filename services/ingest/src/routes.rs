@@ -18,7 +18,8 @@ use rave_service::error::ServiceError as _;
 
 #[derive(Debug)]
 pub struct AppState {
-    pub sources: Sources,
+    /// Reloaded on SIGHUP (`crate::reload`); a request keeps the sources it started with.
+    pub sources: rave_service::reload::Live<Sources>,
     pub store: std::sync::Arc<StoreClient>,
     pub metrics: std::sync::Arc<Metrics>,
     pub limits: Limits,
@@ -141,7 +142,7 @@ async fn receive_webhook(
 /// The `source` metric label: the name when configured, else one shared
 /// value, so unknown names cannot grow the label set.
 fn source_label(state: &AppState, source: &str) -> String {
-    if state.sources.get(source).is_some() {
+    if state.sources.current().get(source).is_some() {
         source.to_owned()
     } else {
         UNKNOWN_SOURCE.to_owned()
@@ -196,8 +197,8 @@ async fn receive(
     source: &str,
     state: &AppState,
 ) -> Result<(Outcome, String), IngestError> {
-    let source = state
-        .sources
+    let sources = state.sources.current();
+    let source = sources
         .get(source)
         .ok_or_else(|| IngestError::UnknownSource(source.to_owned()))?;
     if req.headers().len() > state.limits.max_headers {

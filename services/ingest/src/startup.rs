@@ -6,6 +6,7 @@ use rave_service::served::Served;
 use rave_service::served::StopHandle;
 
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::routes::{self, AppState};
 use crate::settings::Settings;
 use crate::sources::Sources;
@@ -21,6 +22,7 @@ use anyhow::Context as _;
 pub struct Application {
     served: Served,
     replayer: Option<Replayer>,
+    reloader: Reloader,
 }
 
 impl Application {
@@ -77,13 +79,14 @@ impl Application {
         }
         let guard = Arc::new(crate::guard::Guard::new(&settings.limits));
         let state = web::Data::new(AppState {
-            sources,
+            sources: rave_service::reload::Live::new(sources),
             store,
             metrics,
             limits: settings.limits.clone(),
             spool,
             guard: guard.clone(),
         });
+        let reload_state = state.clone();
         let listener = rave_service::http::bind(&settings.server)?;
         // Senders' trace context is not trusted (docs/security.md).
         let mut served = Served::with_inbound_trace(
@@ -107,7 +110,30 @@ impl Application {
             let interval = Duration::from_millis(settings.spool.replay_interval_ms);
             served.spawn(move |stop| replayer.run(interval, stop));
         }
-        Ok(Self { served, replayer })
+        Ok(Self {
+            served,
+            replayer,
+            reloader: Reloader {
+                state: reload_state,
+            },
+        })
+    }
+
+    /// What applies reloaded settings; tests call it directly.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Reloads sources and secrets on SIGHUP, from the `--config` file and
+    /// the environment the process started with.
+    pub fn reload_on_hangup(&mut self) {
+        let reloader = self.reloader.clone();
+        let metrics = reloader.state.metrics.reload.clone();
+        let apply: rave_service::reload::Apply<Settings> =
+            Box::new(move |settings| reloader.apply(&settings));
+        let file = rave_service::cli::config_file();
+        self.served
+            .spawn(move |stop| rave_service::reload::on_hangup(file, apply, metrics, stop));
     }
 
     /// The spool's replayer, for tests that drive it step by step (built

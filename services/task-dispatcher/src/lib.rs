@@ -10,6 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod maintenance;
 pub mod metrics;
+pub mod reload;
 pub mod routes;
 pub mod routing;
 pub mod settings;

@@ -77,12 +77,15 @@ pub struct Metrics {
     pub claim_wakeups: Counter,
     pub rejected: Family<ReasonLabel, Counter>,
     pub completion_batch_size: Histogram,
+    /// Routes, agents and tokens reloaded on SIGHUP.
+    pub reload: rave_service::reload::ReloadMetrics,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let mut r = Registry::default();
         r.register_collector(Box::new(rave_service::metrics::ProcessCollector));
+        let reload = rave_service::reload::ReloadMetrics::registered(&mut r);
         let events_received = Counter::default();
         r.register(
             "dispatcher_events_received",
@@ -202,6 +205,7 @@ impl Metrics {
         );
         Self {
             registry: r,
+            reload,
             events_received,
             events_ignored,
             events_quarantined,

@@ -141,6 +141,15 @@ impl Router {
         })
     }
 
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Every kind a rule can produce (bounded metric labels).
     pub fn kinds(&self) -> Vec<TaskKind> {
         let mut kinds: Vec<TaskKind> = self.0.iter().map(|r| r.kind.clone()).collect();

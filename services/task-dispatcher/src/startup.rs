@@ -9,12 +9,11 @@ use rave_service::batch::{BatchMetrics, Batcher, Handler, Writers};
 use rave_service::served::Served;
 use rave_service::served::StopHandle;
 
-use crate::auth::TokenSet;
 use crate::clock::{Clock, SystemClock};
 use crate::maintenance::Maintenance;
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::routes::{self, AppState, Completer};
-use crate::routing::Router;
 use crate::settings::Settings;
 use crate::store::{self, Completion};
 use crate::waker::{self, Waker};
@@ -24,6 +23,7 @@ pub struct Application {
     served: Served,
     writers: Writers,
     maintenance: Maintenance,
+    reloader: Reloader,
 }
 
 impl Application {
@@ -40,16 +40,14 @@ impl Application {
         clock: Arc<dyn Clock>,
         background: bool,
     ) -> anyhow::Result<Self> {
-        let router = Router::from_settings(&settings.routes).map_err(anyhow::Error::msg)?;
-        let agents = crate::auth::agents(&settings)?;
-        if agents.is_empty() {
+        let live = crate::reload::live_settings(&settings, &[])?;
+        if live.agents.is_empty() {
             tracing::warn!("no agents configured: every claim will get 401");
         }
         let pool = rave_pg::pool(&settings.database, "task-dispatcher")?;
         store::migrate(&pool).await?;
         let metrics = Arc::new(Metrics::new());
-        let kinds: Vec<String> = router.kinds().iter().map(ToString::to_string).collect();
-        metrics.initialise_kinds(kinds.iter().map(String::as_str));
+        metrics.initialise_kinds(live.kinds.iter().map(String::as_str));
         let waker = Arc::new(Waker::default());
 
         let completer_pool = pool.clone();
@@ -82,24 +80,19 @@ impl Application {
             metrics,
             waker: waker.clone(),
             completer,
-            router,
-            agents,
-            operators: TokenSet::from_hex(&settings.operator_tokens_sha256)
-                .map_err(anyhow::Error::msg)?
-                .with_tokens(settings.operator_tokens.iter().map(|t| t.expose())),
-            relays: TokenSet::from_hex(&settings.relay_tokens_sha256)
-                .map_err(anyhow::Error::msg)?
-                .with_tokens(settings.relay_tokens.iter().map(|t| t.expose())),
+            live: rave_service::reload::Live::new(live),
             claim: settings.claim.clone(),
             retry: settings.retry.clone(),
             limits: settings.limits.clone(),
-            kinds,
             gauges_counted_at: tokio::sync::Mutex::new(None),
             gauges_max_age: std::time::Duration::from_millis(
                 settings.maintenance.gauges_max_age_ms,
             ),
             agent_limit: rave_service::limit::KeyedLimit::new(settings.limits.agent_requests),
         });
+        let reloader = Reloader {
+            state: state.clone(),
+        };
         let lost = state.metrics.listen_lost.clone();
         let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
         let (mut draining, closing) = (served.draining(), waker.clone());
@@ -123,7 +116,25 @@ impl Application {
             served,
             writers,
             maintenance,
+            reloader,
         })
+    }
+
+    /// What applies reloaded settings; tests call it directly.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Reloads routes, agents and tokens on SIGHUP, from the `--config`
+    /// file and the environment the process started with.
+    pub fn reload_on_hangup(&mut self) {
+        let reloader = self.reloader.clone();
+        let metrics = reloader.state.metrics.reload.clone();
+        let apply: rave_service::reload::Apply<Settings> =
+            Box::new(move |settings| reloader.apply(&settings));
+        let file = rave_service::cli::config_file();
+        self.served
+            .spawn(move |stop| rave_service::reload::on_hangup(file, apply, metrics, stop));
     }
 
     pub fn port(&self) -> u16 {

@@ -8,4 +8,5 @@ mod edges;
 mod exactly_once;
 mod helpers;
 mod observability;
+mod reload;
 mod spool;

@@ -67,7 +67,7 @@ async fn claim_inner(req: &HttpRequest, payload: web::Payload, state: &AppState)
     let finished = if request.finished.is_empty() {
         None
     } else {
-        Some(finish::finish_all(state, agent, &request.finished).await?)
+        Some(finish::finish_all(state, &agent, &request.finished).await?)
     };
     let answer = |tasks: Vec<store::ClaimedTask>| match &finished {
         Some(finished) => serde_json::json!({ "tasks": tasks, "finished": finished }),

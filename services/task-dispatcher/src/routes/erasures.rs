@@ -35,7 +35,7 @@ pub(super) async fn erase(
 
 async fn erase_inner(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Reply {
     match bearer(req) {
-        Some(token) if state.relays.allows(token) => {}
+        Some(token) if state.live.current().relays.allows(token) => {}
         _ => return Err(DispatchError::Unauthorized),
     }
     let batch: Erasures = json_body(req, payload, state.limits.max_request_bytes).await?;

@@ -103,7 +103,7 @@ async fn complete_inner(req: &HttpRequest, payload: web::Payload, state: &AppSta
     rave_service::telemetry::record_task_id(&id);
     let bytes = rave_service::http::expected_body_bytes(req, state.limits.max_result_bytes);
     let body: CompleteRequest = json_body(req, payload, state.limits.max_result_bytes).await?;
-    let answer = complete_one(state, agent, &id, body.lease_token, body.result, bytes).await?;
+    let answer = complete_one(state, &agent, &id, body.lease_token, body.result, bytes).await?;
     Ok(HttpResponse::Ok().json(answer))
 }
 
@@ -122,7 +122,7 @@ async fn fail_inner(req: &HttpRequest, payload: web::Payload, state: &AppState) 
     let body: FailRequest = json_body(req, payload, state.limits.max_result_bytes).await?;
     let answer = fail_one(
         state,
-        agent,
+        &agent,
         &id,
         body.lease_token,
         body.error,
@@ -145,7 +145,7 @@ async fn results_inner(req: &HttpRequest, payload: web::Payload, state: &AppStat
     let agent = agent(req, state)?;
     let body: ResultsRequest =
         json_body(req, payload, state.limits.max_results_request_bytes).await?;
-    let answers = finish_all(state, agent, &body.results).await?;
+    let answers = finish_all(state, &agent, &body.results).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "results": answers })))
 }
 

@@ -50,7 +50,7 @@ pub(super) async fn accept_events(
 
 async fn accept_events_inner(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Reply {
     match bearer(req) {
-        Some(token) if state.relays.allows(token) => {}
+        Some(token) if state.live.current().relays.allows(token) => {}
         _ => return Err(DispatchError::Unauthorized),
     }
     let batch: RelayBatch = json_body(req, payload, state.limits.max_request_bytes).await?;
@@ -80,8 +80,10 @@ pub(super) async fn take_in(
     // record keeps.
     let mut raws = Vec::new();
     let mut set_aside = Vec::new();
+    // One batch, one routing configuration.
+    let live = state.live.current();
     for raw in events {
-        match prepare(state, &raw) {
+        match prepare(&live.router, &raw) {
             Ok(item) => {
                 items.push(item);
                 raws.push(raw);
@@ -155,7 +157,10 @@ pub(super) fn count_quarantined(state: &AppState, set_aside: &[store::Quarantine
 }
 
 /// One relayed event read, checked and routed; or why it is set aside.
-fn prepare(state: &AppState, raw: &serde_json::Value) -> Result<Intake, Box<store::Quarantined>> {
+fn prepare(
+    router: &crate::routing::Router,
+    raw: &serde_json::Value,
+) -> Result<Intake, Box<store::Quarantined>> {
     let aside = |reason: String| {
         // Only what parses as its id type is kept in a column; the rest is
         // in the event's bytes.
@@ -198,7 +203,7 @@ fn prepare(state: &AppState, raw: &serde_json::Value) -> Result<Intake, Box<stor
         headers: e.headers,
         body,
     };
-    let route = state.router.route(
+    let route = router.route(
         event.source.as_str(),
         event.event_type.as_str(),
         parsed.as_ref(),

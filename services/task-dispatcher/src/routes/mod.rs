@@ -35,19 +35,28 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub waker: Arc<Waker>,
     pub completer: Completer,
-    pub router: Router,
-    pub agents: Agents,
-    pub operators: TokenSet,
-    pub relays: TokenSet,
+    /// Routes, agents and tokens: reloaded on SIGHUP (`crate::reload`).
+    pub live: rave_service::reload::Live<LiveSettings>,
     pub claim: ClaimSettings,
     pub retry: RetrySettings,
     pub limits: Limits,
-    pub kinds: Vec<String>,
     /// When `/metrics` last counted tasks, and how long that count serves.
     pub gauges_counted_at: tokio::sync::Mutex<Option<std::time::Instant>>,
     pub gauges_max_age: std::time::Duration,
     /// Requests per agent (`limits.agent_requests`), when limited.
     pub agent_limit: Option<rave_service::limit::KeyedLimit<rave_service::ids::AgentId>>,
+}
+
+/// What a reload swaps in whole. A request takes it once, when it starts.
+#[derive(Debug)]
+pub struct LiveSettings {
+    pub router: Router,
+    pub agents: Agents,
+    pub operators: TokenSet,
+    pub relays: TokenSet,
+    /// Every kind routed since the start (a reload adds kinds, never drops
+    /// one: tasks of a kind no longer routed are still counted).
+    pub kinds: Vec<String>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -120,9 +129,9 @@ fn task_id(req: &HttpRequest) -> Result<TaskId, DispatchError> {
 }
 
 /// The agent holding the request's token, within its request rate.
-fn agent<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Agent, DispatchError> {
+fn agent(req: &HttpRequest, state: &AppState) -> Result<Agent, DispatchError> {
     let agent = bearer(req)
-        .and_then(|token| state.agents.authenticate(token))
+        .and_then(|token| state.live.current().agents.authenticate(token).cloned())
         .ok_or(DispatchError::Unauthorized)?;
     rave_service::limit::admit(state.agent_limit.as_ref(), &agent.id)
         .map_err(|retry_after_secs| DispatchError::RateLimited { retry_after_secs })?;
@@ -131,7 +140,7 @@ fn agent<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Agent, Dispat
 
 fn operator(req: &HttpRequest, state: &AppState) -> Result<(), DispatchError> {
     match bearer(req) {
-        Some(token) if state.operators.allows(token) => Ok(()),
+        Some(token) if state.live.current().operators.allows(token) => Ok(()),
         _ => Err(DispatchError::Unauthorized),
     }
 }
@@ -170,7 +179,8 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 
 async fn count_gauges(state: &AppState) -> anyhow::Result<()> {
     let (counts, oldest) = store::gauges(&state.pool, state.clock.now()).await?;
-    state.metrics.set_task_counts(&state.kinds, &counts, oldest);
+    let live = state.live.current();
+    state.metrics.set_task_counts(&live.kinds, &counts, oldest);
     let quarantined = store::quarantined_count(&state.pool).await?;
     state.metrics.quarantined.set(quarantined);
     Ok(())

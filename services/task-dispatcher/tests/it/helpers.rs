@@ -24,6 +24,9 @@ pub struct TestDispatcher {
     pub maintenance: Maintenance,
     pub handle: rave_service::served::StopHandle,
     pub stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The settings it started with, and what applies new ones (SIGHUP's part).
+    pub settings: Settings,
+    pub reloader: task_dispatcher::reload::Reloader,
 }
 
 const ROUTES: &str = r#"
@@ -120,12 +123,14 @@ pub async fn spawn_dispatcher_with(
 
     adjust(&mut settings);
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let started_with = settings.clone();
     let app = task_dispatcher::Application::build_with(settings, Arc::new(clock.clone()), false)
         .await
         .expect("task-dispatcher builds");
     let url = format!("http://127.0.0.1:{}", app.port());
     let maintenance = app.maintenance();
     let handle = app.handle();
+    let reloader = app.reloader();
     let stopped = tokio::spawn(app.run_until_stopped());
     TestDispatcher {
         url,
@@ -135,6 +140,8 @@ pub async fn spawn_dispatcher_with(
         maintenance,
         handle,
         stopped,
+        settings: started_with,
+        reloader,
     }
 }
 

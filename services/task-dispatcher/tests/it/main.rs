@@ -9,6 +9,7 @@ mod leases;
 mod listen;
 mod policies;
 mod quarantine;
+mod reload;
 mod replicas;
 mod results;
 mod retries;
