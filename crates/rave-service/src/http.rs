@@ -196,19 +196,43 @@ pub fn bind(settings: &ServerSettings) -> std::io::Result<TcpListener> {
     TcpListener::bind((settings.host, settings.port))
 }
 
+/// How long an idle keep-alive connection stays open. Longer than the
+/// callers keep theirs (nginx's upstream `keepalive_timeout`, reqwest's
+/// pool), so the caller always closes an idle connection first and never
+/// sends a request into one this side is closing.
+const KEEP_ALIVE: Duration = Duration::from_secs(75);
+
 /// Serves `routes` on `listener` the way every RAVE service does: request
 /// spans that continue the caller's trace, shared `state`, a JSON 404 for
-/// unknown routes, and a graceful stop on SIGTERM/SIGINT.
+/// unknown routes, and a graceful stop on SIGTERM/SIGINT. Once `draining`
+/// is true every response closes its connection, so callers stop reusing
+/// connections to a process that is stopping.
 pub fn serve<T: Send + Sync + 'static>(
     listener: TcpListener,
     settings: &ServerSettings,
     state: web::Data<T>,
     routes: fn(&mut web::ServiceConfig),
     inbound: InboundTrace,
+    draining: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let untrusted = inbound == InboundTrace::Untrusted;
     let mut server = actix_web::HttpServer::new(move || {
+        let draining = draining.clone();
         actix_web::App::new()
+            .wrap_fn(move |req, srv| {
+                let draining = draining.clone();
+                let response = srv.call(req);
+                async move {
+                    let mut response = response.await?;
+                    if *draining.borrow() {
+                        response
+                            .response_mut()
+                            .head_mut()
+                            .set_connection_type(actix_web::http::ConnectionType::Close);
+                    }
+                    Ok(response)
+                }
+            })
             // Inside the request span: link it to the sender's trace.
             .wrap_fn(move |req, srv| {
                 if untrusted {
@@ -233,6 +257,7 @@ pub fn serve<T: Send + Sync + 'static>(
     // before it stops.
     .disable_signals()
     .shutdown_timeout(settings.shutdown_timeout_secs)
+    .keep_alive(KEEP_ALIVE)
     // Senders give up after ~10 s; a client this slow to send is not one.
     .client_request_timeout(Duration::from_secs(10));
     if settings.workers > 0 {

@@ -84,10 +84,18 @@ impl Served {
         inbound: InboundTrace,
     ) -> std::io::Result<Self> {
         let port = listener.local_addr()?.port();
-        let server = crate::http::serve(listener, settings, state, routes, inbound)?;
+        let draining = Arc::new(watch::channel(false).0);
+        let server = crate::http::serve(
+            listener,
+            settings,
+            state,
+            routes,
+            inbound,
+            draining.subscribe(),
+        )?;
         let handle = StopHandle {
             server: server.handle(),
-            draining: Arc::new(watch::channel(false).0),
+            draining,
             started: Arc::new(OnceLock::new()),
         };
         let on_signal = handle.clone();

@@ -46,7 +46,7 @@ pub fn run(args: AgentsCreateArgs) -> anyhow::Result<i32> {
         crate::secrets::ensure(&token_file, || token.clone())?;
         println!("added agent {} to {}", args.name, agents_file.display());
         println!("token saved in {} (mode 0600)", token_file.display());
-        println!("restart `ravectl up` for the dispatcher to load it");
+        println!("run `ravectl reload` for a running stack to load it (no restart)");
     } else {
         println!("add this to task-dispatcher's settings (or its agents_file):\n\n{entry}");
     }

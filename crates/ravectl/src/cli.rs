@@ -46,6 +46,13 @@ pub enum Command {
     Status(StateArgs),
     /// Stop the local stack.
     Down(StateArgs),
+    /// Restart RAVE's services one replica at a time without refusing a
+    /// connection: each new process (the binary on disk now) takes over the
+    /// socket and reports ready before the old one stops.
+    Restart(RestartArgs),
+    /// Make ingest re-read its sources and secrets, and task-dispatcher its
+    /// routes, agents and tokens, without a restart (SIGHUP to each).
+    Reload(StateArgs),
     /// Print a component's log (without one: list the logs).
     Logs(LogsArgs),
     /// Write or verify a release manifest: version, commit, SHA-256 of
@@ -197,6 +204,15 @@ pub struct ReleaseManifestArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StateArgs {
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestartArgs {
+    /// Services (`ingest`) or replicas (`ingest@2`); `all` for every one.
+    #[arg(required = true)]
+    pub services: Vec<String>,
     #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
 }

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod agents;
 pub mod backup;
 pub mod bench;
+pub mod changes;
 pub mod cli;
 pub mod control;
 pub mod events;
@@ -55,6 +56,8 @@ pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
         Command::Verify(args) => crate::verify::run(args).await,
         Command::Status(args) => crate::control::status(&args.state_dir),
         Command::Down(args) => crate::control::down(&args.state_dir),
+        Command::Restart(args) => crate::changes::restart(&args.state_dir, &args.services).await,
+        Command::Reload(args) => crate::changes::reload(&args.state_dir).await,
         Command::Logs(args) => {
             crate::control::logs(&args.state_dir, args.component.as_deref(), args.lines)
         }

@@ -90,6 +90,10 @@ impl std::fmt::Debug for Spool {
 /// it holds it for one bounded replay batch.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// The second spool directory of a replica, inside its first (see
+/// [`Spool::slots`]).
+const HANDOVER_SLOT: &str = "handover";
+
 const NO_OLDEST: i64 = i64::MIN;
 
 #[derive(Debug)]
@@ -112,14 +116,37 @@ impl Spool {
     /// Opens (or creates, mode 0700) the spool in `dir` and locks it,
     /// cutting a torn tail. Fails if another process keeps it locked.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        Self::open_any(std::slice::from_ref(&dir.to_path_buf()), max_bytes)
+    }
+
+    /// The spool directories of one replica: `dir` itself and the handover
+    /// slot inside it. A replacement started while its predecessor still
+    /// runs (a restart without downtime) takes the slot the predecessor
+    /// does not hold, and adopts what the predecessor left once it is gone.
+    pub fn slots(dir: &Path) -> [PathBuf; 2] {
+        [dir.to_path_buf(), dir.join(HANDOVER_SLOT)]
+    }
+
+    /// [`Spool::open`] on the first of `dirs` no other process holds.
+    pub fn open_any(dirs: &[PathBuf], max_bytes: u64) -> std::io::Result<Self> {
+        for dir in dirs {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let dir = dirs.first().ok_or(std::io::ErrorKind::InvalidInput)?;
         let deadline = std::time::Instant::now() + LOCK_WAIT;
-        let owner = loop {
-            if let Some(owner) = try_lock(dir)? {
-                break owner;
+        let (dir, owner) = loop {
+            let mut free = None;
+            for candidate in dirs {
+                if let Some(owner) = try_lock(candidate)? {
+                    free = Some((candidate, owner));
+                    break;
+                }
+            }
+            if let Some(free) = free {
+                break free;
             }
             if std::time::Instant::now() > deadline {
                 return Err(std::io::Error::new(

@@ -57,7 +57,7 @@ impl Application {
         metrics.initialise_sources(sources.names());
         let spool = match &settings.spool.dir {
             Some(dir) => Some(Arc::new(
-                Spool::open(dir, settings.spool.max_bytes)
+                Spool::open_any(&Spool::slots(dir), settings.spool.max_bytes)
                     .with_context(|| format!("opening the spool in {}", dir.display()))?,
             )),
             None => None,
@@ -66,7 +66,16 @@ impl Application {
             spool: spool.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
-            peers: settings.spool.peer_dirs.clone(),
+            // The other replicas' spools, and this replica's other slot: what
+            // a predecessor left when it handed over (a restart).
+            peers: settings
+                .spool
+                .peer_dirs
+                .iter()
+                .chain(settings.spool.dir.iter())
+                .flat_map(|dir| Spool::slots(dir))
+                .filter(|dir| dir != spool.dir())
+                .collect(),
         });
         if let Some(spool) = &spool {
             let depth = spool.depth();

@@ -22,6 +22,7 @@ mod backups;
 mod components;
 mod configs;
 mod replicas;
+pub mod rolling;
 mod supervise;
 mod table;
 

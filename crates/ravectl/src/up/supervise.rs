@@ -1,8 +1,10 @@
 //! Supervision: components as child processes with their logs, readiness,
 //! restarts of crashed services (as systemd does on a host), and the stop.
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -22,6 +24,9 @@ pub(super) struct Service {
     pub log_start: u64,
     /// How to start it again: program, arguments, state directory.
     pub restart: Option<(PathBuf, Vec<std::ffi::OsString>, PathBuf)>,
+    /// RAVE's services: the listening socket this supervisor holds and
+    /// hands to each process it starts, so no restart refuses a connection.
+    pub listener: Option<Arc<TcpListener>>,
 }
 
 /// Crashed RAVE services are restarted, as systemd does on a host; more than
@@ -37,12 +42,19 @@ pub(super) async fn until_stopped(
 ) -> anyhow::Result<i32> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let control = super::rolling::listen(state_dir)?;
     let mut restarts: Vec<(String, Instant)> = Vec::new();
     let code = loop {
         let (index, status) = tokio::select! {
             _ = terminate.recv() => break 0,
             _ = interrupt.recv() => break 0,
             exited = first_exit(services) => exited,
+            asked = control.accept() => {
+                if let Ok((stream, _)) = asked {
+                    super::rolling::serve(stream, services, stack, state_dir).await;
+                }
+                continue;
+            }
         };
         let name = services[index].name.clone();
         let log = state_dir.join("logs").join(format!("{name}.log"));
@@ -70,8 +82,13 @@ pub(super) async fn until_stopped(
         restarts.push((name.clone(), Instant::now()));
         // A short pause, as systemd's RestartSec, so a crash loop does not spin.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut service = spawn(&program, &name, port, &args, &dir)?;
+        let listener = services[index].listener.clone();
+        let mut service = match &listener {
+            Some(listener) => spawn_handed(&program, &name, port, &args, &dir, listener, None)?,
+            None => spawn(&program, &name, port, &args, &dir)?,
+        };
         service.restart = Some((program, args, dir));
+        service.listener = listener;
         if let (Some(pid), Some(entry)) = (service.child.id(), stack.components.get_mut(&name)) {
             entry.0 = pid;
         }
@@ -101,16 +118,59 @@ pub(super) fn spawn_with_env(
     state_dir: &Path,
     env: &[(&str, String)],
 ) -> anyhow::Result<Service> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null());
+    start_command(command, program, name, port, state_dir)
+}
+
+/// systemd's socket handover (`LISTEN_FDS`, fd 3, `LISTEN_PID`), done by
+/// the shell that becomes the service: it moves the socket given as its
+/// standard input to fd 3 and `exec`s the service with its own pid, so no
+/// unsafe code runs between fork and exec here.
+const HANDOVER: &str = r#"export LISTEN_FDS=1 LISTEN_PID=$$; exec "$0" "$@" 3<&0 0</dev/null"#;
+
+/// [`spawn`], handing `listener` over; with `notify`, the service reports
+/// `READY=1` there (`NOTIFY_SOCKET`).
+pub(super) fn spawn_handed(
+    program: &Path,
+    name: &str,
+    port: u16,
+    args: &[std::ffi::OsString],
+    state_dir: &Path,
+    listener: &TcpListener,
+    notify: Option<&Path>,
+) -> anyhow::Result<Service> {
+    let socket = std::os::fd::OwnedFd::from(listener.try_clone()?);
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(HANDOVER)
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::from(socket));
+    if let Some(notify) = notify {
+        command.env("NOTIFY_SOCKET", notify);
+    }
+    start_command(command, program, name, port, state_dir)
+}
+
+fn start_command(
+    mut command: Command,
+    program: &Path,
+    name: &str,
+    port: u16,
+    state_dir: &Path,
+) -> anyhow::Result<Service> {
     let log: PathBuf = state_dir.join("logs").join(format!("{name}.log"));
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log)?;
     let start = out.metadata()?.len();
-    let child = Command::new(program)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+    let child = command
         .stdout(out.try_clone()?)
         .stderr(out)
         .kill_on_drop(true)
@@ -123,6 +183,7 @@ pub(super) fn spawn_with_env(
         log,
         log_start: start,
         restart: None,
+        listener: None,
     })
 }
 
@@ -135,8 +196,21 @@ pub(super) fn spawn_service(
 ) -> anyhow::Result<Service> {
     let program = bin_dir.join(replica.service);
     let args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
-    let mut service = spawn(&program, &replica.name, replica.port, &args, state_dir)?;
+    let listener = Arc::new(
+        TcpListener::bind(("127.0.0.1", replica.port))
+            .with_context(|| format!("binding {}'s port {}", replica.name, replica.port))?,
+    );
+    let mut service = spawn_handed(
+        &program,
+        &replica.name,
+        replica.port,
+        &args,
+        state_dir,
+        &listener,
+        None,
+    )?;
     service.restart = Some((program, args, state_dir.to_path_buf()));
+    service.listener = Some(listener);
     Ok(service)
 }
 
@@ -176,10 +250,10 @@ pub(super) async fn wait_ready(
 
 /// How much of a component's log `up` shows when it failed to start: the
 /// cause (a taken port, a bad flag) is nearly always in its last lines.
-const LOG_TAIL_LINES: usize = 8;
+pub(super) const LOG_TAIL_LINES: usize = 8;
 
 /// The last `lines` lines written to `log` since byte `start`, indented.
-fn log_tail(log: &Path, start: u64, lines: usize) -> String {
+pub(super) fn log_tail(log: &Path, start: u64, lines: usize) -> String {
     let text = std::fs::read(log).unwrap_or_default();
     let from = usize::try_from(start).unwrap_or(0).min(text.len());
     let text = String::from_utf8_lossy(&text[from..]);

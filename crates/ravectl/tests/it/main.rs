@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod alerting;
 mod bench;
+mod changes;
 mod events;
 mod faults;
 mod limits;
