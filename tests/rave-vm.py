@@ -305,6 +305,25 @@ with subtest("a killed service is restarted by systemd"):
     )
     server.wait_until_succeeds("curl -sS --fail http://127.0.0.1:3001/readyz", timeout=30)
 
+with subtest("a restart refuses no connection, and a reload applies in place"):
+    # Requests through nginx to ingest for the whole restart, in the
+    # background: each socket is systemd's, so every one is answered.
+    server.succeed(
+        "(for i in $(seq 300); do curl -s -o /dev/null -w '%{http_code}\\n'"
+        " --cacert /var/lib/rave-secrets/tls.crt https://localhost:3002/healthz;"
+        " done > /tmp/codes 2>/dev/null; touch /tmp/load.done) >/dev/null 2>&1 &"
+    )
+    server.succeed("systemctl restart rave-ingest.service rave-task-dispatcher.service")
+    server.wait_until_succeeds("test -e /tmp/load.done", timeout=180)
+    codes = server.succeed("sort /tmp/codes | uniq -c").strip()
+    assert codes.split()[1:] == ["200"], f"answers while ingest restarted: {codes}"
+    server.succeed("systemctl reload rave-task-dispatcher.service")
+    server.wait_until_succeeds(
+        "curl -sS http://127.0.0.1:3020/metrics"
+        " | grep -q '^rave_config_reloads_total{result=\"applied\"} 1'",
+        timeout=30,
+    )
+
 with subtest("two replicas of every service run, and nginx balances over them"):
     replicas.wait_for_unit("multi-user.target")
     for service in ["ingest", "dedup-store", "task-dispatcher", "agent-reporter"]:

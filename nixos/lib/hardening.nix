@@ -4,8 +4,8 @@
 # it into a unit per service and scores it with `systemd-analyze security
 # --offline=true` (tests/nixos-checks), so what CI scores is what NixOS runs.
 {
-  # Socket families the service opens; AF_UNIX only where it talks to
-  # PostgreSQL's socket.
+  # Socket families the service opens; AF_UNIX for systemd's notify socket
+  # (Type=notify) and PostgreSQL's.
   addressFamilies ? [ "AF_INET" "AF_INET6" ]
 , # Peers besides loopback (a remote PostgreSQL or OTLP collector).
   allowedAddresses ? [ ]

@@ -149,7 +149,8 @@ in
     {
       user = "rave_ingest";
       database = null;
-      addressFamilies = [ "AF_INET" "AF_INET6" ];
+      # AF_UNIX for READY=1 on systemd's notify socket (Type=notify).
+      addressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
       credentials = builtins.foldl' (acc: name: acc // sourceCredentials name sources.${name})
         { store-token = ingestTokenFile; }
         (builtins.attrNames sources);

@@ -8,6 +8,8 @@
   def
 , execStart
 , allowedAddresses ? [ ]
+  # `kill -HUP $MAINPID` for the services that reload settings in place.
+, execReload ? null
 , memoryMax ? "256M"
 , cpuQuota ? "50%"
 }:
@@ -16,7 +18,12 @@ import ./hardening.nix
     inherit (def) addressFamilies;
     inherit allowedAddresses memoryMax cpuQuota;
   } // {
-  Type = "exec";
+  # The service says READY=1 once it serves (rave_service::systemd), so
+  # ordering waits for it and a replica restarted in turn is serving before
+  # the next one stops. Its socket comes from rave-<name>.socket, held by
+  # systemd across restarts: connections wait in the backlog, none is refused.
+  Type = "notify";
+  NotifyAccess = "main";
   ExecStart = execStart;
   User = def.user;
   Group = def.user;
@@ -29,6 +36,7 @@ import ./hardening.nix
   RestartPreventExitStatus = 2;
   TimeoutStopSec = "45s";
 }
+// (if execReload != null then { ExecReload = execReload; } else { })
   // (if def ? stateDirectory then {
   # The one place the service may write (ProtectSystem=strict elsewhere).
   StateDirectory = def.stateDirectory;

@@ -86,14 +86,65 @@ let
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ]
         ++ lib.optional (def.database != null) "postgresql.service"
-        ++ lib.optionals (name == "ingest") (map (i: "${i.unit}.service") defs.dedup-store.instances);
-      requires = lib.optional (def.database != null && cfg.database.createLocally) "postgresql.service";
+        ++ lib.optionals (name == "ingest") (map (i: "${i.unit}.service") defs.dedup-store.instances)
+        ++ [ "${instance.unit}.socket" ];
+      requires = lib.optional (def.database != null && cfg.database.createLocally) "postgresql.service"
+        ++ [ "${instance.unit}.socket" ];
+      # A changed unit is restarted in one step, its socket left open (with
+      # stopIfChanged, switch-to-configuration would stop the socket too and
+      # refuse connections until it is started again).
+      stopIfChanged = false;
+      # Replicas after the first are restarted in turn by
+      # rave-<name>-rolling.service, never together.
+      restartIfChanged = instance.index == 1;
       serviceConfig = import ../lib/unit.nix {
         inherit def;
         execStart = "${svc.package}/bin/${name} --config ${configFile name instance}";
+        execReload =
+          if builtins.elem name [ "ingest" "task-dispatcher" ]
+          then "${pkgs.coreutils}/bin/kill -HUP $MAINPID" else null;
         allowedAddresses = cfg.allowedAddresses;
         inherit (svc) memoryMax cpuQuota;
       };
+    };
+  # The listening socket of a replica, held by systemd (not the service), so
+  # a restart refuses no connection.
+  socketFor = instance: {
+    description = "RAVE ${instance.name}'s listening socket";
+    wantedBy = [ "sockets.target" ];
+    listenStreams = [ "127.0.0.1:${toString instance.port}" ];
+  };
+
+  # After a switch that changed them, replicas 2..n restart one at a time,
+  # each serving (READY=1) before the next stops; replica 1 restarts in the
+  # switch itself, before this runs. At boot it only records the generation.
+  rollingFor = name:
+    let
+      rest = builtins.tail defs.${name}.instances;
+      triggers = [ cfg.${name}.package ] ++ map (i: configFile name i) rest;
+      generation = builtins.hashString "sha256" (toString triggers);
+    in
+    {
+      description = "RAVE ${name}: restart replicas 2..n in turn after a switch";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "${(builtins.head defs.${name}.instances).unit}.service" ];
+      restartTriggers = triggers;
+      path = [ config.systemd.package pkgs.coreutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+      };
+      script = ''
+        mark=/run/rave-rolling/${name}
+        mkdir -p /run/rave-rolling
+        if [ -e "$mark" ] && [ "$(cat "$mark")" != "${generation}" ]; then
+          for unit in ${toString (map (i: "${i.unit}.service") rest)}; do
+            # Blocks until the new process reports READY=1.
+            systemctl restart "$unit"
+          done
+        fi
+        echo "${generation}" > "$mark"
+      '';
     };
 in
 {
@@ -300,8 +351,16 @@ in
       enabled);
     users.groups = lib.listToAttrs (map (name: lib.nameValuePair defs.${name}.user { }) enabled);
 
-    systemd.services = lib.listToAttrs (lib.concatMap
-      (name: map (instance: lib.nameValuePair instance.unit (unitFor name instance)) defs.${name}.instances)
+    systemd.services = lib.listToAttrs
+      (lib.concatMap
+        (name: map (instance: lib.nameValuePair instance.unit (unitFor name instance)) defs.${name}.instances)
+        enabled)
+    // lib.listToAttrs (map
+      (name: lib.nameValuePair "rave-${name}-rolling" (rollingFor name))
+      (builtins.filter (name: cfg.${name}.replicas > 1) enabled));
+
+    systemd.sockets = lib.listToAttrs (lib.concatMap
+      (name: map (instance: lib.nameValuePair instance.unit (socketFor instance)) defs.${name}.instances)
       enabled);
 
     services.postgresql = mkIf cfg.database.createLocally (

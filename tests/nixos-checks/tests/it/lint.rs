@@ -109,8 +109,8 @@ fn the_vm_test_script_passes_the_drivers_pyflakes_and_mypy() {
     assert!(out.status.success(), "pyflakes:\n{}", text(&out));
     let out = mypy(&vm_script(&body));
     assert!(out.status.success(), "mypy:\n{}", text(&out));
-    // Sixteen subtests, as docs/deploy.md lists them.
-    assert_eq!(body.matches("with subtest(").count(), 16);
+    // Seventeen subtests, as docs/deploy.md lists them.
+    assert_eq!(body.matches("with subtest(").count(), 17);
     // An expected failure names its reason (`fails_because`); a bare
     // `fail` passes on "command not found" too.
     assert!(

@@ -120,15 +120,20 @@ fn the_score_is_a_real_measurement_an_unhardened_unit_is_unsafe() {
 }
 
 #[test]
-fn only_services_with_a_database_may_open_unix_sockets() {
+fn every_service_may_open_unix_sockets_to_report_ready_and_only_inet_besides() {
+    // Type=notify: READY=1 goes to systemd's AF_UNIX notify socket (and
+    // PostgreSQL's local socket is AF_UNIX too); nothing else is allowed.
     let defs = services("/run/credentials");
     for name in SERVICES {
         let families = defs[name]["addressFamilies"].as_array().unwrap();
-        let unix = families.iter().any(|f| f == "AF_UNIX");
         assert_eq!(
-            unix,
-            !defs[name]["database"].is_null(),
-            "{name}: {families:?}"
+            families,
+            &vec![
+                serde_json::json!("AF_UNIX"),
+                serde_json::json!("AF_INET"),
+                serde_json::json!("AF_INET6")
+            ],
+            "{name}"
         );
     }
 }
