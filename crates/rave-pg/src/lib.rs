@@ -50,6 +50,7 @@ impl<C: GenericClient> Prepared for C {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        record(sql);
         let statement = self.prepare_cached(sql).await?;
         self.query(&statement, params).await
     }
@@ -58,6 +59,7 @@ impl<C: GenericClient> Prepared for C {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, tokio_postgres::Error> {
+        record(sql);
         let statement = self.prepare_cached(sql).await?;
         self.query_one(&statement, params).await
     }
@@ -66,6 +68,7 @@ impl<C: GenericClient> Prepared for C {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, tokio_postgres::Error> {
+        record(sql);
         let statement = self.prepare_cached(sql).await?;
         self.query_opt(&statement, params).await
     }
@@ -74,8 +77,52 @@ impl<C: GenericClient> Prepared for C {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
+        record(sql);
         let statement = self.prepare_cached(sql).await?;
         self.execute(&statement, params).await
+    }
+}
+
+/// With `RAVE_PG_RECORD_STATEMENTS=DIR`, every distinct statement prepared
+/// is appended to `DIR/statements-<pid>.sql`, once: how a release's
+/// statements are collected (scripts/compat-snapshot), so that the next
+/// release's migrations are checked against them (ARCHITECTURE.md,
+/// invariant 25). Without the variable it costs one atomic load.
+fn record(sql: &str) {
+    use std::collections::HashSet;
+    use std::io::Write as _;
+    use std::sync::{Mutex, OnceLock};
+    /// The file, and the statements already in it.
+    type Recorder = Mutex<(PathBuf, HashSet<String>)>;
+    static SINK: OnceLock<Option<Recorder>> = OnceLock::new();
+    let sink = SINK.get_or_init(|| {
+        let dir = std::env::var_os("RAVE_PG_RECORD_STATEMENTS")?;
+        let path = PathBuf::from(dir).join(format!("statements-{}.sql", std::process::id()));
+        Some(Mutex::new((path, HashSet::new())))
+    });
+    let Some(sink) = sink else { return };
+    let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+    if sink.1.insert(sql.to_owned())
+        && let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&sink.0)
+    {
+        let _ = write!(file, "{}\n{}\n", compat::SEPARATOR, sql.trim());
+    }
+}
+
+/// The statements a release prepares, as scripts/compat-snapshot writes
+/// them: each after a [`compat::SEPARATOR`] line.
+pub mod compat {
+    pub const SEPARATOR: &str = "-- statement";
+
+    pub fn statements(snapshot: &str) -> Vec<&str> {
+        snapshot
+            .split(SEPARATOR)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 }
 

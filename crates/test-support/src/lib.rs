@@ -11,6 +11,7 @@
 //! - [`otlp`]: an OTLP/HTTP receiver standing in for a collector;
 //! - [`proxy`]: a TCP proxy that can make its connections half-open.
 
+pub mod compat;
 pub mod metrics;
 pub mod otlp;
 pub mod pg;

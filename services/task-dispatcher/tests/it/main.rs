@@ -2,6 +2,7 @@
 //! expire and retries fall due when a test advances time, not when it sleeps.
 
 mod claims;
+mod compat;
 mod erasures;
 mod handoff;
 mod helpers;
