@@ -127,6 +127,17 @@ pub fn reload_once<S: ServiceSettings>(
     outcome
 }
 
+/// Reloads on every SIGHUP while `served` runs, from the `--config` file
+/// and the environment the process started with.
+pub fn reload_on_hangup<S: ServiceSettings + 'static>(
+    served: &mut crate::served::Served,
+    metrics: ReloadMetrics,
+    apply: Apply<S>,
+) {
+    let file = crate::cli::config_file();
+    served.spawn(move |stop| on_hangup(file, apply, metrics, stop));
+}
+
 /// Reloads on every SIGHUP until the service stops.
 pub async fn on_hangup<S: ServiceSettings>(
     file: Option<PathBuf>,

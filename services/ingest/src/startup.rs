@@ -138,11 +138,11 @@ impl Application {
     pub fn reload_on_hangup(&mut self) {
         let reloader = self.reloader.clone();
         let metrics = reloader.state.metrics.reload.clone();
-        let apply: rave_service::reload::Apply<Settings> =
-            Box::new(move |settings| reloader.apply(&settings));
-        let file = rave_service::cli::config_file();
-        self.served
-            .spawn(move |stop| rave_service::reload::on_hangup(file, apply, metrics, stop));
+        rave_service::reload::reload_on_hangup::<Settings>(
+            &mut self.served,
+            metrics,
+            Box::new(move |settings| reloader.apply(&settings)),
+        );
     }
 
     /// The spool's replayer, for tests that drive it step by step (built

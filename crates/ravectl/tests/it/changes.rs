@@ -17,6 +17,7 @@ use ravectl::bench::http::{Conn, Target, request};
 use ravectl::stack::StackFile;
 use serde_json::{Value, json};
 
+use super::faults::all_pages;
 use super::{eventually, free_port, ravectl, up_with};
 
 const SENDERS: usize = 4;
@@ -168,31 +169,6 @@ fn exe_of(pid: u32) -> String {
         .unwrap()
         .display()
         .to_string()
-}
-
-async fn all_pages(http: &reqwest::Client, url: &str, key: &str, token: &str) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut after: Option<i64> = None;
-    loop {
-        let page_url = match after {
-            Some(a) => format!("{url}&after={a}"),
-            None => url.to_owned(),
-        };
-        let page: Value = http
-            .get(&page_url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        items.extend(page[key].as_array().cloned().unwrap_or_default());
-        match page["next_after"].as_i64() {
-            Some(a) => after = Some(a),
-            None => return items,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -349,7 +325,7 @@ async fn rotating_a_secret_adding_a_rule_and_an_agent_and_restarting_every_servi
         &http,
         &format!("{}/v1/events?source=github&limit=500", stack.store_url),
         "events",
-        &operator,
+        Some(&operator),
     )
     .await;
     let mut stored: BTreeMap<String, usize> = BTreeMap::new();
@@ -364,7 +340,7 @@ async fn rotating_a_secret_adding_a_rule_and_an_agent_and_restarting_every_servi
         "a task for every event",
         Duration::from_secs(60),
         async || {
-            tasks = all_pages(&http, &tasks_url, "tasks", &operator).await;
+            tasks = all_pages(&http, &tasks_url, "tasks", Some(&operator)).await;
             tasks.len() >= events.len()
         },
     )

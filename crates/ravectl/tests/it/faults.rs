@@ -141,7 +141,7 @@ async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) -> Val
 }
 
 /// Every item of a paged listing (`next_after`).
-async fn all_pages(
+pub(crate) async fn all_pages(
     http: &reqwest::Client,
     url: &str,
     key: &str,
