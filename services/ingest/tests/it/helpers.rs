@@ -197,3 +197,17 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
 }
 
 pub use test_support::metrics::sample;
+
+/// Until ingest at `url` holds a request body in flight (its handler runs):
+/// polls `/metrics`, as the request is another connection's.
+pub async fn eventually_in_flight(http: &reqwest::Client, url: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = test_support::metrics::scrape(http, url).await;
+        if sample(&text, "ingest_in_flight_body_bytes") > 0.0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no request in flight");
+        tokio::task::yield_now().await;
+    }
+}

@@ -140,3 +140,38 @@ async fn reloads_are_counted_by_result_and_a_refused_one_clears_the_success_gaug
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_delivery_in_flight_during_a_reload_is_verified_under_the_sources_it_started_with() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = running().await;
+    let body = br#"{"in":"flight","padding":"................................"}"#;
+    let signature = sign::github(GITHUB_SECRET, body);
+    let head = format!(
+        "POST /hooks/github HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         x-github-event: push\r\nx-github-delivery: in-flight-1\r\n\
+         x-hub-signature-256: {signature}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let address = app.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // The headers and half the body: the request has started.
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..20]).await.unwrap();
+    stream.flush().await.unwrap();
+    // Wait until ingest holds the request (it counts bytes in flight).
+    crate::helpers::eventually_in_flight(&app.http, &app.url).await;
+    // Meanwhile the secret it is signed with is rotated out.
+    app.reloader
+        .apply(&app.with_github_secrets(&[NEW_SECRET]))
+        .unwrap();
+    stream.write_all(&body[20..]).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    // A delivery that starts now meets the new sources.
+    assert_eq!(
+        app.github("github", GITHUB_SECRET, "in-flight-2").await,
+        401
+    );
+}
