@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Webhooks, intake_verdict, saturate};
+use super::{Webhooks, intake_verdict, load_events, saturate};
 use crate::bench::{Ctx, Step};
 
 /// The erased events' source: only they are in it.
@@ -34,20 +34,7 @@ pub async fn erasure(
     loaded: u64,
     intake_alone_per_sec: Option<f64>,
 ) -> anyhow::Result<ErasureRun> {
-    let pg = crate::bench::tables::postgres(ctx)?;
-    let run = &ctx.run_id;
-    pg.psql_in(
-        "rave_events",
-        &format!(
-            "INSERT INTO events (source, event_uuid, event_type, task_id, received_at, stored_at, headers, body)
-             SELECT '{SOURCE}', '{run}-leaked-' || g, 'push', substr(md5('{run}-leaked-' || g), 1, 16),
-                    now() - interval '1 day', now() - interval '1 day', '{{}}'::jsonb,
-                    convert_to(repeat('x', 256), 'UTF8')
-             FROM generate_series(1, {loaded}) g
-             ON CONFLICT DO NOTHING"
-        ),
-    )?;
-    pg.psql_in("rave_events", "VACUUM ANALYZE events")?;
+    load_events(ctx, SOURCE, "1 day", loaded)?;
     ctx.settle().await;
     let token = ctx.secret("operator.token")?;
     let url = format!("{}/v1/events/erase", ctx.stack.store_url);

@@ -110,6 +110,28 @@ impl Webhooks {
 }
 
 /// Only answers that mean "durably stored" count.
+/// Stores `n` events of `source` with the database's own bulk path, as if
+/// received `age` ago (a PostgreSQL interval such as `'400 days'`), 256-byte
+/// bodies, ids `<run>-<source>-<k>`; then `VACUUM ANALYZE`, so the plans the
+/// step measures see them.
+fn load_events(ctx: &Ctx, source: &str, age: &str, n: u64) -> anyhow::Result<()> {
+    let pg = super::tables::postgres(ctx)?;
+    let prefix = format!("{}-{source}-", ctx.run_id);
+    pg.psql_in(
+        "rave_events",
+        &format!(
+            "INSERT INTO events (source, event_uuid, event_type, task_id, received_at, stored_at, headers, body)
+             SELECT '{source}', '{prefix}' || g, 'push', substr(md5('{prefix}' || g), 1, 16),
+                    now() - interval '{age}', now() - interval '{age}', '{{}}'::jsonb,
+                    convert_to(repeat('x', 256), 'UTF8')
+             FROM generate_series(1, {n}) g
+             ON CONFLICT DO NOTHING"
+        ),
+    )?;
+    pg.psql_in("rave_events", "VACUUM ANALYZE events")?;
+    Ok(())
+}
+
 fn intake_verdict(r: &Response) -> Verdict {
     match r.status {
         202 if r.body.windows(9).any(|w| w == b"\"spooled\"") => ("spooled", true),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Webhooks, intake_verdict, saturate};
+use super::{Webhooks, intake_verdict, load_events, saturate};
 use crate::bench::{Ctx, Step};
 
 /// The backlog's source: only the backlog is in it.
@@ -75,21 +75,8 @@ pub async fn retention(
             Some(alone.ok_per_sec())
         }
     };
-    let pg = crate::bench::tables::postgres(ctx)?;
-    let run = &ctx.run_id;
     let loading = Instant::now();
-    pg.psql_in(
-        "rave_events",
-        &format!(
-            "INSERT INTO events (source, event_uuid, event_type, task_id, received_at, stored_at, headers, body)
-             SELECT '{SOURCE}', '{run}-aged-' || g, 'push', substr(md5('{run}-aged-' || g), 1, 16),
-                    now() - interval '400 days', now() - interval '400 days', '{{}}'::jsonb,
-                    convert_to(repeat('x', 256), 'UTF8')
-             FROM generate_series(1, {backlog}) g
-             ON CONFLICT DO NOTHING"
-        ),
-    )?;
-    pg.psql_in("rave_events", "VACUUM ANALYZE events")?;
+    load_events(ctx, SOURCE, "400 days", backlog)?;
     println!(
         "  {backlog} events stored 400 days ago, loaded in {:.0} s",
         loading.elapsed().as_secs_f64()
