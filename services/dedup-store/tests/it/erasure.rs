@@ -24,6 +24,11 @@ async fn erase(
 
 const OPERATOR: &str = test_support::STORE_OPERATOR_TOKEN;
 
+/// An operator's erasure, and its answer.
+async fn erased(store: &crate::helpers::TestStore, request: &Value) -> Value {
+    erase(store, request, OPERATOR).await.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn an_erased_event_is_gone_with_an_audit_record_and_a_retry_of_its_delivery_stores_nothing() {
     let store = spawn_store().await;
@@ -40,11 +45,7 @@ async fn an_erased_event_is_gone_with_an_audit_record_and_a_retry_of_its_deliver
         "request_id": "incident-42",
     });
 
-    let dry: Value = erase(&store, &request, OPERATOR)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let dry: Value = erased(&store, &request).await;
     assert_eq!(dry["dry_run"], true, "a dry run unless asked otherwise");
     assert_eq!(dry["events"][0]["event_uuid"], "leaky");
     assert_eq!(
@@ -187,11 +188,7 @@ async fn events_matching_a_filter_are_erased_in_rounds_of_the_limit() {
     let mut rounds = 0;
     let answer = loop {
         rounds += 1;
-        let answer: Value = erase(&store, &request, OPERATOR)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let answer: Value = erased(&store, &request).await;
         if answer["more"] == false {
             break answer;
         }
@@ -224,11 +221,7 @@ async fn erasing_a_relayed_event_erases_its_task_payload_and_a_late_copy_creates
     assert_eq!(dispatcher_db.scalar(payloads).await, 1);
 
     let request = json!({"source": "github", "event_uuid": "leaky", "reason": "a password", "requested_by": "dave", "dry_run": false});
-    let answer: Value = erase(&store, &request, OPERATOR)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = erased(&store, &request).await;
     assert_eq!(answer["task_payloads"], "erased", "{answer}");
     assert_eq!(
         dispatcher_db.scalar(payloads).await,
@@ -265,11 +258,7 @@ async fn erasing_a_relayed_event_erases_its_task_payload_and_a_late_copy_creates
         .await
         .unwrap();
     let request = json!({"source": "github", "event_uuid": "unsent", "reason": "a password", "requested_by": "dave", "dry_run": false});
-    let answer: Value = erase(&store, &request, OPERATOR)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = erased(&store, &request).await;
     assert_eq!(answer["task_payloads"], "erased", "{answer}");
     assert_eq!(drain(&relay).await, 0, "its outbox row went with it");
     let late = json!({"events": [{
@@ -318,11 +307,7 @@ async fn erasing_an_event_a_relay_is_delivering_waits_for_that_delivery_to_end_b
     .await
     .unwrap();
     let request = json!({"source": "github", "event_uuid": "in-flight", "reason": "r", "requested_by": "erin", "dry_run": false});
-    let answer: Value = erase(&store, &request, OPERATOR)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = erased(&store, &request).await;
     assert_eq!(answer["task_payloads"], "pending", "{answer}");
     assert_eq!(
         relay.forward_erasures_once().await.unwrap(),
