@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixDatagram, UnixListener, UnixStream};
 
-use super::supervise::{LOG_TAIL_LINES, Service, log_tail, spawn_handed};
+use super::supervise::{LOG_TAIL_LINES, Service, log_tail, terminate};
 use crate::stack::StackFile;
 
 /// How long a new process may take to report ready.
@@ -105,20 +105,15 @@ async fn restart_in_turn(
 /// `(old pid, new pid)`. If the replacement does not get ready, it is
 /// stopped and the old process keeps serving.
 async fn replace(service: &mut Service, state_dir: &Path) -> anyhow::Result<(u32, u32)> {
-    let (program, args, dir) = service.restart.clone().context("not restartable")?;
-    let listener = service.listener.clone().context("holds no socket")?;
+    anyhow::ensure!(
+        service.listener.is_some(),
+        "{} holds no socket",
+        service.name
+    );
     let notify_path = state_dir.join(format!("{}.notify", service.name));
     let _ = std::fs::remove_file(&notify_path);
     let notify = UnixDatagram::bind(&notify_path)?;
-    let mut next = spawn_handed(
-        &program,
-        &service.name,
-        service.port,
-        &args,
-        &dir,
-        &listener,
-        Some(&notify_path),
-    )?;
+    let mut next = service.respawn(Some(&notify_path))?;
     let ready = ready(&mut next, &notify).await;
     let _ = std::fs::remove_file(&notify_path);
     if let Err(e) = ready {
@@ -128,14 +123,10 @@ async fn replace(service: &mut Service, state_dir: &Path) -> anyhow::Result<(u32
             service.name
         )));
     }
-    next.restart = service.restart.clone();
-    next.listener = Some(listener);
     let old_pid = service.child.id().unwrap_or_default();
     let new_pid = next.child.id().unwrap_or_default();
     let mut old = std::mem::replace(service, next);
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &old_pid.to_string()])
-        .status();
+    terminate(old_pid);
     if tokio::time::timeout(DRAIN_WITHIN, old.child.wait())
         .await
         .is_err()

@@ -29,6 +29,31 @@ pub(super) struct Service {
     pub listener: Option<Arc<TcpListener>>,
 }
 
+impl Service {
+    /// A new process of this service, started as this one was: the same
+    /// program, arguments and state directory, and the same socket handed
+    /// over; with `notify`, it reports `READY=1` there.
+    pub(super) fn respawn(&self, notify: Option<&Path>) -> anyhow::Result<Service> {
+        let (program, args, dir) = self.restart.as_ref().context("not restartable")?;
+        let mut next = match &self.listener {
+            Some(listener) => {
+                spawn_handed(program, &self.name, self.port, args, dir, listener, notify)?
+            }
+            None => spawn(program, &self.name, self.port, args, dir)?,
+        };
+        next.restart = self.restart.clone();
+        next.listener = self.listener.clone();
+        Ok(next)
+    }
+}
+
+/// SIGTERM to `pid`: the graceful stop every component handles.
+pub(super) fn terminate(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
 /// Crashed RAVE services are restarted, as systemd does on a host; more than
 /// this many restarts of one service within a minute stops the stack.
 const RESTARTS_PER_MINUTE: usize = 5;
@@ -60,14 +85,13 @@ pub(super) async fn until_stopped(
         let log = state_dir.join("logs").join(format!("{name}.log"));
         restarts.retain(|(_, at)| at.elapsed() < Duration::from_secs(60));
         let recent = restarts.iter().filter(|(n, _)| *n == name).count();
-        let port = services[index].port;
-        let Some((program, args, dir)) = services[index].restart.clone() else {
+        if services[index].restart.is_none() {
             eprintln!(
                 "{name} exited unexpectedly ({status}); see {}",
                 log.display()
             );
             break 1;
-        };
+        }
         if recent >= RESTARTS_PER_MINUTE {
             eprintln!(
                 "{name} exited ({status}) {RESTARTS_PER_MINUTE} times within a minute; giving up; see {}",
@@ -82,13 +106,7 @@ pub(super) async fn until_stopped(
         restarts.push((name.clone(), Instant::now()));
         // A short pause, as systemd's RestartSec, so a crash loop does not spin.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let listener = services[index].listener.clone();
-        let mut service = match &listener {
-            Some(listener) => spawn_handed(&program, &name, port, &args, &dir, listener, None)?,
-            None => spawn(&program, &name, port, &args, &dir)?,
-        };
-        service.restart = Some((program, args, dir));
-        service.listener = listener;
+        let service = services[index].respawn(None)?;
         if let (Some(pid), Some(entry)) = (service.child.id(), stack.components.get_mut(&name)) {
             entry.0 = pid;
         }
@@ -282,9 +300,7 @@ async fn first_exit(services: &mut [Service]) -> (usize, std::process::ExitStatu
 pub(super) async fn stop_all(services: &mut Vec<Service>) {
     while let Some(mut service) = services.pop() {
         if let Some(pid) = service.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+            terminate(pid);
         }
         if tokio::time::timeout(Duration::from_secs(35), service.child.wait())
             .await
