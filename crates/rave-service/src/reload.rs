@@ -108,7 +108,7 @@ pub type Apply<S> = Box<dyn Fn(S) -> anyhow::Result<String> + Send + Sync>;
 
 /// One reload: load `file` (and the environment) as at start, then `apply`.
 /// Logged and counted either way.
-pub fn reload_once<S: ServiceSettings>(
+fn reload_once<S: ServiceSettings>(
     file: Option<&std::path::Path>,
     apply: &Apply<S>,
     metrics: &ReloadMetrics,
@@ -139,7 +139,7 @@ pub fn reload_on_hangup<S: ServiceSettings + 'static>(
 }
 
 /// Reloads on every SIGHUP until the service stops.
-pub async fn on_hangup<S: ServiceSettings>(
+async fn on_hangup<S: ServiceSettings>(
     file: Option<PathBuf>,
     apply: Apply<S>,
     metrics: ReloadMetrics,

@@ -37,22 +37,15 @@ impl Reloader {
         let after: BTreeSet<String> = sources.names().map(str::to_owned).collect();
         self.state.metrics.initialise_sources(sources.names());
         self.state.sources.replace(sources);
-        let list = |names: Vec<&String>| {
-            if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names
-                    .iter()
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
+        let list = |names: Vec<&str>| match names.join(", ") {
+            none if none.is_empty() => "none".to_owned(),
+            some => some,
         };
         Ok(format!(
             "{} sources with their secrets (added: {}; removed: {})",
             after.len(),
-            list(after.difference(&before).collect()),
-            list(before.difference(&after).collect()),
+            list(after.difference(&before).map(String::as_str).collect()),
+            list(before.difference(&after).map(String::as_str).collect()),
         ))
     }
 }
