@@ -99,12 +99,47 @@ ensure_pip_tools() {
 # lint and type check of tests/rave-vm.py (tests/nixos-checks).
 RAVE_PIP_TOOLS=(check-jsonschema==0.39.0 pyflakes==4.1.0 mypy==2.4.1)
 
+# Packages from the npm registry that tests read, never run: fetched as the
+# registry's tarball with curl (no Node.js needed), checked against the
+# integrity the registry publishes, and only the files named unpacked.
+#   ensure_npm_files SCOPE/NAME VERSION SHA512-BASE64 FILE...
+ensure_npm_files() {
+  local name=$1 version=$2 integrity=$3
+  shift 3
+  local dir
+  dir="$(rave_tools_dir)/npm/${name//\//-}-$version"
+  local missing=0
+  for file in "$@"; do [ -f "$dir/$file" ] || missing=1; done
+  [ "$missing" -eq 0 ] && return 0
+  echo "installing $name@$version from the npm registry ..." >&2
+  mkdir -p "$dir"
+  local tarball="$dir/package.tgz"
+  curl -fsSL --retry 3 -o "$tarball" "https://registry.npmjs.org/$name/-/${name#*/}-$version.tgz"
+  local got
+  got="sha512-$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)"
+  if [ "$got" != "$integrity" ]; then
+    echo "$name@$version: the tarball's integrity is $got, not $integrity" >&2
+    rm -f "$tarball"
+    return 1
+  fi
+  tar -xzf "$tarball" -C "$dir" "$@"
+  rm -f "$tarball"
+}
+# GitHub's REST OpenAPI description: the reconcile tests validate the
+# GitHub double's answers against it (tests/github-openapi).
+RAVE_NPM_FILES=("@octokit/openapi 23.0.2 sha512-pV8M7L9GY23AybNvTmo2nyjmpmnt6+2sRE/tqr0ZLQcPS4lnw7u5eZGNmwRNkBC3D7gZXbFx5AHzLUVRBXGDhg== package/generated/api.github.com.json")
+
 # Everything the test command installs, in order; idempotent.
 rave_install_test_tools() {
   ensure_debian_packages "${RAVE_DEBIAN_PACKAGES[@]}" "${RAVE_TEST_DEBIAN_PACKAGES[@]}"
   ensure_rust_components "${RAVE_RUST_COMPONENTS[@]}"
   ensure_cargo_tools "${RAVE_CARGO_TOOLS[@]}"
   ensure_pip_tools "${RAVE_PIP_TOOLS[@]}"
+  local spec
+  for spec in "${RAVE_NPM_FILES[@]}"; do
+    # shellcheck disable=SC2086 # name, version, integrity, files: split on purpose
+    ensure_npm_files $spec
+  done
 }
 
 # The PATH the test command runs with: the pinned tools first.

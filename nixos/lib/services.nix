@@ -43,6 +43,10 @@
   routes ? [{ kind = "webhook"; }]
 , # OTLP/HTTP traces endpoint, e.g. "http://127.0.0.1:4318/v1/traces".
   otlpEndpoint ? null
+, # dedup-store's reconciler: source name -> { provider; apiUrl; hookOwner;
+  # hookId; tokenFile; requestPauseMs ? null; } (the sender's API token in
+  # a file, loaded as a credential).
+  reconcile ? { }
 }:
 let
   portOf = {
@@ -118,6 +122,18 @@ let
 
   operatorTokens = numbered "operator-token" operatorTokenFiles;
 
+  reconcileCredentials = builtins.listToAttrs (map
+    (name: { name = "reconcile-${name}-token"; value = reconcile.${name}.tokenFile; })
+    (builtins.attrNames reconcile));
+  reconcileSettings = unit: name: r:
+    {
+      inherit (r) provider;
+      api_url = r.apiUrl;
+      hook_owner = r.hookOwner;
+      hook_id = r.hookId;
+      token = credential unit "reconcile-${name}-token";
+    } // (if (r.requestPauseMs or null) == null then { } else { request_pause_ms = r.requestPauseMs; });
+
   # The spool directory of ingest replica k, and every replica's.
   spoolOf = k: if countOf "ingest" == 1 then "spool" else "spool-${toString k}";
   spools = builtins.genList (i: spoolOf (i + 1)) (countOf "ingest");
@@ -182,7 +198,7 @@ in
       addressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
       # Only ingest stores events; only operators read them.
       credentials = { relay-token = relayTokenFile; ingest-token = ingestTokenFile; }
-        // operatorTokens // databaseCredential "dedup-store";
+        // operatorTokens // reconcileCredentials // databaseCredential "dedup-store";
     }
     (k: unit: port: {
       settings = {
@@ -195,6 +211,7 @@ in
           fallback_urls = othersOf "task-dispatcher" k;
           token = credential unit "relay-token";
         };
+        reconcile.sources = builtins.mapAttrs (reconcileSettings unit) reconcile;
         inherit telemetry;
       };
     });

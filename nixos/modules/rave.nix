@@ -22,6 +22,7 @@ let
     agents = lib.mapAttrs (_: a: { inherit (a) kinds tokenSha256; }) cfg.agents;
     inherit (cfg) agentsFile relayTokenFile ingestTokenFile otlpEndpoint;
     inherit (cfg.task-dispatcher) operatorTokenFiles;
+    reconcile = cfg.dedup-store.reconcile;
     routes = cfg.task-dispatcher.routes ++ [{ kind = "webhook"; }];
     pushgatewayUrl = cfg.agent-reporter.pushgatewayUrl;
   };
@@ -32,7 +33,8 @@ let
     ++ lib.optional (cfg.agentsFile != null) cfg.agentsFile
     ++ cfg.task-dispatcher.operatorTokenFiles
     ++ lib.attrValues cfg.database.passwordFiles
-    ++ lib.concatMap (s: s.secretFiles ++ s.tokenFiles) (lib.attrValues cfg.ingest.sources);
+    ++ lib.concatMap (s: s.secretFiles ++ s.tokenFiles) (lib.attrValues cfg.ingest.sources)
+    ++ map (r: r.tokenFile) (lib.attrValues cfg.dedup-store.reconcile);
 
   # One file per replica (store path names allow no `@`).
   configFile = name: instance: settingsFormat.generate
@@ -187,7 +189,41 @@ in
         });
       };
     };
-    dedup-store = serviceOptions "dedup-store" 3010;
+    dedup-store = serviceOptions "dedup-store" 3010 // {
+      reconcile = mkOption {
+        description = ''
+          Sources whose sender's delivery log dedup-store reads, to have what
+          RAVE missed redelivered (docs/deploy.md, "Never miss a delivery").
+          The API's addresses (and a non-local DNS server) go in
+          allowedAddresses; the schedule is `settings.reconcile`.
+        '';
+        default = { };
+        example = { github = { provider = "github"; apiUrl = "https://api.github.com"; hookOwner = "acme/app"; hookId = 123456; tokenFile = "/run/secrets/rave/github-api-token"; }; };
+        type = types.attrsOf (types.submodule {
+          options = {
+            provider = mkOption { type = types.enum [ "github" "gitlab" ]; };
+            apiUrl = mkOption {
+              type = types.strMatching "https://.+";
+              description = "`https://api.github.com`, a GitHub Enterprise Server's `https://HOST/api/v3`, or GitLab's `https://HOST/api/v4`.";
+            };
+            hookOwner = mkOption {
+              type = types.str;
+              description = "GitHub: `owner/repo` or `org:NAME`; GitLab: a project id or path, or `group:ID`.";
+            };
+            hookId = mkOption { type = types.ints.positive; description = "The webhook's id at the provider."; };
+            tokenFile = mkOption {
+              type = secretPath;
+              description = "The API token (GitHub: webhooks read and write; GitLab: api scope, Maintainer), in a file outside the store.";
+            };
+            requestPauseMs = mkOption {
+              type = types.nullOr types.ints.unsigned;
+              default = null;
+              description = "Pause between two redelivery requests (default: 1000 on GitHub, 12000 on GitLab).";
+            };
+          };
+        });
+      };
+    };
     task-dispatcher = serviceOptions "task-dispatcher" 3020 // {
       routes = mkOption {
         type = types.listOf types.attrs;

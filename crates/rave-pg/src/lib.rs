@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-pub use deadpool_postgres::{GenericClient, Pool};
+pub use deadpool_postgres::{GenericClient, Object, Pool};
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use rave_service::settings::{Secret, SettingsError};
 use rustls_pki_types::CertificateDer;

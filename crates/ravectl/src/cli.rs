@@ -53,6 +53,9 @@ pub enum Command {
     /// Make ingest re-read its sources and secrets, and task-dispatcher its
     /// routes, agents and tokens, without a restart (SIGHUP to each).
     Reload(StateArgs),
+    /// Ask a sender (GitHub, GitLab) to redeliver what its delivery log
+    /// shows RAVE has not stored. A dry run unless `--apply`.
+    Reconcile(ReconcileArgs),
     /// Print a component's log (without one: list the logs).
     Logs(LogsArgs),
     /// Write or verify a release manifest: version, commit, SHA-256 of
@@ -206,6 +209,43 @@ pub struct ReleaseManifestArgs {
 pub struct StateArgs {
     #[arg(long, default_value = ".rave", value_parser = absolute_path)]
     pub state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// The source, as configured in dedup-store's `reconcile.sources`.
+    pub source: String,
+    /// How far back: `90m`, `6h`, `2d` (GitHub keeps 3 days of deliveries).
+    #[arg(long, default_value = "6h", value_parser = parse_span)]
+    pub since: u64,
+    /// Ask for the redeliveries, instead of listing what would be asked.
+    #[arg(long)]
+    pub apply: bool,
+    /// Print dedup-store's report as JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
+    pub state_dir: PathBuf,
+}
+
+/// `90s`, `30m`, `6h`, `2d` as seconds.
+pub fn parse_span(arg: &str) -> Result<u64, String> {
+    let split = arg.find(|c: char| !c.is_ascii_digit()).unwrap_or(arg.len());
+    let (number, unit) = arg.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{arg}: expected a number and a unit, as in 6h"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" | "" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{arg}: the unit is s, m, h or d")),
+    };
+    number
+        .checked_mul(unit)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("{arg}: must be more than 0"))
 }
 
 #[derive(Debug, clap::Args)]

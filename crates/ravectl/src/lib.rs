@@ -25,6 +25,7 @@ pub mod grafana;
 pub mod packages;
 pub mod postgres;
 pub mod quarantine;
+pub mod reconcile;
 pub mod release;
 pub mod runbook;
 pub mod secrets;
@@ -58,6 +59,7 @@ pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
         Command::Down(args) => crate::control::down(&args.state_dir),
         Command::Restart(args) => crate::changes::restart(&args.state_dir, &args.services).await,
         Command::Reload(args) => crate::changes::reload(&args.state_dir).await,
+        Command::Reconcile(args) => crate::reconcile::run(args).await,
         Command::Logs(args) => {
             crate::control::logs(&args.state_dir, args.component.as_deref(), args.lines)
         }

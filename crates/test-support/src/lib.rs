@@ -9,7 +9,8 @@
 //!   supervision it runs under);
 //! - [`prometheus`]: a real Prometheus with exemplar storage;
 //! - [`otlp`]: an OTLP/HTTP receiver standing in for a collector;
-//! - [`proxy`]: a TCP proxy that can make its connections half-open.
+//! - [`proxy`]: a TCP proxy that can make its connections half-open;
+//! - [`senders`]: doubles of GitHub's and GitLab's webhook APIs.
 
 pub mod compat;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod process;
 pub mod prometheus;
 pub mod proxy;
 pub mod pushgateway;
+pub mod senders;
 pub mod trace;
 
 pub use ports::free_port;

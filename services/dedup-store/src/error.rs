@@ -17,6 +17,8 @@ pub enum DedupError {
         source_name: String,
         event_uuid: String,
     },
+    #[error("source {0} has no reconciler: configure reconcile.sources.{0}")]
+    NotReconciled(String),
     /// A value PostgreSQL would refuse (NUL in a stored header).
     #[error("{0}")]
     Unstorable(#[from] rave_service::content::Unstorable),
@@ -33,6 +35,7 @@ impl ServiceError for DedupError {
             Self::Unauthorized => "unauthorized",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::NotFound { .. } => "event_not_found",
+            Self::NotReconciled(_) => "source_not_reconciled",
             Self::Unstorable(_) => "unstorable_value",
             Self::Unavailable(_) => "store_unavailable",
             Self::Unexpected(_) => "internal",
@@ -45,6 +48,7 @@ impl ServiceError for DedupError {
             Self::Unauthorized => ErrorClass::Unauthorized,
             Self::BodyTooLarge { .. } => ErrorClass::Refused(StatusCode::PAYLOAD_TOO_LARGE),
             Self::NotFound { .. } => ErrorClass::Refused(StatusCode::NOT_FOUND),
+            Self::NotReconciled(_) => ErrorClass::Refused(StatusCode::NOT_FOUND),
             Self::Unstorable(_) => ErrorClass::Refused(StatusCode::BAD_REQUEST),
             // The store recovers in about a second (reconnect or commit retry).
             Self::Unavailable(cause) => ErrorClass::Unavailable {

@@ -4,11 +4,13 @@
 //! committed; concurrent inserts share one transaction ([`store::GroupCommitter`]).
 //! Each new event gets a `task_id` and an outbox row in that same transaction;
 //! the [`relay`] delivers outbox rows to task-dispatcher. Old events go by
-//! [`retention`]; an operator erases one on request ([`erase`]).
+//! [`retention`]; an operator erases one on request ([`erase`]). The
+//! [`reconcile`]r asks senders to redeliver what their logs show RAVE missed.
 
 pub mod erase;
 pub mod error;
 pub mod metrics;
+pub mod reconcile;
 pub mod relay;
 pub mod retention;
 pub mod routes;

@@ -33,6 +33,106 @@ pub struct Metrics {
     pub erased: Counter,
     pub erasures_unforwarded: Gauge,
     pub erasure_forward_failures: Counter,
+    pub reconcile: ReconcileMetrics,
+}
+
+/// A reconciled source: only configured ones, so the label is bounded.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RunLabels {
+    pub source: String,
+    /// ok, busy, rate_limited or failed.
+    pub result: &'static str,
+}
+
+/// The reconciler's (see `reconcile/`).
+#[derive(Debug, Default)]
+pub struct ReconcileMetrics {
+    pub runs: Family<RunLabels, Counter>,
+    pub listed: Family<SourceLabel, Counter>,
+    pub missing: Family<SourceLabel, Counter>,
+    pub redelivered: Family<SourceLabel, Counter>,
+    pub failed: Family<SourceLabel, Counter>,
+    pub rate_limit_waits: Family<SourceLabel, Counter>,
+    pub unrecovered: Family<SourceLabel, Gauge>,
+    pub last_success: Family<SourceLabel, Gauge>,
+}
+
+impl ReconcileMetrics {
+    /// Every series of each reconciled source, at 0 before its first run:
+    /// `increase()` and the alerts see a start, not an absence.
+    pub fn initialise_sources<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
+        for source in sources {
+            let label = SourceLabel {
+                source: source.to_owned(),
+            };
+            for result in ["ok", "busy", "rate_limited", "failed"] {
+                let _ = self.runs.get_or_create(&RunLabels {
+                    source: source.to_owned(),
+                    result,
+                });
+            }
+            for family in [
+                &self.listed,
+                &self.missing,
+                &self.redelivered,
+                &self.failed,
+                &self.rate_limit_waits,
+            ] {
+                let _ = family.get_or_create(&label);
+            }
+            let _ = self.unrecovered.get_or_create(&label);
+        }
+    }
+
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "dedup_reconcile_runs",
+            "Reconcile runs with a sender's delivery log, by source and how they ended (busy: another replica's run held the source)",
+            m.runs.clone(),
+        );
+        registry.register(
+            "dedup_reconcile_deliveries_listed",
+            "Deliveries a sender's log listed in reconcile runs (not dry runs)",
+            m.listed.clone(),
+        );
+        registry.register(
+            "dedup_reconcile_missing",
+            "Deliveries a reconcile run found in the sender's log and not stored (each run counts what it finds)",
+            m.missing.clone(),
+        );
+        registry.register(
+            "dedup_reconcile_redelivered",
+            "Redeliveries the sender accepted to send again",
+            m.redelivered.clone(),
+        );
+        registry.register(
+            "dedup_reconcile_redelivery_failures",
+            "Redelivery requests the sender refused or did not answer",
+            m.failed.clone(),
+        );
+        registry.register(
+            "dedup_reconcile_rate_limit_waits",
+            "Waits for a sender's API rate limit (Retry-After, a spent quota, a secondary limit)",
+            m.rate_limit_waits.clone(),
+        );
+        registry.register(
+            "dedup_reconcile_unrecovered",
+            "Redeliveries asked for whose event is still not stored (from the database at each run; alert on the max over replicas)",
+            m.unrecovered.clone(),
+        );
+        registry.register(
+            "dedup_reconcile_last_success_timestamp_seconds",
+            "When a reconcile run of the source last completed",
+            m.last_success.clone(),
+        );
+        m
+    }
 }
 
 impl Metrics {
@@ -161,7 +261,9 @@ impl Metrics {
             "Attempts to have task-dispatcher erase its copies that failed (retried by the relay)",
             erasure_forward_failures.clone(),
         );
+        let reconcile = ReconcileMetrics::register(&mut registry);
         Self {
+            reconcile,
             registry,
             inserted,
             duplicates,

@@ -31,6 +31,8 @@ pub struct AppState {
     pub readers: TokenSet,
     /// Asks task-dispatcher to erase its copies of erased events.
     pub relay: Option<crate::relay::Relay>,
+    /// Runs `POST /v1/reconcile/{source}`, when a source is configured.
+    pub reconciler: Option<crate::reconcile::Reconciler>,
 }
 
 /// Refuses a request whose bearer token is not one of `allowed` (before its
@@ -50,6 +52,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/events", web::get().to(list_events))
         .route("/v1/events/erase", web::post().to(crate::erase::erase))
         .route("/v1/events/{source}/{event_uuid}", web::get().to(get_event))
+        .route(
+            "/v1/reconcile/{source}",
+            web::post().to(crate::reconcile::route::reconcile),
+        )
         .route("/healthz", web::get().to(rave_service::http::healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));

@@ -31,6 +31,8 @@ pub struct Settings {
     pub limits: Limits,
     pub relay: RelaySettings,
     pub retention: RetentionSettings,
+    /// Reconciling with the senders' delivery logs (see `reconcile/`).
+    pub reconcile: crate::reconcile::ReconcileSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -230,6 +232,8 @@ impl ServiceSettings for Settings {
                 "must be at least 1",
             ));
         }
+        self.reconcile
+            .validate(|source| self.retention.max_age(source))?;
         if self.database.dbname.is_empty() || self.database.user.is_empty() {
             return Err(SettingsError::invalid(
                 "database",

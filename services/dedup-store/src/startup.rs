@@ -10,6 +10,7 @@ use rave_service::served::StopHandle;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
+use crate::reconcile::Reconciler;
 use crate::relay::Relay;
 use crate::retention::Retention;
 use crate::routes::{self, AppState};
@@ -22,6 +23,7 @@ pub struct Application {
     writers: Writers,
     relay: Option<Relay>,
     retention: Retention,
+    reconciler: Option<Reconciler>,
 }
 
 impl Application {
@@ -51,6 +53,7 @@ impl Application {
         if relay.is_none() {
             tracing::warn!("relay.dispatcher_url is not set: stored events wait in the outbox");
         }
+        let reconciler = Reconciler::new(pool.clone(), &settings.reconcile, metrics.clone())?;
         let pool_for_retention = pool.clone();
         let metrics_for_state = metrics.clone();
         let state = web::Data::new(AppState {
@@ -61,6 +64,7 @@ impl Application {
             writers: settings.writers(),
             readers: settings.readers(),
             relay: relay.clone(),
+            reconciler: reconciler.clone(),
         });
         let listener = rave_service::http::bind(&settings.server)?;
         let mut served = Served::new(listener, &settings.server, state, routes::configure)?;
@@ -72,11 +76,15 @@ impl Application {
             let retention = retention.clone();
             served.spawn(|stop| retention.run(stop));
         }
+        if let Some(reconciler) = reconciler.clone().filter(|_| background) {
+            served.spawn(|stop| reconciler.run(stop));
+        }
         Ok(Self {
             served,
             writers,
             relay,
             retention,
+            reconciler,
         })
     }
 
@@ -92,6 +100,11 @@ impl Application {
     /// The retention step (tests step it; it runs by itself in `build`).
     pub fn retention(&self) -> Retention {
         self.retention.clone()
+    }
+
+    /// The reconciler, when a source is configured (tests step it).
+    pub fn reconciler(&self) -> Option<Reconciler> {
+        self.reconciler.clone()
     }
 
     /// The outbox relay, when a dispatcher is configured.

@@ -6,6 +6,7 @@ mod helpers;
 mod insert;
 mod operator_api;
 mod outage;
+mod reconcile;
 mod relay;
 mod relay_edges;
 mod retention;

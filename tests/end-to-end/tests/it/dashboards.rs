@@ -418,6 +418,13 @@ fn service_metrics() -> BTreeSet<String> {
             reason: "x",
         });
     let store = dedup_store::metrics::Metrics::new();
+    store.reconcile.initialise_sources(["github"]);
+    let _ = store
+        .reconcile
+        .last_success
+        .get_or_create(&dedup_store::metrics::SourceLabel {
+            source: "github".into(),
+        });
     let _ = store
         .rejected
         .get_or_create_owned(&dedup_store::metrics::ReasonLabel { reason: "x" });

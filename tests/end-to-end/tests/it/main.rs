@@ -6,5 +6,6 @@ mod dashboards;
 mod helpers;
 mod hostile;
 mod prometheus;
+mod reconcile;
 mod rules;
 mod trace;

@@ -32,6 +32,7 @@ pub fn services_expr_with(credentials_dir: &str, extra: &str) -> String {
               billing = {{ kind = "standard"; secretFiles = [ "/run/secrets/billing" ]; }};
             }};
             otlpEndpoint = "http://127.0.0.1:4318/v1/traces";
+            reconcile.github = {{ provider = "github"; apiUrl = "https://api.github.com"; hookOwner = "acme/app"; hookId = 123456; tokenFile = "/run/secrets/rave/github-api-token"; }};
           }}"#,
         digest = "ab".repeat(32),
     )
