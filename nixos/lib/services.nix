@@ -44,8 +44,9 @@
 , # OTLP/HTTP traces endpoint, e.g. "http://127.0.0.1:4318/v1/traces".
   otlpEndpoint ? null
 , # dedup-store's reconciler: source name -> { provider; apiUrl; hookOwner;
-  # hookId; tokenFile; requestPauseMs ? null; } (the sender's API token in
-  # a file, loaded as a credential).
+  # hookId ? null; appId ? null; tokenFile; requestPauseMs ? null; } (the
+  # sender's API token, or a GitHub App's private key, in a file loaded as a
+  # credential).
   reconcile ? { }
 }:
 let
@@ -126,13 +127,18 @@ let
     (name: { name = "reconcile-${name}-token"; value = reconcile.${name}.tokenFile; })
     (builtins.attrNames reconcile));
   reconcileSettings = unit: name: r:
+    let
+      optional = key: value: if value == null then { } else { ${key} = value; };
+    in
     {
       inherit (r) provider;
       api_url = r.apiUrl;
       hook_owner = r.hookOwner;
-      hook_id = r.hookId;
       token = credential unit "reconcile-${name}-token";
-    } // (if (r.requestPauseMs or null) == null then { } else { request_pause_ms = r.requestPauseMs; });
+    }
+    // optional "hook_id" (r.hookId or null)
+    // optional "app_id" (r.appId or null)
+    // optional "request_pause_ms" (r.requestPauseMs or null);
 
   # The spool directory of ingest replica k, and every replica's.
   spoolOf = k: if countOf "ingest" == 1 then "spool" else "spool-${toString k}";

@@ -208,12 +208,21 @@ in
             };
             hookOwner = mkOption {
               type = types.str;
-              description = "GitHub: `owner/repo` or `org:NAME`; GitLab: a project id or path, or `group:ID`.";
+              description = "GitHub: `owner/repo`, `org:NAME`, or `app` (a GitHub App's own webhook); GitLab: a project id or path, or `group:ID`.";
             };
-            hookId = mkOption { type = types.ints.positive; description = "The webhook's id at the provider."; };
+            hookId = mkOption {
+              type = types.nullOr types.ints.positive;
+              default = null;
+              description = "The webhook's id at the provider (none for a GitHub App's webhook).";
+            };
+            appId = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              description = "`hookOwner = \"app\"`: the GitHub App's client ID (or app ID), the issuer of its tokens.";
+            };
             tokenFile = mkOption {
               type = secretPath;
-              description = "The API token (GitHub: webhooks read and write; GitLab: api scope, Maintainer), in a file outside the store.";
+              description = "The API token (GitHub: webhooks read and write; GitLab: api scope, Maintainer), or a GitHub App's private key (PEM), in a file outside the store.";
             };
             requestPauseMs = mkOption {
               type = types.nullOr types.ints.unsigned;

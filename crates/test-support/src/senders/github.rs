@@ -50,11 +50,21 @@ pub enum Limit {
     Primary { reset_in_secs: u64 },
 }
 
+/// Who the API lets in.
+#[derive(Debug)]
+enum Caller {
+    /// `Authorization: Bearer TOKEN` (a personal access or installation token).
+    Token(String),
+    /// A GitHub App's JWT: RS256 over this public key (RSAPublicKey DER),
+    /// issued by `issuer`, at most 10 minutes long, not expired.
+    App { issuer: String, public_key: Vec<u8> },
+}
+
 #[derive(Debug)]
 struct State {
-    owner_repo: String,
-    hook_id: u64,
-    token: String,
+    /// `/repos/{owner}/{repo}/hooks/{id}` or `/app/hook`.
+    hook_path: String,
+    caller: Caller,
     secret: String,
     target: String,
     deliveries: Vec<Delivery>,
@@ -82,10 +92,55 @@ impl GithubDouble {
     /// GitHub with one hook on `owner_repo` delivering to `target` (a
     /// webhook URL) signed with `secret`; its API wants `token`.
     pub async fn start(owner_repo: &str, target: &str, secret: &str, token: &str) -> Self {
+        Self::start_as(
+            format!("/repos/{owner_repo}/hooks/424242"),
+            Caller::Token(token.to_owned()),
+            owner_repo,
+            target,
+            secret,
+        )
+        .await
+    }
+
+    /// A GitHub App's own webhook (`/app/hook`), whose API takes only the
+    /// App's JWTs: issued by `issuer`, signed by `private_key_pem`'s key.
+    pub async fn start_app(
+        issuer: &str,
+        private_key_pem: &str,
+        target: &str,
+        secret: &str,
+    ) -> Self {
+        use rustls_pki_types::pem::PemObject as _;
+        let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(private_key_pem.as_bytes())
+            .expect("a PEM private key");
+        let key = match &der {
+            rustls_pki_types::PrivateKeyDer::Pkcs1(k) => {
+                ring::signature::RsaKeyPair::from_der(k.secret_pkcs1_der())
+            }
+            rustls_pki_types::PrivateKeyDer::Pkcs8(k) => {
+                ring::signature::RsaKeyPair::from_pkcs8(k.secret_pkcs8_der())
+            }
+            _ => panic!("not an RSA key"),
+        }
+        .expect("an RSA key");
+        use ring::signature::KeyPair as _;
+        let caller = Caller::App {
+            issuer: issuer.to_owned(),
+            public_key: key.public_key().as_ref().to_vec(),
+        };
+        Self::start_as("/app/hook".to_owned(), caller, "app", target, secret).await
+    }
+
+    async fn start_as(
+        hook_path: String,
+        caller: Caller,
+        owner_repo: &str,
+        target: &str,
+        secret: &str,
+    ) -> Self {
         let state = Arc::new(Mutex::new(State {
-            owner_repo: owner_repo.to_owned(),
-            hook_id: 424242,
-            token: token.to_owned(),
+            hook_path,
+            caller,
             secret: secret.to_owned(),
             target: target.to_owned(),
             deliveries: Vec::new(),
@@ -237,6 +292,40 @@ async fn send(
     });
 }
 
+/// What GitHub checks of an App's JWT: RS256 by the App's key, its issuer,
+/// not expired, and no longer than 10 minutes (with a minute of skew).
+fn app_jwt_is_valid(jwt: &str, issuer: &str, public_key: &[u8]) -> bool {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = jwt.split('.');
+    let (Some(header), Some(claims), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let decode = |p: &str| {
+        b64.decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    };
+    let (Some(header), Some(claims), Ok(signature)) =
+        (decode(header), decode(claims), b64.decode(signature))
+    else {
+        return false;
+    };
+    let signed = &jwt[..jwt.rfind('.').unwrap_or(0)];
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_key,
+    );
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let (iat, exp) = (claims["iat"].as_i64(), claims["exp"].as_i64());
+    header["alg"] == "RS256"
+        && key.verify(signed.as_bytes(), &signature).is_ok()
+        && claims["iss"] == issuer
+        && matches!((iat, exp), (Some(iat), Some(exp)) if iat <= now + 60 && exp > now && exp - iat <= 660)
+}
+
 fn error(status: u16, message: &str) -> (u16, Value) {
     (
         status,
@@ -316,14 +405,23 @@ async fn route(
         ]);
         limit
     };
-    let token = state.lock().unwrap().token.clone();
-    let authorized = req
+    let presented = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {token}") || v == format!("token {token}"));
-    if !authorized {
-        return error(401, "Requires authentication");
+        .unwrap_or_default()
+        .to_owned();
+    let refusal = match &state.lock().unwrap().caller {
+        Caller::Token(token) => (presented != format!("Bearer {token}")
+            && presented != format!("token {token}"))
+        .then_some("Requires authentication"),
+        Caller::App { issuer, public_key } => presented
+            .strip_prefix("Bearer ")
+            .is_none_or(|jwt| !app_jwt_is_valid(jwt, issuer, public_key))
+            .then_some("A JSON web token could not be decoded"),
+    };
+    if let Some(message) = refusal {
+        return error(401, message);
     }
     match limit {
         Some(Limit::Secondary { retry_after_secs }) => {
@@ -338,10 +436,7 @@ async fn route(
         }
         None => {}
     }
-    let hook = {
-        let s = state.lock().unwrap();
-        format!("/repos/{}/hooks/{}/deliveries", s.owner_repo, s.hook_id)
-    };
+    let hook = format!("{}/deliveries", state.lock().unwrap().hook_path);
     let Some(rest) = path.strip_prefix(&hook) else {
         return error(404, "Not Found");
     };

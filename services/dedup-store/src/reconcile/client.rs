@@ -106,16 +106,18 @@ pub struct Answer {
 
 /// How the provider wants its token.
 #[derive(Debug, Clone, Copy)]
-pub enum Auth {
+pub enum Auth<'a> {
     Bearer,
     PrivateToken,
+    /// A GitHub App: a fresh JWT for every request.
+    App(&'a super::app::AppKey),
 }
 
 #[derive(Debug)]
 pub struct Api<'a> {
     pub http: &'a Https,
     pub token: &'a str,
-    pub auth: Auth,
+    pub auth: Auth<'a>,
     pub pauses: &'a dyn Pauses,
     pub max_wait: Duration,
     /// Waits for a rate limit so far in this run.
@@ -133,7 +135,7 @@ impl<'a> Api<'a> {
     pub fn new(
         http: &'a Https,
         token: &'a str,
-        auth: Auth,
+        auth: Auth<'a>,
         pauses: &'a dyn Pauses,
         max_wait: Duration,
     ) -> Self {
@@ -160,11 +162,15 @@ impl<'a> Api<'a> {
                 .method(method.clone())
                 .uri(url)
                 .header("user-agent", "rave-dedup-store");
-            request = match self.auth {
-                Auth::Bearer => request
-                    .header("authorization", format!("Bearer {}", self.token))
+            let github = |request: http::request::Builder, bearer: &str| {
+                request
+                    .header("authorization", format!("Bearer {bearer}"))
                     .header("accept", "application/vnd.github+json")
-                    .header("x-github-api-version", "2022-11-28"),
+                    .header("x-github-api-version", "2022-11-28")
+            };
+            request = match self.auth {
+                Auth::Bearer => github(request, self.token),
+                Auth::App(key) => github(request, &key.jwt(now_epoch())),
                 Auth::PrivateToken => request.header("private-token", self.token),
             };
             let request = request

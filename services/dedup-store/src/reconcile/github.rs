@@ -1,5 +1,5 @@
-//! GitHub's webhook delivery log (REST API 2022-11-28): repository and
-//! organisation hooks.
+//! GitHub's webhook delivery log (REST API 2022-11-28): repository,
+//! organisation and GitHub App hooks.
 //!
 //! `GET {hook}/deliveries?per_page=N` lists deliveries newest first, a
 //! page at a time; the next page is the `Link` header's `rel="next"`, a
@@ -15,12 +15,17 @@ use super::client::{Api, ApiError};
 use super::settings::ReconcileSource;
 use super::{Delivery, Listing};
 
-/// `{api}/repos/{owner}/{repo}/hooks/{id}` or `{api}/orgs/{org}/hooks/{id}`.
+/// `{api}/repos/{owner}/{repo}/hooks/{id}`, `{api}/orgs/{org}/hooks/{id}`
+/// or, for a GitHub App, `{api}/app/hook`.
 pub fn hook_url(source: &ReconcileSource) -> String {
     let api = source.api_url.trim_end_matches('/');
+    let id = source.hook_id.unwrap_or_default();
+    if source.is_github_app() {
+        return format!("{api}/app/hook");
+    }
     match source.hook_owner.strip_prefix("org:") {
-        Some(org) => format!("{api}/orgs/{org}/hooks/{}", source.hook_id),
-        None => format!("{api}/repos/{}/hooks/{}", source.hook_owner, source.hook_id),
+        Some(org) => format!("{api}/orgs/{org}/hooks/{id}"),
+        None => format!("{api}/repos/{}/hooks/{id}", source.hook_owner),
     }
 }
 

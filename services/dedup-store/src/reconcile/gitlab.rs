@@ -20,13 +20,10 @@ use super::{Delivery, Listing};
 /// `{api}/projects/{id}/hooks/{hook}` or `{api}/groups/{id}/hooks/{hook}`.
 pub fn hook_url(source: &ReconcileSource) -> String {
     let api = source.api_url.trim_end_matches('/');
+    let id = source.hook_id.unwrap_or_default();
     match source.hook_owner.strip_prefix("group:") {
-        Some(group) => format!("{api}/groups/{}/hooks/{}", encode(group), source.hook_id),
-        None => format!(
-            "{api}/projects/{}/hooks/{}",
-            encode(&source.hook_owner),
-            source.hook_id
-        ),
+        Some(group) => format!("{api}/groups/{}/hooks/{id}", encode(group)),
+        None => format!("{api}/projects/{}/hooks/{id}", encode(&source.hook_owner)),
     }
 }
 

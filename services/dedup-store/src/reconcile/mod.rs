@@ -8,6 +8,7 @@
 //! Deliveries younger than `min_age_secs` are left alone (they may be in
 //! ingest's spool). A dry run asks nothing and records nothing.
 
+pub mod app;
 pub mod client;
 pub mod github;
 pub mod gitlab;
@@ -220,9 +221,17 @@ impl Reconciler {
     ) -> anyhow::Result<()> {
         let source = report.source.clone();
         let settings = &self.settings;
-        let auth = match config.provider {
-            Provider::Github => Auth::Bearer,
-            Provider::Gitlab => Auth::PrivateToken,
+        let app = match (config.is_github_app(), config.app_id.as_deref()) {
+            (true, Some(issuer)) => Some(
+                app::AppKey::from_pem(issuer, config.token.expose())
+                    .map_err(|e| anyhow::anyhow!("the App's private key: {e}"))?,
+            ),
+            _ => None,
+        };
+        let auth = match (config.provider, &app) {
+            (Provider::Github, Some(key)) => Auth::App(key),
+            (Provider::Github, None) => Auth::Bearer,
+            (Provider::Gitlab, _) => Auth::PrivateToken,
         };
         let mut api = Api::new(
             &self.http,

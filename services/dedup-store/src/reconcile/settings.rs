@@ -48,12 +48,18 @@ pub struct ReconcileSource {
     /// The API's base URL: `https://api.github.com`, a GitHub Enterprise
     /// Server's `https://HOST/api/v3`, or GitLab's `https://HOST/api/v4`.
     pub api_url: String,
-    /// GitHub: `owner/repo` or `org:NAME`. GitLab: a project id or path,
-    /// or `group:ID`.
+    /// GitHub: `owner/repo`, `org:NAME`, or `app` (the GitHub App's own
+    /// webhook). GitLab: a project id or path, or `group:ID`.
     pub hook_owner: String,
-    pub hook_id: u64,
-    /// An API token (usually `{ file = ... }`, a systemd credential).
+    /// The hook's id (none for a GitHub App: it has one hook).
+    #[serde(default)]
+    pub hook_id: Option<u64>,
+    /// An API token (usually `{ file = ... }`, a systemd credential); for a
+    /// GitHub App, its private key (PEM).
     pub token: Secret,
+    /// A GitHub App's client ID (or app ID): the issuer of its tokens.
+    #[serde(default)]
+    pub app_id: Option<String>,
     /// Pause between two redelivery requests: GitHub asks for at least a
     /// second between mutating calls; GitLab allows 5 resends a minute per
     /// hook (12 s).
@@ -92,6 +98,11 @@ impl Provider {
 }
 
 impl ReconcileSource {
+    /// A GitHub App's own webhook, read with the App's tokens.
+    pub fn is_github_app(&self) -> bool {
+        self.provider == Provider::Github && self.hook_owner == "app"
+    }
+
     pub fn pause(&self) -> std::time::Duration {
         std::time::Duration::from_millis(
             self.request_pause_ms
@@ -155,14 +166,37 @@ impl ReconcileSettings {
                     "must name the repository, organisation, project or group",
                 ));
             }
+            let app = source.is_github_app();
             if source.provider == Provider::Github
+                && !app
                 && !source.hook_owner.starts_with("org:")
                 && source.hook_owner.split('/').count() != 2
             {
                 return Err(SettingsError::invalid(
                     key("hook_owner"),
-                    "GitHub hooks are `owner/repo` or `org:NAME`",
+                    "GitHub hooks are `owner/repo`, `org:NAME` or `app`",
                 ));
+            }
+            if app {
+                let Some(issuer) = source.app_id.as_deref().filter(|i| !i.trim().is_empty()) else {
+                    return Err(SettingsError::invalid(
+                        key("app_id"),
+                        "a GitHub App's webhook is read as the App: set its client ID or app ID",
+                    ));
+                };
+                super::app::AppKey::from_pem(issuer, source.token.expose()).map_err(|e| {
+                    SettingsError::invalid(key("token"), format!("the App's private key: {e}"))
+                })?;
+            } else {
+                if source.hook_id.is_none() {
+                    return Err(SettingsError::invalid(key("hook_id"), "must be set"));
+                }
+                if source.app_id.is_some() {
+                    return Err(SettingsError::invalid(
+                        key("app_id"),
+                        "only for hook_owner = \"app\" (a GitHub App's webhook)",
+                    ));
+                }
             }
             if source.token.expose().is_empty() {
                 return Err(SettingsError::invalid(key("token"), "must not be empty"));

@@ -15,8 +15,9 @@ fn github(api_url: &str) -> ReconcileSource {
         provider: Provider::Github,
         api_url: api_url.to_owned(),
         hook_owner: "octo/hooks".to_owned(),
-        hook_id: 424242,
+        hook_id: Some(424242),
         token: Secret::new("api-token"),
+        app_id: None,
         request_pause_ms: Some(0),
     }
 }
@@ -184,6 +185,37 @@ async fn reconcile_settings_that_could_store_an_event_twice_or_leak_a_token_are_
     settings.reconcile.sources.insert(name("github"), repo);
     let error = settings.validate().unwrap_err().to_string();
     assert!(error.contains("hook_owner"), "{error}");
+
+    // A GitHub App's webhook is read with the App's own key and id.
+    let mut settings = settings_for(&db).await;
+    let mut app = github("https://api.github.com");
+    app.hook_owner = "app".into();
+    app.hook_id = None;
+    settings
+        .reconcile
+        .sources
+        .insert(name("github"), app.clone());
+    let error = settings.validate().unwrap_err().to_string();
+    assert!(error.contains("app_id"), "{error}");
+    app.app_id = Some("Iv23li".into());
+    settings.reconcile.sources.insert(name("github"), app);
+    let error = settings.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("reconcile.sources.github.token") && error.contains("private key"),
+        "{error}"
+    );
+    assert!(!error.contains("api-token"), "never the secret: {error}");
+    let mut settings = settings_for(&db).await;
+    let mut repo = github("https://api.github.com");
+    repo.hook_id = None;
+    settings.reconcile.sources.insert(name("github"), repo);
+    assert!(
+        settings
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("hook_id")
+    );
 
     let mut settings = settings_for(&db).await;
     settings.reconcile.page_size = 101;

@@ -101,8 +101,9 @@ fn source(provider: Provider, api_url: &str, owner: &str, hook_id: u64) -> Recon
         provider,
         api_url: api_url.to_owned(),
         hook_owner: owner.to_owned(),
-        hook_id,
+        hook_id: Some(hook_id),
         token: Secret::new(API_TOKEN),
+        app_id: None,
         request_pause_ms: None,
     }
 }
@@ -751,4 +752,135 @@ fn ravectl_prints_each_missing_delivery_and_what_was_done() {
         "{table}"
     );
     assert!(table.contains("run again with --apply"), "{table}");
+}
+
+/// A fresh RSA key as GitHub hands out an App's (PKCS#1 PEM).
+fn app_private_key() -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "2048"])
+        .output()
+        .expect("openssl (a Debian package scripts/install installs)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_github_apps_own_webhook_is_reconciled_as_the_app_with_its_signed_tokens() {
+    let key = app_private_key();
+    let double = GithubDouble::start_app(
+        "Iv23liAPPCLIENT",
+        &key,
+        "http://127.0.0.1:9/",
+        GITHUB_SECRET,
+    )
+    .await;
+    let app = ReconcileSource {
+        provider: Provider::Github,
+        api_url: double.api_url.clone(),
+        hook_owner: "app".into(),
+        hook_id: None,
+        token: Secret::new(key.clone()),
+        app_id: Some("Iv23liAPPCLIENT".into()),
+        request_pause_ms: None,
+    };
+    let stack = stack("github", app.clone()).await;
+    double.set_target(&format!("{}/hooks/github", stack.ingest_url));
+    double
+        .deliver("installation", br#"{"action":"created"}"#)
+        .await;
+    double.set_target(&unreachable_url("github"));
+    let missed = double.deliver("issues", br#"{"action":"opened"}"#).await;
+    double.set_target(&format!("{}/hooks/github", stack.ingest_url));
+
+    let report = stack
+        .reconciler
+        .reconcile("github", run(false))
+        .await
+        .unwrap();
+    assert_eq!(report.result, "ok", "{:?}", report.error);
+    assert_eq!((report.stored, report.redelivered), (1, 1));
+    assert_eq!(report.missing[0].event_uuid, missed);
+    assert_eq!(stored(&stack.db, "github").await, (2, 2));
+    let validated = validate_against_github_openapi(&double);
+    assert!(
+        validated.contains("apps/list-webhook-deliveries"),
+        "{validated}"
+    );
+    assert!(
+        validated.contains("apps/redeliver-webhook-delivery"),
+        "{validated}"
+    );
+
+    // Another App's key is refused, as GitHub refuses it.
+    let mut impostor = app;
+    impostor.token = Secret::new(app_private_key());
+    let other = stack_with("github", impostor, 300).await;
+    let refused = other
+        .reconciler
+        .reconcile("github", run(true))
+        .await
+        .unwrap();
+    assert_eq!(refused.result, "failed");
+    assert!(refused.error.unwrap().contains("401"));
+}
+
+#[tokio::test]
+async fn two_replicas_reconciling_at_once_ask_for_each_missing_delivery_once() {
+    let double = GithubDouble::start(
+        "octo/hooks",
+        "http://127.0.0.1:9/",
+        GITHUB_SECRET,
+        API_TOKEN,
+    )
+    .await;
+    let mut github = source(
+        Provider::Github,
+        &double.api_url,
+        "octo/hooks",
+        double.hook_id,
+    );
+    github.request_pause_ms = Some(0);
+    let stack = stack("github", github.clone()).await;
+    // A second dedup-store replica over the same database.
+    let mut replica: dedup_store::Settings = defaults();
+    replica.server.port = 0;
+    replica.database = stack.db.settings();
+    replica.ingest_tokens = vec![Secret::new(test_support::INGEST_TOKEN)];
+    replica.reconcile.page_size = 4;
+    replica
+        .reconcile
+        .sources
+        .insert(SourceName::parse("github".to_owned()).unwrap(), github);
+    let replica = dedup_store::Application::build_with(replica, false)
+        .await
+        .unwrap();
+    let other = replica
+        .reconciler()
+        .unwrap()
+        .pausing_with(Arc::new(Recorded::default()));
+    serve(replica.port(), replica.run_until_stopped()).await;
+
+    double.set_target(&unreachable_url("github"));
+    for n in 0..10 {
+        double
+            .deliver("push", format!(r#"{{"n":{n}}}"#).as_bytes())
+            .await;
+    }
+    double.set_target(&format!("{}/hooks/github", stack.ingest_url));
+    let (a, b) = tokio::join!(
+        stack.reconciler.reconcile("github", run(false)),
+        other.reconcile("github", run(false))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.redelivered + b.redelivered, 10, "{a:?}\n{b:?}");
+    let mut asked = double.redelivery_requests();
+    asked.sort_unstable();
+    asked.dedup();
+    assert_eq!(asked.len(), 10, "each delivery asked for once");
+    assert_eq!(double.redelivery_requests().len(), 10);
+    assert_eq!(stored(&stack.db, "github").await, (10, 10));
 }
