@@ -132,6 +132,19 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// An error and its causes, `: `-separated (what `{:#}` prints of an
+/// `anyhow::Error`, for any error).
+pub fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
 /// Counts a refusal in `rejected` by its code, then passes the result on.
 pub fn counted<T, E: ServiceError>(
     rejected: &Family<ReasonLabel, Counter>,

@@ -67,13 +67,7 @@ pub fn retry_later(
 
 /// Logs an unexpected error once, with its whole cause chain.
 pub fn log_unexpected(error: &(dyn std::error::Error + 'static)) {
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let chain = crate::error::cause_chain(error);
     tracing::error!(error.chain = %chain, "unexpected error");
 }
 

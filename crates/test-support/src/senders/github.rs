@@ -23,7 +23,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::{Exchange, Transcript, serve};
+use super::{Exchange, Transcript, respond, serve};
 
 const DOCS: &str = "https://docs.github.com/rest/repos/webhooks";
 
@@ -340,9 +340,6 @@ async fn answer(
     req: HttpRequest,
     _body: web::Bytes,
 ) -> HttpResponse {
-    let method = req.method().as_str().to_owned();
-    let path = req.path().to_owned();
-    let query = req.query_string().to_owned();
     let mut headers: Vec<(String, String)> = vec![
         (
             "content-type".into(),
@@ -354,20 +351,13 @@ async fn answer(
             "github.v3; format=json".into(),
         ),
     ];
+    let (method, path, query) = (
+        req.method().as_str().to_owned(),
+        req.path().to_owned(),
+        req.query_string().to_owned(),
+    );
     let (status, body) = route(state, http, &req, &method, &path, &query, &mut headers).await;
-    transcript.record(Exchange {
-        method,
-        path,
-        query,
-        status,
-        headers: headers.clone(),
-        body: body.clone(),
-    });
-    let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
-    for (k, v) in headers {
-        response.insert_header((k, v));
-    }
-    response.body(serde_json::to_vec(&body).unwrap())
+    respond(transcript, &req, status, headers, body)
 }
 
 #[allow(clippy::too_many_arguments)]

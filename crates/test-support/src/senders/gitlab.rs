@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-use super::{Exchange, Transcript, serve};
+use super::{Exchange, Transcript, respond, serve};
 
 #[derive(Debug, Clone)]
 struct Event {
@@ -194,25 +194,15 @@ async fn answer(
     req: HttpRequest,
     _body: web::Bytes,
 ) -> HttpResponse {
-    let method = req.method().as_str().to_owned();
-    let path = req.path().to_owned();
-    let query = req.query_string().to_owned();
     let mut headers: Vec<(String, String)> =
         vec![("content-type".into(), "application/json".into())];
+    let (method, path, query) = (
+        req.method().as_str().to_owned(),
+        req.path().to_owned(),
+        req.query_string().to_owned(),
+    );
     let (status, body) = route(state, http, &req, &method, &path, &query, &mut headers).await;
-    transcript.record(Exchange {
-        method,
-        path,
-        query,
-        status,
-        headers: headers.clone(),
-        body: body.clone(),
-    });
-    let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
-    for (k, v) in headers {
-        response.insert_header((k, v));
-    }
-    response.body(serde_json::to_vec(&body).unwrap())
+    respond(transcript, &req, status, headers, body)
 }
 
 #[allow(clippy::too_many_arguments)]

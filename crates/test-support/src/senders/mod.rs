@@ -46,6 +46,32 @@ impl Transcript {
     }
 }
 
+/// The answer to `req`: `status`, `headers` and the JSON `body`, kept in
+/// `transcript` as it went out.
+fn respond(
+    transcript: &Transcript,
+    req: &HttpRequest,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+) -> HttpResponse {
+    let mut response =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("a status code"));
+    for (k, v) in &headers {
+        response.insert_header((k.as_str(), v.as_str()));
+    }
+    let bytes = serde_json::to_vec(&body).expect("JSON");
+    transcript.record(Exchange {
+        method: req.method().as_str().to_owned(),
+        path: req.path().to_owned(),
+        query: req.query_string().to_owned(),
+        status,
+        headers,
+        body,
+    });
+    response.body(bytes)
+}
+
 /// Serves `handle` on a loopback port it picks, one worker; its base URL.
 async fn serve<F, Fut>(handle: F) -> String
 where

@@ -58,9 +58,12 @@ impl Https {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| rave_service::error::cause_chain(&e))?;
             let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(|e| error_chain(&e))?;
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| rave_service::error::cause_chain(&e))?;
             Ok((parts.status, parts.headers, body.to_bytes().to_vec()))
         };
         tokio::time::timeout(self.timeout, exchange)
@@ -113,7 +116,6 @@ pub enum Auth<'a> {
     App(&'a super::app::AppKey),
 }
 
-#[derive(Debug)]
 pub struct Api<'a> {
     pub http: &'a Https,
     pub token: &'a str,
@@ -124,6 +126,18 @@ pub struct Api<'a> {
     pub waits: u64,
     /// Set when an answer said the quota is spent: no request before then.
     blocked_until: Option<SystemTime>,
+}
+
+/// Never the token, whatever prints it.
+impl std::fmt::Debug for Api<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("token", &"[redacted]")
+            .field("auth", &self.auth)
+            .field("max_wait", &self.max_wait)
+            .field("waits", &self.waits)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Attempts of one request that was rate limited, at most.
@@ -263,19 +277,6 @@ fn message_of(body: &[u8]) -> String {
     message.chars().take(300).collect()
 }
 
-/// An error with its causes (the cause says which: refused, TLS,
-/// timeout). URLs name no secret: tokens go in headers.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
 /// Seconds since the epoch, now.
 pub fn now_epoch() -> u64 {
     SystemTime::now()
@@ -294,6 +295,23 @@ mod tests {
             map.insert(*k, v.parse().unwrap());
         }
         map
+    }
+
+    #[test]
+    fn the_token_is_not_in_debug_output() {
+        let http = Https::new(
+            tokio_rustls::rustls::RootCertStore::empty(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let api = Api::new(
+            &http,
+            "ghp_secret-token",
+            Auth::Bearer,
+            &Sleep,
+            Duration::from_secs(1),
+        );
+        assert!(!format!("{api:?}").contains("ghp_secret-token"));
     }
 
     #[test]

@@ -96,6 +96,32 @@ async fn stack_with(source: &str, reconcile: ReconcileSource, min_age_secs: u64)
     }
 }
 
+/// A GitHub double of `octo/hooks` whose deliveries cannot reach ingest
+/// (until the test sets its target), and the stack reconciling it as
+/// `github`, pausing `pause_ms` between redeliveries (GitHub's second when
+/// `None`); its reconcile settings.
+async fn github_outage(
+    pause_ms: Option<u64>,
+    min_age_secs: u64,
+) -> (GithubDouble, Stack, ReconcileSource) {
+    let double = GithubDouble::start(
+        "octo/hooks",
+        &unreachable_url("github"),
+        GITHUB_SECRET,
+        API_TOKEN,
+    )
+    .await;
+    let mut github = source(
+        Provider::Github,
+        &double.api_url,
+        "octo/hooks",
+        double.hook_id,
+    );
+    github.request_pause_ms = pause_ms;
+    let stack = stack_with("github", github.clone(), min_age_secs).await;
+    (double, stack, github)
+}
+
 fn source(provider: Provider, api_url: &str, owner: &str, hook_id: u64) -> ReconcileSource {
     ReconcileSource {
         provider,
@@ -308,23 +334,7 @@ fn the_openapi_check_refuses_answers_github_would_not_give() {
 #[tokio::test]
 async fn deliveries_missed_while_ingest_was_unreachable_are_redelivered_and_stored_once() {
     let target = |url: &str| format!("{url}/hooks/github");
-    let double = GithubDouble::start(
-        "octo/hooks",
-        "http://127.0.0.1:9/",
-        GITHUB_SECRET,
-        API_TOKEN,
-    )
-    .await;
-    let stack = stack(
-        "github",
-        source(
-            Provider::Github,
-            &double.api_url,
-            "octo/hooks",
-            double.hook_id,
-        ),
-    )
-    .await;
+    let (double, stack, _) = github_outage(None, 300).await;
     double.set_target(&target(&stack.ingest_url));
     let body = |n: usize| format!(r#"{{"action":"opened","number":{n}}}"#).into_bytes();
 
@@ -443,24 +453,7 @@ async fn deliveries_missed_while_ingest_was_unreachable_are_redelivered_and_stor
 
 #[tokio::test]
 async fn a_redelivery_that_fails_again_is_not_asked_twice_and_stays_unrecovered() {
-    let double = GithubDouble::start(
-        "octo/hooks",
-        "http://127.0.0.1:9/",
-        GITHUB_SECRET,
-        API_TOKEN,
-    )
-    .await;
-    let stack = stack(
-        "github",
-        source(
-            Provider::Github,
-            &double.api_url,
-            "octo/hooks",
-            double.hook_id,
-        ),
-    )
-    .await;
-    double.set_target(&unreachable_url("github"));
+    let (double, stack, _) = github_outage(None, 300).await;
     double
         .deliver("push", br#"{"ref":"refs/heads/main"}"#)
         .await;
@@ -491,24 +484,7 @@ async fn a_redelivery_that_fails_again_is_not_asked_twice_and_stays_unrecovered(
 
 #[tokio::test]
 async fn a_run_of_a_source_another_replica_is_reconciling_does_nothing() {
-    let double = GithubDouble::start(
-        "octo/hooks",
-        "http://127.0.0.1:9/",
-        GITHUB_SECRET,
-        API_TOKEN,
-    )
-    .await;
-    let stack = stack(
-        "github",
-        source(
-            Provider::Github,
-            &double.api_url,
-            "octo/hooks",
-            double.hook_id,
-        ),
-    )
-    .await;
-    double.set_target(&unreachable_url("github"));
+    let (double, stack, _) = github_outage(None, 300).await;
     double.deliver("push", b"{}").await;
     // The other replica's run: the same session lock, held elsewhere.
     let other = stack.db.connect().await.unwrap();
@@ -543,24 +519,7 @@ async fn a_run_of_a_source_another_replica_is_reconciling_does_nothing() {
 
 #[tokio::test]
 async fn a_rate_limit_longer_than_the_longest_wait_ends_the_run_without_asking() {
-    let double = GithubDouble::start(
-        "octo/hooks",
-        "http://127.0.0.1:9/",
-        GITHUB_SECRET,
-        API_TOKEN,
-    )
-    .await;
-    let stack = stack(
-        "github",
-        source(
-            Provider::Github,
-            &double.api_url,
-            "octo/hooks",
-            double.hook_id,
-        ),
-    )
-    .await;
-    double.set_target(&unreachable_url("github"));
+    let (double, stack, _) = github_outage(None, 300).await;
     double.deliver("push", b"{}").await;
     double.limit_next_requests(&[Limit::Secondary {
         retry_after_secs: 7200,
@@ -661,23 +620,8 @@ async fn deliveries_gitlab_failed_to_send_are_resent_at_its_pace_and_stored_once
 
 #[tokio::test]
 async fn ravectl_reconcile_lists_by_default_and_redelivers_with_apply() {
-    let double = GithubDouble::start(
-        "octo/hooks",
-        "http://127.0.0.1:9/",
-        GITHUB_SECRET,
-        API_TOKEN,
-    )
-    .await;
-    let mut github = source(
-        Provider::Github,
-        &double.api_url,
-        "octo/hooks",
-        double.hook_id,
-    );
-    github.request_pause_ms = Some(0);
     // ravectl's runs are judged from now: nothing is too young here.
-    let stack = stack_with("github", github, 0).await;
-    double.set_target(&unreachable_url("github"));
+    let (double, stack, _) = github_outage(Some(0), 0).await;
     let guid = double
         .deliver("push", br#"{"ref":"refs/heads/main"}"#)
         .await;
@@ -830,21 +774,7 @@ async fn a_github_apps_own_webhook_is_reconciled_as_the_app_with_its_signed_toke
 
 #[tokio::test]
 async fn two_replicas_reconciling_at_once_ask_for_each_missing_delivery_once() {
-    let double = GithubDouble::start(
-        "octo/hooks",
-        "http://127.0.0.1:9/",
-        GITHUB_SECRET,
-        API_TOKEN,
-    )
-    .await;
-    let mut github = source(
-        Provider::Github,
-        &double.api_url,
-        "octo/hooks",
-        double.hook_id,
-    );
-    github.request_pause_ms = Some(0);
-    let stack = stack("github", github.clone()).await;
+    let (double, stack, github) = github_outage(Some(0), 300).await;
     // A second dedup-store replica over the same database.
     let mut replica: dedup_store::Settings = defaults();
     replica.server.port = 0;
