@@ -22,6 +22,7 @@ pub mod ids;
 pub mod isolate;
 pub mod limit;
 pub mod metrics;
+pub mod pointer;
 pub mod reload;
 pub mod served;
 pub mod settings;

@@ -6,6 +6,7 @@
 //! the [`relay`] delivers outbox rows to task-dispatcher. Old events go by
 //! [`retention`]; an operator erases one on request ([`erase`]). The
 //! [`reconcile`]r asks senders to redeliver what their logs show RAVE missed.
+//! Operators find stored events with [`search`].
 
 pub mod erase;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod reconcile;
 pub mod relay;
 pub mod retention;
 pub mod routes;
+pub mod search;
 pub mod settings;
 pub mod startup;
 pub mod store;

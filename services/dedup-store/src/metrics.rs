@@ -33,6 +33,7 @@ pub struct Metrics {
     pub erased: Counter,
     pub erasures_unforwarded: Gauge,
     pub erasure_forward_failures: Counter,
+    pub searches: Counter,
     pub reconcile: ReconcileMetrics,
 }
 
@@ -261,8 +262,15 @@ impl Metrics {
             "Attempts to have task-dispatcher erase its copies that failed (retried by the relay)",
             erasure_forward_failures.clone(),
         );
+        let searches = Counter::default();
+        registry.register(
+            "dedup_event_searches",
+            "Searches of stored events answered (operators' and replays' pages)",
+            searches.clone(),
+        );
         let reconcile = ReconcileMetrics::register(&mut registry);
         Self {
+            searches,
             reconcile,
             registry,
             inserted,

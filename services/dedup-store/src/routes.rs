@@ -51,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/events", web::post().to(insert_event))
         .route("/v1/events", web::get().to(list_events))
         .route("/v1/events/erase", web::post().to(crate::erase::erase))
+        .route("/v1/events/search", web::post().to(crate::search::handle))
         .route("/v1/events/{source}/{event_uuid}", web::get().to(get_event))
         .route(
             "/v1/reconcile/{source}",
@@ -165,6 +166,7 @@ fn validate(request: InsertRequest, limits: &Limits) -> Result<NewEvent, DedupEr
         traceparent: rave_service::telemetry::current_traceparent(),
         received_at: request.received_at,
         headers: request.headers,
+        body_json: NewEvent::searchable(&body),
         body,
     })
 }

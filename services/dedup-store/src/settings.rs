@@ -110,6 +110,15 @@ pub struct Limits {
     /// Events one erasure request may erase at most (it says when more
     /// match: send it again).
     pub max_erase_per_call: i64,
+    /// `POST /v1/events/search`: the largest request, ...
+    pub max_search_request_bytes: usize,
+    /// ...values in one of its lists (event types, delivery ids, task ids),
+    pub max_search_ids: usize,
+    /// ...body conditions,
+    pub max_search_conditions: usize,
+    /// ...and about the most bytes of bodies one page holds (the first
+    /// event always, however large).
+    pub max_search_response_bytes: usize,
 }
 
 impl Settings {
@@ -224,6 +233,16 @@ impl ServiceSettings for Settings {
             return Err(SettingsError::invalid(
                 "limits.max_erase_per_call",
                 "must be at least 1",
+            ));
+        }
+        let l = &self.limits;
+        if l.max_search_request_bytes < 1024
+            || l.max_search_ids < 1
+            || l.max_search_response_bytes < 1
+        {
+            return Err(SettingsError::invalid(
+                "limits",
+                "max_search_request_bytes must be at least 1024, max_search_ids and max_search_response_bytes positive",
             ));
         }
         if self.limits.max_page_size < 1 {

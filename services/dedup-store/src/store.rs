@@ -36,6 +36,20 @@ pub struct NewEvent {
     pub received_at: OffsetDateTime,
     pub headers: serde_json::Map<String, serde_json::Value>,
     pub body: Vec<u8>,
+    /// The body as JSON text `jsonb` can hold, for search (ADR 19); `None`
+    /// when it is not JSON or holds what `jsonb` refuses.
+    pub body_json: Option<String>,
+}
+
+impl NewEvent {
+    /// The searchable copy of `body`: serde_json's own rendering of it, so
+    /// PostgreSQL parses only what serde_json wrote (no escapes it could
+    /// refuse), checked for NUL.
+    pub fn searchable(body: &[u8]) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        rave_service::content::check_json("body", &value).ok()?;
+        serde_json::to_string(&value).ok()
+    }
 }
 
 /// What an insert did.
@@ -74,7 +88,7 @@ pub fn start_group_commit(
     });
     // A queued event holds its body (and a little more) until committed.
     Batcher::start_sized(settings, handler, observed, |e: &NewEvent| {
-        e.body.len() + 1024
+        e.body.len() + e.body_json.as_ref().map_or(0, String::len) + 1024
     })
 }
 
@@ -115,13 +129,14 @@ type Key<'a> = (&'a str, &'a str);
 /// task ids of those inserted now. Prepared once per connection.
 const INSERT_EVENTS: &str = "WITH input AS (
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                      $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[])
+                                      $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[], $10::text[])
                      WITH ORDINALITY AS t(source, event_uuid, event_type, task_id, trace_id,
-                                          received_at, headers, body, traceparent, n)
+                                          received_at, headers, body, traceparent, body_json, n)
              ), ins AS (
                  INSERT INTO events (source, event_uuid, event_type, task_id, trace_id,
-                                     received_at, headers, body, traceparent)
-                 SELECT source, event_uuid, event_type, task_id, trace_id, received_at, headers, body, traceparent
+                                     received_at, headers, body, traceparent, body_json)
+                 SELECT source, event_uuid, event_type, task_id, trace_id, received_at, headers, body,
+                        traceparent, body_json::jsonb
                  FROM input
                  -- An erased delivery stays gone: its retry is a duplicate.
                  WHERE NOT EXISTS (SELECT 1 FROM erasures x
@@ -191,6 +206,10 @@ async fn insert_batch(pool: &Pool, events: &[NewEvent]) -> anyhow::Result<Vec<St
         .map(|&i| serde_json::Value::Object(events[i].headers.clone()))
         .collect();
     let bodies: Vec<&[u8]> = leaders.iter().map(|&i| events[i].body.as_slice()).collect();
+    let parsed: Vec<Option<&str>> = leaders
+        .iter()
+        .map(|&i| events[i].body_json.as_deref())
+        .collect();
 
     let insert = tx.prepare_cached(INSERT_EVENTS).await?;
     let inserted = tx
@@ -206,6 +225,7 @@ async fn insert_batch(pool: &Pool, events: &[NewEvent]) -> anyhow::Result<Vec<St
                 &headers,
                 &bodies,
                 &traceparents,
+                &parsed,
             ],
         )
         .await?;
@@ -264,10 +284,10 @@ pub struct EventRecord {
     pub body_bytes: i32,
 }
 
-const RECORD_COLUMNS: &str =
+pub(crate) const RECORD_COLUMNS: &str =
     "id, source, event_uuid, event_type, task_id, trace_id, received_at, stored_at, length(body)";
 
-fn record(row: &tokio_postgres::Row) -> EventRecord {
+pub(crate) fn record(row: &tokio_postgres::Row) -> EventRecord {
     EventRecord {
         id: row.get(0),
         source: row.get(1),

@@ -4,6 +4,8 @@
 use rave_service::ids::TaskKind;
 use serde_json::Value;
 
+use rave_service::pointer::valid_pointer;
+
 use crate::settings::{Condition, Policy, RouteSettings};
 
 #[derive(Debug, Clone)]
@@ -30,36 +32,22 @@ pub struct Routed {
     pub policy: Policy,
 }
 
-fn valid_pointer(p: &str) -> bool {
-    p.is_empty() || p.starts_with('/')
-}
-
 impl Rule {
     pub fn from_settings(s: &RouteSettings) -> Result<Self, String> {
         let kind = TaskKind::parse(s.kind.clone()).map_err(|e| e.to_string())?;
         if s.max_attempts < 1 {
             return Err("max_attempts must be at least 1".into());
         }
-        if let Some(bad) = s
-            .entity_key
-            .iter()
-            .chain(s.when.iter().map(|c| &c.pointer))
-            .find(|p| !valid_pointer(p))
-        {
+        if let Some(bad) = s.entity_key.iter().find(|p| !valid_pointer(p)) {
             return Err(format!(
                 "{bad:?} is not a JSON pointer (it must start with '/')"
             ));
         }
+        for c in &s.when {
+            c.check()?;
+        }
         if s.policy != Policy::Queue && s.entity_key.is_empty() {
             return Err(format!("policy {} needs an entity_key", s.policy.as_str()));
-        }
-        for c in &s.when {
-            if c.equals.is_none() && c.one_of.is_none() && c.exists.is_none() {
-                return Err(format!(
-                    "condition on {} needs equals, in or exists",
-                    c.pointer
-                ));
-            }
         }
         Ok(Self {
             source: s.source.clone(),
@@ -80,14 +68,7 @@ impl Rule {
         if !self.event_types.is_empty() && !self.event_types.iter().any(|t| t == event_type) {
             return false;
         }
-        self.when.iter().all(|c| {
-            let value = body.and_then(|b| b.pointer(&c.pointer));
-            c.exists.is_none_or(|e| e == value.is_some())
-                && c.equals.as_ref().is_none_or(|want| value == Some(want))
-                && c.one_of
-                    .as_ref()
-                    .is_none_or(|set| value.is_some_and(|v| set.contains(v)))
-        })
+        self.when.iter().all(|c| c.matches(body))
     }
 
     fn entity_key(&self, source: &str, body: Option<&Value>) -> Option<String> {

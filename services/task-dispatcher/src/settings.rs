@@ -127,19 +127,8 @@ impl Policy {
     }
 }
 
-/// A JSON-pointer condition on the event body.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Condition {
-    pub pointer: String,
-    /// The value must equal this (any JSON value).
-    pub equals: Option<serde_json::Value>,
-    /// The value must equal one of these.
-    #[serde(rename = "in")]
-    pub one_of: Option<Vec<serde_json::Value>>,
-    /// The pointer must (true) or must not (false) resolve.
-    pub exists: Option<bool>,
-}
+/// A JSON-pointer condition on the event body (shared with search).
+pub use rave_service::pointer::Condition;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

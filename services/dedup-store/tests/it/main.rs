@@ -10,4 +10,5 @@ mod reconcile;
 mod relay;
 mod relay_edges;
 mod retention;
+mod search;
 mod shutdown;
