@@ -16,6 +16,9 @@ use crate::settings::ServerSettings;
 /// Request spans that take their parent from the incoming `traceparent`.
 pub use tracing_actix_web::TracingLogger;
 
+/// The services' HTTP client, as [`traced_client`] builds it.
+pub type Client = reqwest_middleware::ClientWithMiddleware;
+
 /// `{"error": {"code": "...", "message": "..."}}`
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct ErrorBody {

@@ -24,6 +24,7 @@ pub mod limit;
 pub mod metrics;
 pub mod pointer;
 pub mod reload;
+pub mod search;
 pub mod served;
 pub mod settings;
 pub mod sign;

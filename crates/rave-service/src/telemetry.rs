@@ -170,8 +170,13 @@ fn remote_context(traceparent: &str) -> opentelemetry::Context {
 /// Links the current span to the remote span `traceparent` without making
 /// it the parent: the link is followed, the trace is not joined.
 pub fn link_current_span_to(traceparent: &str) {
+    link_span_to(&tracing::Span::current(), traceparent);
+}
+
+/// Links `span` to the remote span `traceparent`, as above.
+pub fn link_span_to(span: &tracing::Span, traceparent: &str) {
     let remote = remote_context(traceparent).span().span_context().clone();
-    tracing::Span::current().add_link(remote);
+    span.add_link(remote);
 }
 
 /// Whether `value` is a well-formed W3C `traceparent` (version 00).

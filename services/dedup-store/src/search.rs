@@ -12,54 +12,16 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rave_pg::Pool;
-use rave_service::ids::{EventType, EventUuid, SourceName, TaskId};
+use rave_service::ids::{EventType, EventUuid, TaskId};
 use rave_service::pointer::{self, Condition};
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+pub use rave_service::search::SearchRequest;
+use serde::Serialize;
 use tokio_postgres::types::ToSql;
 
 use crate::error::DedupError;
 use crate::routes::{AppState, authorized, counted};
 use crate::settings::Limits;
 use crate::store::{EventRecord, RECORD_COLUMNS, record};
-
-/// The search, as operators (and task-dispatcher's replays) send it.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SearchRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<SourceName>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub event_types: Vec<EventType>,
-    /// Delivery ids.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub event_uuids: Vec<EventUuid>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub task_ids: Vec<TaskId>,
-    /// Received at or after.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub since: Option<OffsetDateTime>,
-    /// Received before.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub until: Option<OffsetDateTime>,
-    #[serde(default, rename = "where", skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    /// Events after this id (the previous page's `next_after`).
-    #[serde(default)]
-    pub after: i64,
-    pub limit: Option<i64>,
-    /// Headers, raw body (base64) and traceparent with each event.
-    #[serde(default)]
-    pub include_bodies: bool,
-}
 
 /// One event found, with its payload when asked for.
 #[derive(Debug, Serialize)]
@@ -81,47 +43,45 @@ pub struct Page {
     pub next_after: Option<i64>,
 }
 
-impl SearchRequest {
-    /// Refuses what the search cannot run, naming the field.
-    fn check(&self, limits: &Limits) -> Result<i64, DedupError> {
-        let invalid = |m: String| Err(DedupError::InvalidRequest(m));
-        let limit = self.limit.unwrap_or(100);
-        if !(1..=limits.max_page_size).contains(&limit) {
-            return invalid(format!(
-                "limit: must be between 1 and {}",
-                limits.max_page_size
-            ));
-        }
-        let ids = limits.max_search_ids;
-        for (field, n) in [
-            ("event_types", self.event_types.len()),
-            ("event_uuids", self.event_uuids.len()),
-            ("task_ids", self.task_ids.len()),
-        ] {
-            if n > ids {
-                return invalid(format!("{field}: at most {ids} values"));
-            }
-        }
-        if self.conditions.len() > limits.max_search_conditions {
-            return invalid(format!(
-                "where: at most {} conditions",
-                limits.max_search_conditions
-            ));
-        }
-        for (i, c) in self.conditions.iter().enumerate() {
-            c.check()
-                .map_err(|e| DedupError::InvalidRequest(format!("where[{i}]: {e}")))?;
-        }
-        if let (Some(since), Some(until)) = (self.since, self.until)
-            && since > until
-        {
-            return invalid("since: must not be after until".into());
-        }
-        if self.after < 0 {
-            return invalid("after: must not be negative".into());
-        }
-        Ok(limit)
+/// Refuses what the search cannot run, naming the field; the page size.
+fn check(r: &SearchRequest, limits: &Limits) -> Result<i64, DedupError> {
+    let invalid = |m: String| Err(DedupError::InvalidRequest(m));
+    let limit = r.limit.unwrap_or(100);
+    if !(1..=limits.max_page_size).contains(&limit) {
+        return invalid(format!(
+            "limit: must be between 1 and {}",
+            limits.max_page_size
+        ));
     }
+    let ids = limits.max_search_ids;
+    for (field, n) in [
+        ("event_types", r.event_types.len()),
+        ("event_uuids", r.event_uuids.len()),
+        ("task_ids", r.task_ids.len()),
+    ] {
+        if n > ids {
+            return invalid(format!("{field}: at most {ids} values"));
+        }
+    }
+    if r.conditions.len() > limits.max_search_conditions {
+        return invalid(format!(
+            "where: at most {} conditions",
+            limits.max_search_conditions
+        ));
+    }
+    for (i, c) in r.conditions.iter().enumerate() {
+        c.check()
+            .map_err(|e| DedupError::InvalidRequest(format!("where[{i}]: {e}")))?;
+    }
+    if let (Some(since), Some(until)) = (r.since, r.until)
+        && since > until
+    {
+        return invalid("since: must not be after until".into());
+    }
+    if r.after < 0 {
+        return invalid("after: must not be negative".into());
+    }
+    Ok(limit)
 }
 
 /// The statement for a search, with only the clauses it needs.
@@ -316,7 +276,7 @@ async fn handle_inner(
         rave_service::http::read_body(req, payload, state.limits.max_search_request_bytes).await?;
     let request: SearchRequest = serde_json::from_slice(&raw)
         .map_err(|e| DedupError::InvalidRequest(format!("invalid search: {e}")))?;
-    let limit = request.check(&state.limits)?;
+    let limit = check(&request, &state.limits)?;
     let page = search(
         &state.pool,
         &request,

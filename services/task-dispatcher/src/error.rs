@@ -18,6 +18,8 @@ pub enum DispatchError {
     BodyTooLarge { limit: usize },
     #[error("no task {0}")]
     TaskNotFound(String),
+    #[error("no replay {0}")]
+    ReplayNotFound(String),
     #[error("no quarantine record {0}")]
     QuarantineRecordNotFound(i64),
     /// A value PostgreSQL would refuse (NUL, a value past its limit).
@@ -27,6 +29,10 @@ pub enum DispatchError {
     LeaseLost,
     #[error("{0}")]
     Conflict(String),
+    #[error("replays need dedup-store's search: configure [events_store]")]
+    ReplayNotConfigured,
+    #[error("dedup-store's search is unavailable")]
+    EventsStoreUnavailable(#[source] anyhow::Error),
     #[error("the task database is unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("unexpected error")]
@@ -43,9 +49,12 @@ impl ServiceError for DispatchError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::TaskNotFound(_) => "task_not_found",
             Self::QuarantineRecordNotFound(_) => "quarantine_record_not_found",
+            Self::ReplayNotFound(_) => "replay_not_found",
             Self::Unstorable(_) => "unstorable_value",
             Self::LeaseLost => "lease_lost",
             Self::Conflict(_) => "conflict",
+            Self::ReplayNotConfigured => "replay_not_configured",
+            Self::EventsStoreUnavailable(_) => "events_store_unavailable",
             Self::Unavailable(_) => "store_unavailable",
             Self::Unexpected(_) => "internal",
         }
@@ -62,11 +71,16 @@ impl ServiceError for DispatchError {
             },
             Self::InvalidRequest(_) => refused(StatusCode::BAD_REQUEST),
             Self::BodyTooLarge { .. } => refused(StatusCode::PAYLOAD_TOO_LARGE),
-            Self::TaskNotFound(_) | Self::QuarantineRecordNotFound(_) => {
+            Self::TaskNotFound(_) | Self::QuarantineRecordNotFound(_) | Self::ReplayNotFound(_) => {
                 refused(StatusCode::NOT_FOUND)
             }
             Self::Unstorable(_) => refused(StatusCode::BAD_REQUEST),
             Self::LeaseLost | Self::Conflict(_) => refused(StatusCode::CONFLICT),
+            Self::ReplayNotConfigured => refused(StatusCode::NOT_FOUND),
+            Self::EventsStoreUnavailable(cause) => ErrorClass::Unavailable {
+                retry_after_secs: 5,
+                cause,
+            },
             Self::Unavailable(cause) => ErrorClass::Unavailable {
                 retry_after_secs: 1,
                 cause,

@@ -4,6 +4,8 @@
 //! idempotently on `task_id`; [`routing`] rules decide each event's task kind,
 //! priority, attempts and entity policy. Agents claim tasks over HTTP with a
 //! long poll and hold them by lease ([`store`] has every state transition).
+//! Operators replay stored events and try routing changes on them first
+//! ([`replay`]).
 
 pub mod auth;
 pub mod clock;
@@ -11,6 +13,7 @@ pub mod error;
 pub mod maintenance;
 pub mod metrics;
 pub mod reload;
+pub mod replay;
 pub mod routes;
 pub mod routing;
 pub mod settings;

@@ -17,6 +17,12 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// A replay's mode: `dry_run` or `apply`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    pub mode: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindStateLabels {
     pub kind: String,
@@ -64,6 +70,9 @@ pub struct Metrics {
     pub quarantined: Gauge,
     pub tasks_created: Family<KindLabel, Counter>,
     pub superseded: Counter,
+    pub replays: Family<ModeLabel, Counter>,
+    pub replayed_tasks: Counter,
+    pub route_diffs: Counter,
     pub payloads_erased: Counter,
     pub listen_lost: Counter,
     pub tasks: Family<KindStateLabels, Gauge>,
@@ -203,7 +212,28 @@ impl Metrics {
             "Completions committed together in one transaction",
             completion_batch_size.clone(),
         );
+        let replays = Family::<ModeLabel, Counter>::default();
+        r.register(
+            "dispatcher_replays",
+            "Operators' replay requests run (POST /v1/replays), by mode: dry_run or apply",
+            replays.clone(),
+        );
+        let replayed_tasks = Counter::default();
+        r.register(
+            "dispatcher_replayed_tasks",
+            "Tasks created by operators' replays of stored events",
+            replayed_tasks.clone(),
+        );
+        let route_diffs = Counter::default();
+        r.register(
+            "dispatcher_route_diffs",
+            "What-if evaluations of proposed routing rules run (POST /v1/routes/diff)",
+            route_diffs.clone(),
+        );
         Self {
+            replays,
+            replayed_tasks,
+            route_diffs,
             registry: r,
             reload,
             events_received,

@@ -21,6 +21,8 @@ pub struct Settings {
     pub maintenance: MaintenanceSettings,
     pub completions: BatchSettings,
     pub limits: Limits,
+    pub events_store: EventsStoreSettings,
+    pub replay: ReplaySettings,
     pub telemetry: TelemetrySettings,
     #[serde(default)]
     pub agents: Vec<AgentSettings>,
@@ -102,6 +104,35 @@ pub struct Limits {
     /// Requests per authenticated agent (claims and lease calls); past it,
     /// 429 with `Retry-After`. Agents behind one address are apart.
     pub agent_requests: rave_service::limit::RateSettings,
+}
+
+/// dedup-store's search, which replays and what-if evaluations read stored
+/// events from (ADR 19).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsStoreSettings {
+    /// dedup-store's base URL; without it there are no replays.
+    pub url: Option<String>,
+    /// Other dedup-store replicas, tried in turn when `url` refuses.
+    #[serde(default)]
+    pub fallback_urls: Vec<String>,
+    /// One of dedup-store's operator tokens.
+    pub token: Option<Secret>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySettings {
+    /// Events one replay request turns into tasks at most (the answer says
+    /// where the next one starts).
+    pub max_events: usize,
+    /// Events read from dedup-store per call.
+    pub page_size: i64,
+    /// Events one what-if evaluation reads at most.
+    pub max_diff_events: usize,
+    /// Examples kept per kind of change.
+    pub diff_examples: usize,
 }
 
 /// What to do with another task for the same entity.
@@ -213,6 +244,28 @@ impl ServiceSettings for Settings {
         self.limits
             .agent_requests
             .validate("limits.agent_requests")?;
+        let r = &self.replay;
+        if r.max_events == 0 || !(1..=500).contains(&r.page_size) || r.max_diff_events == 0 {
+            return Err(SettingsError::invalid(
+                "replay",
+                "max_events and max_diff_events must be positive, page_size 1 to 500",
+            ));
+        }
+        let e = &self.events_store;
+        if e.url.is_some() != e.token.is_some() || e.timeout_ms == 0 {
+            return Err(SettingsError::invalid(
+                "events_store",
+                "url and token go together; timeout_ms must be positive",
+            ));
+        }
+        for url in e.url.iter().chain(&e.fallback_urls) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(SettingsError::invalid(
+                    "events_store",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
         for (i, route) in self.routes.iter().enumerate() {
             crate::routing::Rule::from_settings(route)
                 .map_err(|e| SettingsError::invalid(format!("routes[{i}]"), e))?;

@@ -89,6 +89,9 @@ impl Application {
                 settings.maintenance.gauges_max_age_ms,
             ),
             agent_limit: rave_service::limit::KeyedLimit::new(settings.limits.agent_requests),
+            events_store: crate::replay::client::EventsStore::new(&settings.events_store)?
+                .map(Arc::new),
+            replay: settings.replay.clone(),
         });
         let reloader = Reloader {
             state: state.clone(),

@@ -29,6 +29,9 @@ pub struct RelayedEvent {
     #[serde(default)]
     pub headers: serde_json::Map<String, serde_json::Value>,
     pub body_base64: String,
+    /// Only from an operator's replay, never from the relay.
+    #[serde(default)]
+    pub replay: Option<crate::replay::ReplayOf>,
 }
 
 /// A relay batch. Each event is read on its own: one the dispatcher cannot
@@ -202,6 +205,7 @@ fn prepare(
         traceparent: None,
         headers: e.headers,
         body,
+        replay: e.replay,
     };
     let route = router.route(
         event.source.as_str(),
@@ -210,8 +214,26 @@ fn prepare(
     );
     Ok(match route {
         Some(r) => {
-            // The task's own span, a child of the span that stored the event.
-            if let Some(parent) = &traceparent {
+            if let Some(replay) = &event.replay {
+                // A replayed task's own trace (one per task), linked to the
+                // span that stored the event: the original stays its own.
+                let span = tracing::info_span!(
+                    parent: None,
+                    "task.replay",
+                    otel.name = "task.replay",
+                    task_id = %event.task_id,
+                    kind = %r.kind,
+                    replay_of = %replay.original_task_id,
+                    replay_request = %replay.request_id
+                );
+                if let Some(original) = &traceparent {
+                    rave_service::telemetry::link_span_to(&span, original);
+                }
+                span.in_scope(|| rave_service::telemetry::record_task_id(&event.task_id));
+                event.traceparent = rave_service::telemetry::traceparent_of(&span);
+                event.trace_id = None;
+            } else if let Some(parent) = &traceparent {
+                // The task's own span, a child of the span that stored the event.
                 let span = tracing::info_span!(
                     "task.create",
                     otel.name = "task.create",

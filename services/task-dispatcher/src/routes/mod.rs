@@ -4,7 +4,8 @@
 //! - `operators`: task reads, listings, ignored events, cancel, retry;
 //! - `internal`: the hand-off from dedup-store's relay;
 //! - `erasures`: erased events' payloads, also from the relay;
-//! - `quarantine`: events set aside, listed and retried by operators.
+//! - `quarantine`: events set aside, listed and retried by operators;
+//! - `replays`: operators' replays of stored events and what-if routing.
 //!
 //! Here: the shared state, the route table, and what every handler uses
 //! (refusals counted once, JSON bodies, bearer checks).
@@ -43,6 +44,9 @@ pub struct AppState {
     /// When `/metrics` last counted tasks, and how long that count serves.
     pub gauges_counted_at: tokio::sync::Mutex<Option<std::time::Instant>>,
     pub gauges_max_age: std::time::Duration,
+    /// dedup-store's search, for replays and what-if routing (ADR 19).
+    pub events_store: Option<Arc<crate::replay::client::EventsStore>>,
+    pub replay: crate::settings::ReplaySettings,
     /// Requests per agent (`limits.agent_requests`), when limited.
     pub agent_limit: Option<rave_service::limit::KeyedLimit<rave_service::ids::AgentId>>,
 }
@@ -92,6 +96,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(internal::accept_events),
         )
         .route("/v1/internal/erasures", web::post().to(erasures::erase))
+        .route("/v1/replays", web::post().to(replays::replay))
+        .route("/v1/replays/{request_id}", web::get().to(replays::get))
+        .route("/v1/routes/diff", web::post().to(replays::diff))
         .route("/healthz", web::get().to(rave_service::http::healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
@@ -192,6 +199,8 @@ mod finish;
 mod internal;
 mod operators;
 mod quarantine;
+mod replays;
 
 pub use finish::backoff;
 pub use internal::RelayedEvent;
+pub use replays::proposed_router;

@@ -21,6 +21,8 @@ pub struct IncomingEvent {
     pub traceparent: Option<String>,
     pub headers: serde_json::Map<String, serde_json::Value>,
     pub body: Vec<u8>,
+    /// Set when an operator's replay hands the event over again (ADR 19).
+    pub replay: Option<crate::replay::ReplayOf>,
 }
 
 impl IncomingEvent {
@@ -192,6 +194,31 @@ pub async fn accept_events(
         .await?;
         accepted.ignored = inserted as usize;
         accepted.duplicates += ignored.len() - inserted as usize;
+    }
+    let replays: Vec<(&IncomingEvent, &crate::replay::ReplayOf)> = routed
+        .iter()
+        .map(|(e, _)| *e)
+        .chain(ignored.iter().copied())
+        .filter_map(|e| Some((e, e.replay.as_ref()?)))
+        .collect();
+    if !replays.is_empty() {
+        // Each replayed task (or ignore record) names its original, in the
+        // transaction that made it.
+        let col = |f: &dyn Fn(&(&IncomingEvent, &crate::replay::ReplayOf)) -> String| {
+            replays.iter().map(f).collect::<Vec<_>>()
+        };
+        tx.execute_prepared(
+            "INSERT INTO replayed_tasks (task_id, request_id, original_task_id, replayed_at)
+             SELECT *, $4 FROM unnest($1::text[], $2::text[], $3::text[])
+             ON CONFLICT (task_id) DO NOTHING",
+            &[
+                &col(&|(e, _)| e.task_id.to_string()),
+                &col(&|(_, r)| r.request_id.to_string()),
+                &col(&|(_, r)| r.original_task_id.to_string()),
+                &now,
+            ],
+        )
+        .await?;
     }
     tx.commit().await?;
     accepted.created_count = accepted.created.len();

@@ -1,5 +1,5 @@
-//! Pruning: finished tasks, ignore records, quarantine records and erasure
-//! tombstones past their retention.
+//! Pruning: finished tasks, ignore records, quarantine records, erasure
+//! tombstones and replay links past their retention.
 
 use rave_pg::{GenericClient, Pool};
 use time::OffsetDateTime;
@@ -13,6 +13,9 @@ pub async fn prune(pool: &Pool, before: OffsetDateTime, batch: i64) -> anyhow::R
         ("tasks", "finished_at"),
         ("ignored_events", "ignored_at"),
         ("erased_tasks", "erased_at"),
+        // A replay's links go with the tasks' retention; its audit record
+        // (`replays`) stays.
+        ("replayed_tasks", "replayed_at"),
     ] {
         let sql = format!(
             "DELETE FROM {table} WHERE task_id IN (

@@ -9,6 +9,8 @@
 //! - `operators`: operators' reads, cancel and retry;
 //! - `quarantine`: events set aside with their reason, for operators;
 //! - `erasures`: payloads of tasks whose events were erased on request;
+//! - `replays`: operators' replays' audit records, and the ignored or
+//!   quarantined events they draw from;
 //! - `maintenance`: pruning of finished tasks;
 //! - `gauges`: task counts and the oldest due task's wait.
 
@@ -72,6 +74,7 @@ mod leases;
 mod maintenance;
 mod operators;
 mod quarantine;
+mod replays;
 
 pub use claims::*;
 pub use completions::*;
@@ -82,3 +85,4 @@ pub use leases::*;
 pub use maintenance::*;
 pub use operators::*;
 pub use quarantine::*;
+pub use replays::*;

@@ -7,5 +7,6 @@ mod helpers;
 mod hostile;
 mod prometheus;
 mod reconcile;
+mod replay;
 mod rules;
 mod trace;
