@@ -230,7 +230,7 @@ in
       credentials = { relay-token = relayTokenFile; } // operatorTokens // agentsFileCredential
         // databaseCredential "task-dispatcher";
     }
-    (_: unit: port: {
+    (k: unit: port: {
       settings = {
         agents = agentList;
         relay_tokens = [ (credential unit "relay-token") ];
@@ -239,7 +239,17 @@ in
         database = databaseOf "task-dispatcher" "rave_task_dispatcher" unit;
         inherit telemetry;
         inherit routes;
-      } // agentsFileSetting unit;
+      } // agentsFileSetting unit
+      # Replays and what-if routing read dedup-store's search as an
+      # operator (docs/adr/0019): with the first operator token, which both
+      # services accept.
+      // (if operatorTokenFiles == [ ] then { } else {
+        events_store = {
+          url = urlOf "dedup-store" (preferred "dedup-store" k);
+          fallback_urls = othersOf "dedup-store" k;
+          token = credential unit "operator-token-0";
+        };
+      });
     });
 
   agent-reporter = service "agent-reporter"

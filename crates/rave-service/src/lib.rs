@@ -34,3 +34,7 @@ pub mod telemetry;
 /// The metrics crate the services declare their metrics with, for tools
 /// (ravectl's receivers) to declare theirs with the same one.
 pub use prometheus_client;
+
+/// The base64 the services' wire formats use (`body_base64`), for tools
+/// that read them.
+pub use base64;

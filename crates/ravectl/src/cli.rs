@@ -28,9 +28,13 @@ pub enum Command {
     /// Events set aside because they could not become a task: list, retry.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
-    /// Stored events: erase them for good (a leaked secret in a payload).
+    /// Stored events: search, show and replay them; erase them for good (a
+    /// leaked secret in a payload).
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Routing rules: see what proposed rules would change on stored events.
+    #[command(subcommand)]
+    Routes(RoutesCommand),
     /// Back up the local stack's PostgreSQL now (pgBackRest; needs
     /// `ravectl up --backups`), or list its backups.
     Backup(BackupArgs),
@@ -340,6 +344,20 @@ pub enum EventsCommand {
     /// Erase events and their tasks' copies, with an audit record. Lists
     /// what it would erase unless `--yes`.
     Erase(EraseArgs),
+    /// Stored events matching a filter, a page at a time.
+    List(crate::event_tools::ListArgs),
+    /// One stored event: its record, headers and body.
+    Show(crate::event_tools::ShowArgs),
+    /// Turn stored events into tasks again under the live rules. Lists what
+    /// would be created unless `--apply`.
+    Replay(crate::event_tools::ReplayArgs),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RoutesCommand {
+    /// Compare proposed rules (a task-dispatcher settings file) with the
+    /// live ones over stored events; writes nothing.
+    Diff(crate::event_tools::DiffArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -8,6 +8,8 @@
 //! - `ravectl backup`, `ravectl restore`: pgBackRest backups and
 //!   point-in-time restore of the local stack's cluster;
 //! - `ravectl events erase`: events deleted for good, on request;
+//! - `ravectl events list|show|replay`, `ravectl routes diff`: search,
+//!   replay and what-if routing over stored events;
 //! - `ravectl verify`: end-to-end checks of a running stack;
 //! - `ravectl trace TASK_ID`: a task's whole trace, as a tree.
 
@@ -20,6 +22,7 @@ pub mod bench;
 pub mod changes;
 pub mod cli;
 pub mod control;
+pub mod event_tools;
 pub mod events;
 pub mod grafana;
 pub mod packages;
@@ -38,7 +41,7 @@ pub mod verify;
 
 /// Runs one command; its exit code.
 pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
-    use cli::{AgentsCommand, Command, EventsCommand, QuarantineCommand};
+    use cli::{AgentsCommand, Command, EventsCommand, QuarantineCommand, RoutesCommand};
     match command {
         Command::Up(args) => crate::up::run(*args).await,
         Command::Send(args) => crate::send::run(args).await,
@@ -51,6 +54,10 @@ pub async fn run(command: cli::Command) -> anyhow::Result<i32> {
             crate::quarantine::retry(&args.state_dir, args.id).await
         }
         Command::Events(EventsCommand::Erase(args)) => crate::events::erase(args).await,
+        Command::Events(EventsCommand::List(args)) => crate::event_tools::list(args).await,
+        Command::Events(EventsCommand::Show(args)) => crate::event_tools::show(args).await,
+        Command::Events(EventsCommand::Replay(args)) => crate::event_tools::replay(args).await,
+        Command::Routes(RoutesCommand::Diff(args)) => crate::event_tools::diff(args).await,
         Command::Backup(args) => crate::backup::backup(args).await,
         Command::Restore(args) => crate::backup::restore(args).await,
         Command::BackupReport(args) => crate::backup::report(args).await,

@@ -10,6 +10,7 @@ use std::time::Duration;
 mod alerting;
 mod bench;
 mod changes;
+mod event_tools;
 mod events;
 mod faults;
 mod limits;
