@@ -23,9 +23,16 @@
   # verified delivery for rate, and limits agents per token itself.
   hooksRate ? 2000
 , agentsRate ? 2000
+, # The operators' API through nginx (crates/ravectl/templates/
+  # nginx-operators.conf), behind the operator tokens and its own
+  # per-address limit. Off by default.
+  operatorApi ? false
+, operatorsRate ? 10
 }:
 let
   template = builtins.readFile ../../crates/ravectl/templates/nginx-sites.conf;
+  operatorLocations = builtins.replaceStrings [ "{{OPERATORS_BURST}}" ] [ (toString (operatorsRate * 2)) ]
+    (builtins.readFile ../../crates/ravectl/templates/nginx-operators.conf);
   servers = name: builtins.concatStringsSep "" (map
     (port: "    server 127.0.0.1:${toString port} max_fails=${toString maxFails} fail_timeout=${failTimeout};\n")
     ((import ./replicas.nix).ports ports.${name} (replicas.${name} or 1) replicaPortStep));
@@ -35,9 +42,12 @@ let
     INGEST_SERVERS = servers "ingest";
     DISPATCHER_SERVERS = servers "task-dispatcher";
     REPORTER_SERVERS = servers "agent-reporter";
+    STORE_SERVERS = servers "dedup-store";
     TLS_CERT = toString certificate;
     TLS_KEY = toString key;
     EXTRA_LOCATIONS = extraLocations;
+    OPERATOR_LOCATIONS = if operatorApi then operatorLocations else "";
+    OPERATORS_RATE = toString operatorsRate;
     HOOKS_RATE = toString hooksRate;
     HOOKS_BURST = toString (hooksRate * 2);
     AGENTS_RATE = toString agentsRate;

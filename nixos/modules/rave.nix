@@ -354,6 +354,21 @@ in
         default = "";
         description = "nginx `location` blocks added to the public server.";
       };
+      operatorApi = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Serve the operators' API (task reads, cancel, retry, quarantine,
+          replays, what-if routing, event search, erasure, reconcile) on the
+          public port too, behind the operator tokens and a per-address rate
+          limit of its own (docs/api.md). Off: only on loopback.
+        '';
+      };
+      operatorsRate = mkOption {
+        type = types.ints.positive;
+        default = 10;
+        description = "Requests per second per address on the operators' API through nginx (burst twice that).";
+      };
     };
 
     verify.secrets = mkOption {
@@ -423,7 +438,7 @@ in
       virtualHosts = { };
       appendHttpConfig = import ../lib/nginx.nix {
         listen = toString cfg.nginx.port;
-        inherit (cfg.nginx) statusPort extraLocations;
+        inherit (cfg.nginx) statusPort extraLocations operatorApi operatorsRate;
         ports = lib.genAttrs names (name: cfg.${name}.port);
         replicas = lib.genAttrs names (name: cfg.${name}.replicas);
         inherit (cfg) replicaPortStep;
@@ -447,6 +462,7 @@ in
       postgres = cfg.database.host;
       secrets_dir = "/var/empty";
       secrets = cfg.verify.secrets;
+      operator_api = cfg.nginx.operatorApi;
       systemd_units = lib.listToAttrs (lib.concatMap
         (name: map (i: lib.nameValuePair i.name [ i.unit i.port ]) defs.${name}.instances)
         enabled);

@@ -71,6 +71,16 @@ pub fn check_json(field: &str, value: &Value) -> Result<(), Unstorable> {
     Ok(())
 }
 
+/// A body's copy for a `jsonb` column, when it is JSON `jsonb` can hold:
+/// serde_json's own rendering of it, so PostgreSQL parses only what
+/// serde_json wrote (no escape it could refuse), checked for NUL. `None`
+/// for anything else, which is then never a reason to refuse the body.
+pub fn searchable_copy(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    check_json("body", &value).ok()?;
+    serde_json::to_string(&value).ok()
+}
+
 /// Keys longer than this (in bytes) are stored in their bounded form.
 pub const MAX_KEY_BYTES: usize = 512;
 /// What a bounded key keeps of the original, for people reading it.
@@ -124,6 +134,41 @@ mod tests {
         let key = serde_json::json!({"k\u{0}": 1});
         assert!(check_json("result", &key).is_err());
         assert!(check_json("result", &serde_json::json!({"ok": ["fine", 1.5, null]})).is_ok());
+    }
+
+    #[test]
+    fn a_searchable_copy_exists_only_for_json_jsonb_can_hold() {
+        assert_eq!(
+            searchable_copy(br#"{ "a" : [1, "\u00e9"] }"#).as_deref(),
+            Some(r#"{"a":[1,"é"]}"#)
+        );
+        for refused in [
+            &br#"{"a":"\u0000"}"#[..],
+            br#"{"\u0000":1}"#,
+            br#"{"a":"\ud800"}"#,
+            br#"{"a":1e999}"#,
+            b"\xff{}",
+            b"not json",
+            b"",
+        ] {
+            assert_eq!(
+                searchable_copy(refused),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+    }
+
+    proptest! {
+        /// Whatever the bytes, a copy (when there is one) is JSON with no NUL.
+        #[test]
+        fn any_searchable_copy_is_json_without_nul(body in prop::collection::vec(any::<u8>(), 0..64)) {
+            if let Some(copy) = searchable_copy(&body) {
+                let value: Value = serde_json::from_str(&copy).unwrap();
+                prop_assert!(check_json("copy", &value).is_ok());
+            }
+        }
     }
 
     #[test]

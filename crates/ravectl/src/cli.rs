@@ -125,6 +125,10 @@ pub enum BenchMode {
     /// while intake runs at saturation, then an operator's bulk erasure:
     /// the cost of both under load.
     Retention,
+    /// Stored events searched at scale (`--search-events`, a million by
+    /// default): each kind of operator query, a what-if evaluation, and
+    /// what the searchable copy of bodies costs.
+    Search,
     /// Every mode above, in one report.
     All,
     /// Intake at a fixed rate (`--rates`, default half of a measured
@@ -177,6 +181,9 @@ pub struct BenchArgs {
     /// Events past their retention the `retention` mode loads first.
     #[arg(long, default_value_t = 200_000)]
     pub retention_backlog: u64,
+    /// Events with JSON bodies the `search` mode loads and searches.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub search_events: u64,
     /// A flame graph of the whole machine at intake saturation
     /// (`perf record -a -g`, drawn by inferno), saved beside the report.
     #[arg(long)]
@@ -579,6 +586,14 @@ pub struct UpArgs {
     /// the agents' routes is ten times it. 0 lifts both.
     #[arg(long, default_value_t = 200)]
     pub agents_rate_limit: u32,
+    /// Serve the operators' API through nginx too (docs/api.md), behind
+    /// the operator tokens and its own per-address limit. Off by default.
+    #[arg(long)]
+    pub operator_api: bool,
+    /// nginx's per-address limit on the operators' API, requests per
+    /// second (burst twice that); 0 lifts it.
+    #[arg(long, default_value_t = 10)]
+    pub operators_rate_limit: u32,
     /// Where alerts' runbook links point (docs/runbook.md, without `#`):
     /// your wiki's or repository's copy. Default: the copy `up` writes to
     /// the state directory, as a file:// URL.

@@ -18,6 +18,49 @@ fn absolute_path(arg: &str) -> Result<PathBuf, String> {
     std::path::absolute(arg).map_err(|e| format!("{arg}: {e}"))
 }
 
+/// Where the services are: a local stack's state directory, or (on a
+/// NixOS host, or any other) their URLs and an operator token's file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Endpoint {
+    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
+    pub state_dir: PathBuf,
+    /// An operator token's file; with it, the URLs below instead of the
+    /// state directory's stack.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    #[arg(long, default_value = "http://127.0.0.1:3010")]
+    pub store_url: String,
+    #[arg(long, default_value = "http://127.0.0.1:3020")]
+    pub dispatcher_url: String,
+}
+
+/// dedup-store's URL, task-dispatcher's, and the operator token.
+struct Resolved {
+    store_url: String,
+    dispatcher_url: String,
+    token: String,
+}
+
+impl Endpoint {
+    fn resolve(&self) -> anyhow::Result<Resolved> {
+        if let Some(file) = &self.token_file {
+            let token = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            return Ok(Resolved {
+                store_url: self.store_url.trim_end_matches('/').to_owned(),
+                dispatcher_url: self.dispatcher_url.trim_end_matches('/').to_owned(),
+                token: token.trim().to_owned(),
+            });
+        }
+        let stack = StackFile::read(&self.state_dir)?;
+        Ok(Resolved {
+            token: stack.secret("operator.token")?,
+            store_url: stack.store_url,
+            dispatcher_url: stack.dispatcher_url,
+        })
+    }
+}
+
 /// Which stored events: the search's filter.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EventFilterArgs {
@@ -114,8 +157,8 @@ pub struct ListArgs {
     /// Print the page as JSON (for scripts).
     #[arg(long)]
     pub json: bool,
-    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,8 +168,8 @@ pub struct ShowArgs {
     pub delivery: String,
     #[arg(long)]
     pub json: bool,
-    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,8 +192,8 @@ pub struct ReplayArgs {
     pub apply: bool,
     #[arg(long)]
     pub json: bool,
-    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
 }
 
 #[derive(Debug, clap::Args)]
@@ -171,8 +214,8 @@ pub struct DiffArgs {
     /// Exit 3 when the proposed rules change anything (a deploy check).
     #[arg(long)]
     pub fail_on_change: bool,
-    #[arg(long, default_value = ".rave", value_parser = absolute_path)]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
 }
 
 /// Posts `body` with the stack's operator token; status and JSON answer.
@@ -205,8 +248,8 @@ fn text(v: &Value) -> String {
 }
 
 pub async fn list(args: ListArgs) -> anyhow::Result<i32> {
-    let stack = StackFile::read(&args.state_dir)?;
-    let token = stack.secret("operator.token")?;
+    let stack = args.endpoint.resolve()?;
+    let token = stack.token.clone();
     let mut request = args.filter.filter()?;
     request["limit"] = json!(args.limit);
     let url = format!("{}/v1/events/search", stack.store_url);
@@ -247,8 +290,8 @@ pub async fn list(args: ListArgs) -> anyhow::Result<i32> {
 }
 
 pub async fn show(args: ShowArgs) -> anyhow::Result<i32> {
-    let stack = StackFile::read(&args.state_dir)?;
-    let token = stack.secret("operator.token")?;
+    let stack = args.endpoint.resolve()?;
+    let token = stack.token.clone();
     let url = format!(
         "{}/v1/events/{}/{}",
         stack.store_url, args.source, args.delivery
@@ -300,8 +343,8 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<i32> {
 }
 
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
-    let stack = StackFile::read(&args.state_dir)?;
-    let token = stack.secret("operator.token")?;
+    let stack = args.endpoint.resolve()?;
+    let token = stack.token.clone();
     anyhow::ensure!(
         !args.apply || args.request_id.is_some(),
         "--apply needs --request-id: it makes the replay safe to run again"
@@ -395,8 +438,8 @@ fn print_replay(answer: &Value) {
 }
 
 pub async fn diff(args: DiffArgs) -> anyhow::Result<i32> {
-    let stack = StackFile::read(&args.state_dir)?;
-    let token = stack.secret("operator.token")?;
+    let stack = args.endpoint.resolve()?;
+    let token = stack.token.clone();
     let routes_toml = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
     let mut request = json!({"routes_toml": routes_toml, "filter": args.filter.filter()?});

@@ -67,6 +67,9 @@ pub struct StackFile {
     /// Secret files by name where they are not in `secrets_dir` (a NixOS host).
     #[serde(default)]
     pub secrets: std::collections::BTreeMap<String, PathBuf>,
+    /// nginx serves the operators' API too (`up --operator-api`).
+    #[serde(default)]
+    pub operator_api: bool,
 }
 
 impl StackFile {

@@ -42,13 +42,9 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// The searchable copy of `body`: serde_json's own rendering of it, so
-    /// PostgreSQL parses only what serde_json wrote (no escapes it could
-    /// refuse), checked for NUL.
+    /// The searchable copy of `body` ([`rave_service::content::searchable_copy`]).
     pub fn searchable(body: &[u8]) -> Option<String> {
-        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-        rave_service::content::check_json("body", &value).ok()?;
-        serde_json::to_string(&value).ok()
+        rave_service::content::searchable_copy(body)
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Params {
     pub prefill: u64,
     /// Aged events the retention mode loads.
     pub retention_backlog: u64,
+    /// Events the search mode loads.
+    pub search_events: u64,
     pub flamegraph: bool,
 }
 
@@ -60,6 +62,7 @@ impl Params {
             batch: args.batch,
             prefill: args.prefill,
             retention_backlog: args.retention_backlog,
+            search_events: args.search_events,
             flamegraph: args.flamegraph,
         };
         if args.smoke {
@@ -69,6 +72,7 @@ impl Params {
             p.batch = p.batch.min(5);
             p.prefill = p.prefill.min(1000);
             p.retention_backlog = p.retention_backlog.min(20_000);
+            p.search_events = p.search_events.min(2_000);
             if p.rates.is_empty() {
                 p.rates = vec![20.0];
             }
@@ -304,6 +308,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         println!("erasure: an operator erases events while intake runs ...");
         report.erasure = Some(steps::erasure(&ctx, params.retention_backlog / 4, alone).await?);
         report.tables.extend(table_snapshot(&ctx, "erasure"));
+    }
+    if all || params.mode == BenchMode::Search {
+        println!(
+            "search: {} stored events with JSON bodies, searched ...",
+            params.search_events
+        );
+        ctx.settle().await;
+        report.search = Some(steps::search(&ctx, params.search_events).await?);
+        report.tables.extend(table_snapshot(&ctx, "search"));
     }
     if params.mode == BenchMode::Soak {
         println!(

@@ -39,6 +39,7 @@ pub struct Report {
     pub soak: Option<super::steps::Soak>,
     pub retention: Option<super::steps::RetentionRun>,
     pub erasure: Option<super::steps::ErasureRun>,
+    pub search: Option<super::steps::SearchRun>,
     /// RSS of each RAVE service before the load, MB.
     pub idle_rss_mb: BTreeMap<String, f64>,
     /// Exec to ready, ms.
@@ -142,6 +143,7 @@ impl Report {
             soak: None,
             retention: None,
             erasure: None,
+            search: None,
             idle_rss_mb: BTreeMap::new(),
             ready_ms: BTreeMap::new(),
             flamegraph: None,
@@ -484,6 +486,9 @@ impl Report {
                     .map(|x| format!(" (**{x:.2}** of intake alone)"))
                     .unwrap_or_default()
             );
+        }
+        if let Some(s) = &self.search {
+            md.push_str(&s.markdown());
         }
         if let Some(soak) = &self.soak {
             let _ = writeln!(

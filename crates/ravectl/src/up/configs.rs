@@ -17,6 +17,7 @@ const DISPATCHER_TEMPLATE: &str = include_str!("../../templates/task-dispatcher.
 const REPORTER_TEMPLATE: &str = include_str!("../../templates/agent-reporter.toml");
 const NGINX_TEMPLATE: &str = include_str!("../../templates/nginx.conf");
 const NGINX_SITES: &str = include_str!("../../templates/nginx-sites.conf");
+const NGINX_OPERATORS: &str = include_str!("../../templates/nginx-operators.conf");
 pub(super) const NGINX: &str = "/usr/sbin/nginx";
 const PROMETHEUS_TEMPLATE: &str = include_str!("../../templates/prometheus.yml");
 const RULES: [(&str, &str); 2] = [
@@ -107,6 +108,19 @@ pub(super) fn write(
             .replace(
                 "{{NGINX_DIR}}",
                 &state_dir.join("nginx").display().to_string(),
+            )
+            .replace(
+                "{{OPERATOR_LOCATIONS}}",
+                if args.operator_api {
+                    NGINX_OPERATORS
+                } else {
+                    ""
+                },
+            )
+            .replace("{{OPERATORS_RATE}}", &rate(args.operators_rate_limit))
+            .replace(
+                "{{OPERATORS_BURST}}",
+                &rate(args.operators_rate_limit.saturating_mul(2)),
             )
             .replace("{{HOOKS_RATE}}", &rate(args.hooks_rate_limit))
             .replace(
@@ -256,6 +270,7 @@ pub(super) fn write(
                 .replace("{{INGEST_SERVERS}}", &servers("ingest"))
                 .replace("{{DISPATCHER_SERVERS}}", &servers("task-dispatcher"))
                 .replace("{{REPORTER_SERVERS}}", &servers("agent-reporter"))
+                .replace("{{STORE_SERVERS}}", &servers("dedup-store"))
                 .replace("{{INGEST_TARGETS}}", &targets("ingest"))
                 .replace("{{STORE_TARGETS}}", &targets("dedup-store"))
                 .replace("{{DISPATCHER_TARGETS}}", &targets("task-dispatcher"))

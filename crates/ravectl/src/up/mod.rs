@@ -284,6 +284,7 @@ async fn run_services(
         otlp_endpoint: Some(otlp_endpoint(args)),
         trace_dir: Some(trace_dir.clone()),
         tempo_url: None,
+        operator_api: args.operator_api,
         postgres: format!(
             "postgresql://rave_dedup_store@127.0.0.1:{}/rave_events",
             args.pg_port

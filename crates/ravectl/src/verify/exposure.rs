@@ -4,15 +4,17 @@ use anyhow::ensure;
 
 use super::Ctx;
 
-/// Internal endpoints nginx must answer 404 for: metrics, the relay's
-/// hand-off, operators' reads, readiness.
-pub const NOT_PUBLIC: [&str; 6] = [
-    "/metrics",
-    "/v1/internal/events",
-    "/v1/tasks",
-    "/v1/events",
-    "/readyz",
-    "/v1/ignored-events",
+/// Internal endpoints nginx must answer 404 for, always: metrics, the
+/// relay's hand-off, event inserts (ingest's), readiness.
+pub const NOT_PUBLIC: [&str; 4] = ["/metrics", "/v1/internal/events", "/v1/events", "/readyz"];
+
+/// Operators' routes: 404 through nginx unless the operators' API is
+/// served, and then refused without an operator token.
+pub const OPERATORS: [(&str, &str); 4] = [
+    ("GET", "/v1/tasks"),
+    ("GET", "/v1/ignored-events"),
+    ("POST", "/v1/events/search"),
+    ("POST", "/v1/replays"),
 ];
 
 pub(super) fn exposure(ctx: &Ctx) -> anyhow::Result<String> {
@@ -22,6 +24,21 @@ pub(super) fn exposure(ctx: &Ctx) -> anyhow::Result<String> {
             answer.status == 404,
             "{path} is reachable through nginx ({})",
             answer.status
+        );
+    }
+    let json = [("content-type", "application/json".to_owned())];
+    for (method, path) in OPERATORS {
+        let answer = ctx.https(method, path, &json, b"{}")?;
+        let want = if ctx.stack.operator_api { 401 } else { 404 };
+        ensure!(
+            answer.status == want,
+            "{method} {path} through nginx answered {} (the operators' API is {}: {want} expected)",
+            answer.status,
+            if ctx.stack.operator_api {
+                "served"
+            } else {
+                "not served"
+            }
         );
     }
     // Every port but nginx's listens on loopback only.
@@ -49,7 +66,12 @@ pub(super) fn exposure(ctx: &Ctx) -> anyhow::Result<String> {
         }
     }
     Ok(format!(
-        "internal routes 404 through nginx; {checked} internal listeners on loopback only"
+        "internal routes 404 through nginx; operators' routes {}; {checked} internal listeners on loopback only",
+        if ctx.stack.operator_api {
+            "served, 401 without a token"
+        } else {
+            "404"
+        }
     ))
 }
 

@@ -89,6 +89,25 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
     let erasure = &report["erasure"];
     assert!(erasure["erased"].as_u64().unwrap() > 0, "{erasure}");
     assert!(erasure["intake"]["ok"].as_u64().unwrap() > 0, "{erasure}");
+    // Search: each query answered, the pointer queries finding what was
+    // loaded, and what-if read one repository's events.
+    let search = &report["search"];
+    assert_eq!(search["events"], 2_000, "{search}");
+    let found = |name: &str| {
+        search["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .unwrap_or_else(|| panic!("no query {name} in {search}"))["found"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(found("one delivery id"), 1);
+    assert_eq!(found("body pointer, 1 in 500 (GIN)"), 4);
+    assert_eq!(found("body pointer with no match"), 0);
+    assert_eq!(search["diff_events"], 4, "{search}");
+    assert!(search["gin_index_mb"].as_f64().unwrap() > 0.0, "{search}");
     let intake = report["intake"].as_array().unwrap();
     assert!(intake.len() >= 2, "saturation and at least one fixed rate");
     for step in intake {
@@ -150,7 +169,8 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
             "dispatch",
             "reports",
             "retention",
-            "erasure"
+            "erasure",
+            "search"
         ]
     );
     for table in [

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{eventually, free_port, ravectl, up};
+use super::{eventually, free_port, ravectl, up_with};
 
 fn run(state: &Path, args: &[&str]) -> (i32, String) {
     let out = ravectl()
@@ -31,7 +31,9 @@ async fn an_operator_finds_events_sees_a_rule_change_on_them_and_replays_them_on
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let ports = [0; 16].map(|_| free_port());
-    let _stack = up(&state, ports);
+    // With the operators' API through nginx, as an operator away from the
+    // machine would use it.
+    let _stack = up_with(&state, ports, &["--operator-api"]);
     for (delivery, branch) in [("tools-1", "main"), ("tools-2", "dev"), ("tools-3", "main")] {
         let body = format!(r#"{{"ref":"refs/heads/{branch}"}}"#);
         let (code, out) = run(
@@ -152,4 +154,42 @@ async fn an_operator_finds_events_sees_a_rule_change_on_them_and_replays_them_on
     assert_eq!(code, 0, "{again}");
     assert!(again.contains("request tools ran before"), "{again}");
     assert_eq!(tasks().await, 6, "the same request creates nothing twice");
+
+    // Through nginx: the operators' routes with a token, and without one.
+    let through_nginx = |path: &str, token: Option<&str>| {
+        let mut curl = std::process::Command::new("curl");
+        curl.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(state.join("secrets/tls.crt"))
+            .args([
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                "{}",
+            ])
+            .arg(format!("https://localhost:{}{path}", ports[6]));
+        if let Some(token) = token {
+            curl.args(["-H", &format!("authorization: Bearer {token}")]);
+        }
+        String::from_utf8_lossy(&curl.output().unwrap().stdout).into_owned()
+    };
+    let token = operator.trim();
+    assert_eq!(through_nginx("/v1/events/search", Some(token)), "200");
+    assert_eq!(
+        through_nginx("/v1/routes/diff", Some(token)),
+        "400",
+        "served: the body lacks routes_toml"
+    );
+    assert_eq!(through_nginx("/v1/events/search", None), "401");
+    // Event inserts (ingest's) and internal routes stay closed.
+    assert_eq!(through_nginx("/v1/events", Some(token)), "404");
+    assert_eq!(through_nginx("/v1/internal/events", Some(token)), "404");
+    let (code, verified) = run(&state, &["verify"]);
+    assert!(
+        verified
+            .lines()
+            .any(|l| l.contains("exposure") && l.contains("served, 401 without a token")),
+        "{code}: {verified}"
+    );
 }

@@ -559,6 +559,22 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
         ]);
         assert_eq!(code, "404", "{path} must not be reachable through nginx");
     }
+    // Nor the operators' API, unless `--operator-api` (tests/it/event_tools.rs).
+    for (method, path) in ravectl::verify::OPERATORS {
+        let code = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            method,
+            &format!("{public}{path}"),
+        ]);
+        assert_eq!(
+            code, "404",
+            "{method} {path} must not be reachable through nginx"
+        );
+    }
     let old_tls = Command::new("openssl")
         .args([
             "s_client",

@@ -179,26 +179,42 @@ fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 #[test]
-fn nginx_accepts_the_sites_nixos_renders_with_grafana() {
+fn nginx_accepts_the_sites_nixos_renders_with_grafana_and_the_operators_api() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
-    let sites = nix_eval(&format!(
-        r#"import ./nixos/lib/nginx.nix {{
-            ports = {{ ingest = 3001; task-dispatcher = 3020; agent-reporter = 3030; }};
-            replicas = {{ ingest = 2; task-dispatcher = 3; }};
-            certificate = "{}";
-            key = "{}";
-            extraLocations = import ./nixos/lib/grafana-location.nix {{ }};
-          }}"#,
-        cert.display(),
-        key.display()
-    ));
-    let sites = sites.as_str().unwrap();
+    let render = |operators: &str| {
+        nix_eval(&format!(
+            r#"import ./nixos/lib/nginx.nix {{
+                ports = {{ ingest = 3001; dedup-store = 3010; task-dispatcher = 3020; agent-reporter = 3030; }};
+                replicas = {{ ingest = 2; task-dispatcher = 3; }};
+                certificate = "{}";
+                key = "{}";
+                extraLocations = import ./nixos/lib/grafana-location.nix {{ }};
+                {operators}
+              }}"#,
+            cert.display(),
+            key.display()
+        ))
+        .as_str()
+        .unwrap()
+        .to_owned()
+    };
+    // Off by default: no operator route is served.
+    let closed = render("");
+    assert!(!closed.contains("zone=operators burst"), "{closed}");
+    assert!(!closed.contains("proxy_pass http://store;"), "{closed}");
+    let sites = render("operatorApi = true; operatorsRate = 7;");
+    let sites = sites.as_str();
+    assert!(
+        sites.contains("limit_req zone=operators burst=14 nodelay;"),
+        "{sites}"
+    );
+    assert!(sites.contains("proxy_pass http://store;"));
     assert!(!sites.contains("{{"), "a placeholder is left:\n{sites}");
     assert!(sites.contains("location /grafana/"));
     assert!(sites.contains("listen 3002 ssl;"));
     // Every replica is an upstream server with passive health checks.
-    for port in [3001, 3101, 3020, 3120, 3220, 3030] {
+    for port in [3001, 3101, 3010, 3020, 3120, 3220, 3030] {
         assert!(
             sites.contains(&format!(
                 "server 127.0.0.1:{port} max_fails=2 fail_timeout=5s;"

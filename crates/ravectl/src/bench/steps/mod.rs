@@ -314,6 +314,7 @@ mod latency;
 mod prefill;
 mod reports;
 mod retention;
+mod search;
 mod soak;
 mod startup;
 
@@ -325,5 +326,6 @@ pub use latency::{Latency, latency};
 pub use prefill::prefill;
 pub use reports::reports;
 pub use retention::{RetentionRun, retention};
+pub use search::{SearchRun, search};
 pub use soak::{Soak, soak};
 pub use startup::startup;
