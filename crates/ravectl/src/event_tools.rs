@@ -354,19 +354,30 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
     let mut round = 1;
     let mut answers = Vec::new();
     loop {
-        let mut request = json!({"dry_run": !args.apply, "filter": filter});
-        if let Some(id) = &args.request_id {
-            request["request_id"] = json!(if round == 1 {
+        let id = args.request_id.as_ref().map(|id| {
+            if round == 1 {
                 id.clone()
             } else {
                 format!("{id}.{round}")
-            });
-        }
+            }
+        });
+        let mut request = json!({"dry_run": !args.apply, "filter": filter});
         if let Some(from) = &args.from {
             request["from"] = json!(from);
         }
         if let Some(max) = args.max_events {
             request["max_events"] = json!(max);
+        }
+        // The same command again names the same replay, though `--since`
+        // now means another instant: a recorded request is sent as it was
+        // recorded (answered from its record, or finished if it stopped).
+        if let (Some(id), true) = (&id, args.apply)
+            && let Some(recorded) = recorded(&stack, &token, id).await?
+        {
+            request = recorded;
+        }
+        if let Some(id) = &id {
+            request["request_id"] = json!(id);
         }
         let (status, answer) = post(&url, &token, &request).await?;
         if status != 200 {
@@ -390,6 +401,28 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&answers)?);
     }
     Ok(0)
+}
+
+/// The request replay `id` was recorded with, if it was.
+async fn recorded(stack: &Resolved, token: &str, id: &str) -> anyhow::Result<Option<Value>> {
+    let url = format!("{}/v1/replays/{id}", stack.dispatcher_url);
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("{url} (is the stack up?)"))?;
+    if response.status() == 404 {
+        return Ok(None);
+    }
+    let record: Value = response.json().await?;
+    let mut request = record["filter"].clone();
+    anyhow::ensure!(request.is_object(), "replay {id}: no recorded request");
+    request["dry_run"] = json!(false);
+    if request["from"].is_null() {
+        request.as_object_mut().map(|r| r.remove("from"));
+    }
+    Ok(Some(request))
 }
 
 fn print_replay(answer: &Value) {

@@ -128,6 +128,8 @@ async fn an_operator_finds_events_sees_a_rule_change_on_them_and_replays_them_on
             "replay",
             "--type",
             "push",
+            "--since",
+            "1h",
             "--request-id",
             "tools",
             "--apply",
@@ -146,12 +148,16 @@ async fn an_operator_finds_events_sees_a_rule_change_on_them_and_replays_them_on
             "replay",
             "--type",
             "push",
+            "--since",
+            "1h",
             "--request-id",
             "tools",
             "--apply",
         ],
     );
     assert_eq!(code, 0, "{again}");
+    // The same command later: `--since 1h` is another instant now, and
+    // still the same replay.
     assert!(again.contains("request tools ran before"), "{again}");
     assert_eq!(tasks().await, 6, "the same request creates nothing twice");
 

@@ -34,9 +34,12 @@ pub struct SearchRun {
     pub events: u64,
     pub load_secs: f64,
     pub queries: Vec<QueryFigure>,
-    /// `POST /v1/routes/diff` over one repository's events.
+    /// `POST /v1/routes/diff` over one repository's events...
     pub diff_events: u64,
     pub diff_ms: f64,
+    /// ...and over the last day's.
+    pub diff_day_events: u64,
+    pub diff_day_ms: f64,
     /// The events table's size with TOAST, its GIN index, and its other
     /// indexes (MB); and the mean stored size of a body and of its copy.
     pub table_mb: f64,
@@ -214,6 +217,14 @@ pub async fn search(ctx: &Ctx, n: u64) -> anyhow::Result<SearchRun> {
             json!({"source": SOURCE,
             "since": rfc3339(now - day * 10), "until": rfc3339(now - day * 10 + time::Duration::hours(1))}),
         ),
+        (
+            "the last day",
+            json!({"source": SOURCE, "since": rfc3339(now - day)}),
+        ),
+        (
+            "all 30 days (every event)",
+            json!({"source": SOURCE, "since": rfc3339(now - day * 31)}),
+        ),
         ("body pointer, 1 in 500 (GIN)", json!({"where": [repo]})),
         (
             "body pointer + type + one day",
@@ -280,20 +291,26 @@ pub async fn search(ctx: &Ctx, n: u64) -> anyhow::Result<SearchRun> {
         .await?,
     );
 
-    // What-if over one repository's events, through the dispatcher.
-    let started = Instant::now();
-    let diff: Value = http
-        .post(format!("{}/v1/routes/diff", ctx.stack.dispatcher_url))
-        .bearer_auth(&token)
-        .json(&json!({"routes_toml": "[[routes]]\nevent_types = [\"issues\"]\nkind = \"triage\"\n[[routes]]\nkind = \"webhook\"\n",
-                      "filter": {"where": [repo]}}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let diff_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let diff_events = diff["scanned"].as_u64().unwrap_or(0);
-    println!("  what-if over {diff_events} events: {diff_ms:.0} ms");
+    // What-if through the dispatcher: one repository's events, and a day's.
+    let what_if = async |filter: Value| -> anyhow::Result<(u64, f64)> {
+        let started = Instant::now();
+        let diff: Value = http
+            .post(format!("{}/v1/routes/diff", ctx.stack.dispatcher_url))
+            .bearer_auth(&token)
+            .json(&json!({"routes_toml": "[[routes]]\nevent_types = [\"issues\"]\nkind = \"triage\"\n[[routes]]\nkind = \"webhook\"\n",
+                          "filter": filter}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let scanned = diff["scanned"].as_u64().unwrap_or(0);
+        println!("  what-if over {scanned} events: {ms:.0} ms");
+        Ok((scanned, ms))
+    };
+    let (diff_events, diff_ms) = what_if(json!({"where": [repo]})).await?;
+    let (diff_day_events, diff_day_ms) =
+        what_if(json!({"source": SOURCE, "since": rfc3339(now - day)})).await?;
 
     let pg = crate::bench::tables::postgres(ctx)?;
     let figures = pg.psql_in(
@@ -318,6 +335,8 @@ pub async fn search(ctx: &Ctx, n: u64) -> anyhow::Result<SearchRun> {
         queries,
         diff_events,
         diff_ms,
+        diff_day_events,
+        diff_day_ms,
         table_mb: f.first().copied().unwrap_or(0.0),
         gin_index_mb: f.get(1).copied().unwrap_or(0.0),
         other_indexes_mb: f.get(2).copied().unwrap_or(0.0),
@@ -349,9 +368,12 @@ impl SearchRun {
             ));
         }
         md.push_str(&format!(
-            "\nWhat-if (`POST /v1/routes/diff`) over one repository's {} events: {:.0} ms.\n\nStorage: events table {:.0} MB with TOAST and indexes, of which the GIN index {:.0} MB and the other indexes {:.0} MB; a body is {:.0} bytes stored, its copy {:.0}.\nThe copy per event at intake: dedup-store {:.1} µs (serde_json, 1 KiB body); PostgreSQL's insert {:.1} µs per row with it, {:.1} without.\n\n",
+            "\nWhat-if (`POST /v1/routes/diff`) over one repository's {} events: {:.0} ms; over the last day's {} events: {:.0} ms ({:.0} events/s).\n\nStorage: events table {:.0} MB with TOAST and indexes, of which the GIN index {:.0} MB and the other indexes {:.0} MB; a body is {:.0} bytes stored, its copy {:.0}.\nThe copy per event at intake: dedup-store {:.1} µs (serde_json, 1 KiB body); PostgreSQL's insert {:.1} µs per row with it, {:.1} without.\n\n",
             self.diff_events,
             self.diff_ms,
+            self.diff_day_events,
+            self.diff_day_ms,
+            self.diff_day_events as f64 / (self.diff_day_ms / 1000.0).max(0.001),
             self.table_mb,
             self.gin_index_mb,
             self.other_indexes_mb,
