@@ -50,6 +50,9 @@ pub struct Report {
     pub next_after: Option<i64>,
 }
 
+/// What changed, from what, to what: a group's key.
+type Change = (&'static str, Option<String>, Option<String>);
+
 /// Accumulates a report page by page.
 #[derive(Debug)]
 pub struct Diff<'a> {
@@ -58,7 +61,7 @@ pub struct Diff<'a> {
     examples: usize,
     scanned: u64,
     changed: u64,
-    groups: BTreeMap<(&'static str, Option<String>, Option<String>), (u64, Vec<Example>)>,
+    groups: BTreeMap<Change, (u64, Vec<Example>)>,
 }
 
 impl<'a> Diff<'a> {
@@ -82,7 +85,7 @@ impl<'a> Diff<'a> {
                 .map(RoutedView::from)
         };
         let (before, after) = (route(self.live), route(self.proposed));
-        let mut changes: Vec<(&'static str, Option<String>, Option<String>)> = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
         match (&before, &after) {
             (Some(b), None) => changes.push(("starts_ignored", Some(b.kind.clone()), None)),
             (None, Some(a)) => changes.push(("stops_ignored", None, Some(a.kind.clone()))),

@@ -674,7 +674,7 @@ async fn a_replayed_task_has_a_trace_of_its_own_that_links_to_the_original_event
     assert_ne!(replay.trace_id, original, "a trace of its own");
     assert_eq!(
         replay.links,
-        [original.clone()],
+        std::slice::from_ref(&original),
         "linked to the original event's trace"
     );
     assert_eq!(of("task.claim").trace_id, replay.trace_id);
