@@ -127,21 +127,8 @@ async fn pipeline() -> Pipeline {
         .unwrap();
     let dispatcher_url = serve(app.port(), app.run_until_stopped()).await;
 
-    let mut store: dedup_store::Settings = defaults();
-
-    store.ingest_tokens = vec![rave_service::settings::Secret::new(
-        test_support::INGEST_TOKEN,
-    )];
-    store.server.port = 0;
-    store.database = events_db.settings();
-    store.relay.dispatcher_url = Some(dispatcher_url.clone());
-    store.relay.token = Some(Secret::new(RELAY_TOKEN));
     // The relay is stepped by the test, not run in the background.
-    let app = dedup_store::Application::build_with(store, false)
-        .await
-        .unwrap();
-    let relay = app.relay().expect("a relay");
-    let store_url = serve(app.port(), app.run_until_stopped()).await;
+    let (relay, store_url) = stepped_store(&events_db, 0, &dispatcher_url).await;
 
     let (_, ingest_url) = github_ingest(store_url).await;
     Pipeline {

@@ -96,6 +96,50 @@ pub fn telemetry() -> &'static (OtlpReceiver, rave_service::telemetry::Telemetry
     })
 }
 
+/// A dedup-store on `db` on `port` (0: any) whose relay feeds the
+/// dispatcher at `dispatcher_url` and is stepped by the test: its relay and
+/// URL.
+pub async fn stepped_store(
+    db: &test_support::pg::TestDatabase,
+    port: u16,
+    dispatcher_url: &str,
+) -> (dedup_store::relay::Relay, String) {
+    use rave_service::settings::Secret;
+    let mut store: dedup_store::Settings = defaults();
+    store.ingest_tokens = vec![Secret::new(test_support::INGEST_TOKEN)];
+    store.operator_tokens = vec![Secret::new(test_support::STORE_OPERATOR_TOKEN)];
+    store.server.port = port;
+    store.database = db.settings();
+    store.relay.dispatcher_url = Some(dispatcher_url.to_owned());
+    store.relay.token = Some(Secret::new(RELAY_TOKEN));
+    let app = dedup_store::Application::build_with(store, false)
+        .await
+        .unwrap();
+    let relay = app.relay().expect("a relay");
+    (relay, serve(app.port(), app.run_until_stopped()).await)
+}
+
+/// The spans exported so far, flushed again (at most 20 times: the batch
+/// exporter sends from its own thread, and a flush gives up after its
+/// timeout) until `enough` holds of them.
+pub async fn flushed_spans(
+    receiver: &'static OtlpReceiver,
+    telemetry: &'static rave_service::telemetry::TelemetryGuard,
+    enough: impl Fn(&[Span]) -> bool,
+) -> Vec<Span> {
+    let mut found = Vec::new();
+    for _ in 0..20 {
+        tokio::task::spawn_blocking(move || telemetry.force_flush())
+            .await
+            .unwrap();
+        found = spans(receiver);
+        if enough(&found) {
+            break;
+        }
+    }
+    found
+}
+
 /// A github source whose secret is [`GITHUB_SECRET`].
 pub fn github_source() -> ingest::settings::SourceSettings {
     toml::from_str(&format!("kind = \"github\"\nsecret = \"{GITHUB_SECRET}\"")).unwrap()

@@ -83,19 +83,7 @@ async fn pipeline() -> Pipeline {
     let reloader = app.reloader();
     let dispatcher_url = serve(app.port(), app.run_until_stopped()).await;
 
-    let mut store: dedup_store::Settings = defaults();
-    store.ingest_tokens = vec![Secret::new(test_support::INGEST_TOKEN)];
-    store.operator_tokens = vec![Secret::new(test_support::STORE_OPERATOR_TOKEN)];
-    store.server.port = store_port;
-    store.database = events_db.settings();
-    store.relay.dispatcher_url = Some(dispatcher_url.clone());
-    store.relay.token = Some(Secret::new(RELAY_TOKEN));
-    // The relay is stepped by the test.
-    let app = dedup_store::Application::build_with(store, false)
-        .await
-        .unwrap();
-    let relay = app.relay().expect("a relay");
-    let store_url = serve(app.port(), app.run_until_stopped()).await;
+    let (relay, store_url) = stepped_store(&events_db, store_port, &dispatcher_url).await;
     let (_, ingest_url) = github_ingest(store_url).await;
     Pipeline {
         ingest_url,
@@ -129,6 +117,13 @@ impl Pipeline {
 
     async fn drain(&self) {
         while self.relay.relay_once().await.expect("the relay step") > 0 {}
+    }
+
+    /// Sends the deliveries, each accepted, and relays them all.
+    async fn stored(&self, deliveries: Vec<(String, &'static str, Vec<u8>)>) {
+        let statuses = self.send(deliveries).await;
+        assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+        self.drain().await;
     }
 
     async fn operator(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -179,8 +174,7 @@ async fn an_operator_sees_what_a_fixed_rule_changes_then_replays_the_ignored_eve
     let mut deliveries: Vec<_> = (0..3).map(|n| push(n, "main")).collect();
     deliveries.extend((0..2).map(|n| push(n, "dev")));
     deliveries.extend((0..4).map(issue));
-    assert!(p.send(deliveries).await.iter().all(|s| *s == 202));
-    p.drain().await;
+    p.stored(deliveries).await;
     assert_eq!(p.count("SELECT count(*) FROM tasks").await, 5);
     assert_eq!(p.count("SELECT count(*) FROM ignored_events").await, 4);
 
@@ -414,13 +408,7 @@ async fn a_replay_is_refused_with_a_4xx_without_a_request_id_a_token_or_within_i
 #[tokio::test]
 async fn a_capped_replay_says_where_the_next_one_starts_and_the_two_cover_every_event_once() {
     let p = pipeline().await;
-    assert!(
-        p.send((0..7).map(|n| push(n, "main")).collect())
-            .await
-            .iter()
-            .all(|s| *s == 202)
-    );
-    p.drain().await;
+    p.stored((0..7).map(|n| push(n, "main")).collect()).await;
     let (_, first) = p
         .replay(json!({"request_id": "part-1", "dry_run": false, "max_events": 4}))
         .await;
@@ -448,13 +436,7 @@ async fn a_capped_replay_says_where_the_next_one_starts_and_the_two_cover_every_
 #[tokio::test]
 async fn replays_racing_new_intake_and_each_other_make_one_task_per_event_per_request() {
     let p = pipeline().await;
-    assert!(
-        p.send((0..150).map(|n| push(n, "main")).collect())
-            .await
-            .iter()
-            .all(|s| *s == 202)
-    );
-    p.drain().await;
+    p.stored((0..150).map(|n| push(n, "main")).collect()).await;
     let originals: Vec<String> = {
         let c = p.tasks_db.connect().await.unwrap();
         c.query("SELECT task_id FROM tasks ORDER BY task_id", &[])
@@ -611,8 +593,7 @@ async fn a_replayed_task_has_a_trace_of_its_own_that_links_to_the_original_event
     let _exclusive = exclusive().await;
     let (receiver, telemetry) = telemetry();
     let p = pipeline().await;
-    assert_eq!(p.send(vec![push(0, "main")]).await, [202]);
-    p.drain().await;
+    p.stored(vec![push(0, "main")]).await;
     let client = p.tasks_db.connect().await.unwrap();
     let original: String = client
         .query_one("SELECT split_part(traceparent, '-', 2) FROM tasks", &[])
@@ -649,21 +630,15 @@ async fn a_replayed_task_has_a_trace_of_its_own_that_links_to_the_original_event
         .unwrap();
     assert_eq!(claimed["tasks"].as_array().unwrap().len(), 2);
 
-    let mut spans = Vec::new();
-    for _ in 0..20 {
-        tokio::task::spawn_blocking(move || telemetry.force_flush())
-            .await
-            .unwrap();
-        spans = crate::helpers::spans(receiver);
+    let spans = flushed_spans(receiver, telemetry, |spans| {
         let names: Vec<&str> = spans
             .iter()
             .filter(|s| s.task_id.as_deref() == Some(replayed.as_str()))
             .map(|s| s.name.as_str())
             .collect();
-        if names.contains(&"task.replay") && names.contains(&"task.claim") {
-            break;
-        }
-    }
+        names.contains(&"task.replay") && names.contains(&"task.claim")
+    })
+    .await;
     let of = |name: &str| {
         spans
             .iter()

@@ -117,24 +117,16 @@ async fn a_webhooks_whole_life_is_one_trace_of_raves_own_whose_spans_carry_its_t
         "task.complete",
         "POST /v1/reports",
     ];
-    // The batch exporter sends from its own thread, and a flush gives up
-    // after its timeout: on a busy machine the last batch can still be on
-    // its way. Each round flushes again; at most 20 rounds.
-    let mut spans = Vec::new();
-    for _ in 0..20 {
-        tokio::task::spawn_blocking(move || telemetry.force_flush())
-            .await
-            .unwrap();
-        spans = crate::helpers::spans(receiver);
+    // On a busy machine the last batch can still be on its way.
+    let spans = flushed_spans(receiver, telemetry, |spans| {
         let seen: BTreeSet<&str> = spans
             .iter()
             .filter(|s| s.task_id.as_deref() == Some(task_id.as_str()))
             .map(|s| s.name.as_str())
             .collect();
-        if EXPECTED.iter().all(|e| seen.contains(e)) {
-            break;
-        }
-    }
+        EXPECTED.iter().all(|e| seen.contains(e))
+    })
+    .await;
     let of_task: Vec<&Span> = spans
         .iter()
         .filter(|s| s.task_id.as_deref() == Some(task_id.as_str()))
