@@ -34,3 +34,6 @@ CREATE TABLE replayed_tasks (
 CREATE INDEX replayed_tasks_request_idx ON replayed_tasks (request_id);
 CREATE INDEX replayed_tasks_original_idx ON replayed_tasks (original_task_id);
 CREATE INDEX replayed_tasks_replayed_at_idx ON replayed_tasks (replayed_at);
+
+-- Replays walk ignored events oldest first (and pruning deletes them so).
+CREATE INDEX ignored_events_ignored_at_idx ON ignored_events (ignored_at, task_id);

@@ -5,8 +5,6 @@
 //! - `POST /v1/routes/diff`: proposed rules against the live ones, over
 //!   stored events, changing nothing.
 
-use std::collections::VecDeque;
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use rave_service::search::SearchRequest;
 use serde::{Deserialize, Serialize};
@@ -72,12 +70,25 @@ fn events_store(state: &AppState) -> Result<&EventsStore, DispatchError> {
         .ok_or(DispatchError::ReplayNotConfigured)
 }
 
+/// The dispatcher's own records a `from` replay walks, a chunk of task ids
+/// at a time, oldest first.
+struct RecordedIds<'a> {
+    pool: &'a rave_pg::Pool,
+    which: Recorded,
+    source: Option<String>,
+    types: Vec<String>,
+    cursor: Option<store::RecordedCursor>,
+    /// The last chunk was the last one.
+    done: bool,
+}
+
 /// The events a replay or diff reads, page by page: one cursor over the
-/// filter, or (for `from`) the filter over chunks of recorded task ids.
+/// filter, or (for `from`) the filter over each chunk of recorded task ids
+/// in turn, until the cap: every filter applies before the cap counts.
 struct Scan<'a> {
     store: &'a EventsStore,
     filter: SearchRequest,
-    chunks: Option<VecDeque<Vec<rave_service::ids::TaskId>>>,
+    recorded: Option<RecordedIds<'a>>,
     after: i64,
     page_size: i64,
     remaining: usize,
@@ -90,7 +101,7 @@ impl<'a> Scan<'a> {
     fn new(
         store: &'a EventsStore,
         filter: SearchRequest,
-        chunks: Option<Vec<Vec<rave_service::ids::TaskId>>>,
+        recorded: Option<RecordedIds<'a>>,
         page_size: i64,
         max: usize,
     ) -> Self {
@@ -98,12 +109,39 @@ impl<'a> Scan<'a> {
             after: filter.after,
             store,
             filter,
-            exhausted: chunks.is_some(),
-            chunks: chunks.map(VecDeque::from),
+            exhausted: recorded.is_some(),
+            recorded,
             page_size,
             remaining: max,
             truncated: false,
         }
+    }
+
+    /// The next chunk of recorded task ids into the filter; false when
+    /// there is none.
+    async fn next_chunk(&mut self) -> Result<bool, DispatchError> {
+        let Some(r) = self.recorded.as_mut().filter(|r| !r.done) else {
+            return Ok(false);
+        };
+        let ids = store::recorded_task_ids(
+            r.pool,
+            r.which,
+            r.source.as_deref(),
+            &r.types,
+            r.cursor.as_ref(),
+            self.page_size,
+        )
+        .await
+        .map_err(unavailable)?;
+        r.done = (ids.len() as i64) < self.page_size;
+        r.cursor = ids.last().cloned().or(r.cursor.take());
+        self.filter.task_ids = ids
+            .into_iter()
+            .filter_map(|(_, id)| rave_service::ids::TaskId::parse(id).ok())
+            .collect();
+        self.after = 0;
+        self.exhausted = false;
+        Ok(!self.filter.task_ids.is_empty() || !r.done)
     }
 
     async fn next(&mut self) -> Result<Option<Vec<FoundEvent>>, DispatchError> {
@@ -111,29 +149,26 @@ impl<'a> Scan<'a> {
             if self.remaining == 0 {
                 return Ok(None);
             }
-            if self.exhausted {
-                match self.chunks.as_mut().and_then(VecDeque::pop_front) {
-                    Some(ids) => {
-                        self.filter.task_ids = ids;
-                        self.after = 0;
-                        self.exhausted = false;
-                    }
-                    None => return Ok(None),
-                }
+            if self.exhausted && !self.next_chunk().await? {
+                return Ok(None);
+            }
+            if self.filter.task_ids.is_empty() && self.recorded.is_some() {
+                // A chunk of ids none of which parses: on to the next.
+                self.exhausted = true;
+                continue;
             }
             let limit = self.page_size.min(self.remaining as i64);
             let page = self.store.page(&self.filter, self.after, limit).await?;
             let mut events = page.events;
             events.truncate(self.remaining);
             self.remaining -= events.len();
+            let more_chunks = self.recorded.as_ref().is_some_and(|r| !r.done);
             match page.next_after {
-                Some(next) => {
-                    self.after = next;
-                    if self.remaining == 0 {
-                        self.truncated = true;
-                    }
-                }
+                Some(next) => self.after = next,
                 None => self.exhausted = true,
+            }
+            if self.remaining == 0 && (page.next_after.is_some() || more_chunks) {
+                self.truncated = true;
             }
             if !events.is_empty() {
                 return Ok(Some(events));
@@ -144,7 +179,7 @@ impl<'a> Scan<'a> {
     /// Where the next request starts, when this one stopped at its cap
     /// (for a plain filter; recorded ids have no cursor).
     fn next_after(&self) -> Option<i64> {
-        (self.truncated && self.chunks.is_none()).then_some(self.after)
+        (self.truncated && self.recorded.is_none()).then_some(self.after)
     }
 }
 
@@ -227,34 +262,18 @@ async fn replay_inner(req: &HttpRequest, payload: web::Payload, state: &AppState
     }
     r.filter.until = Some(until);
 
-    let chunks = match r.from {
-        Some(which) => {
-            let types: Vec<String> = r.filter.event_types.iter().map(|t| t.to_string()).collect();
-            let ids = store::recorded_task_ids(
-                &state.pool,
-                which,
-                r.filter.source.as_ref().map(|s| s.as_str()),
-                &types,
-                max_events as i64 + 1,
-            )
-            .await
-            .map_err(unavailable)?;
-            let ids: Vec<rave_service::ids::TaskId> = ids
-                .into_iter()
-                .filter_map(|id| rave_service::ids::TaskId::parse(id).ok())
-                .collect();
-            Some(
-                ids.chunks(state.replay.page_size as usize)
-                    .map(<[_]>::to_vec)
-                    .collect(),
-            )
-        }
-        None => None,
-    };
+    let recorded = r.from.map(|which| RecordedIds {
+        pool: &state.pool,
+        which,
+        source: r.filter.source.as_ref().map(|s| s.to_string()),
+        types: r.filter.event_types.iter().map(|t| t.to_string()).collect(),
+        cursor: None,
+        done: false,
+    });
     let mut scan = Scan::new(
         events_store,
         r.filter.clone(),
-        chunks,
+        recorded,
         state.replay.page_size,
         max_events,
     );

@@ -166,32 +166,40 @@ pub enum Recorded {
     Quarantined,
 }
 
+/// Where a walk through ignored or quarantined events has got to: the
+/// record's time and task id.
+pub type RecordedCursor = (OffsetDateTime, String);
+
 /// Task ids of ignored or quarantined events (of `source`, of one of
-/// `types` when given), at most `limit`, oldest first.
+/// `types` when given) after `after`, at most `limit`, oldest first, each
+/// with its cursor.
 pub async fn recorded_task_ids(
     pool: &Pool,
     which: Recorded,
     source: Option<&str>,
     types: &[String],
+    after: Option<&RecordedCursor>,
     limit: i64,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<RecordedCursor>> {
     let client = pool.get().await?;
     // Both statements fixed here; only the table differs.
     let (table, at) = match which {
         Recorded::Ignored => ("ignored_events", "ignored_at"),
         Recorded::Quarantined => ("quarantined_events", "quarantined_at"),
     };
+    let (after_at, after_id) = (after.map(|c| c.0), after.map(|c| c.1.as_str()));
     let rows = client
         .query_prepared(
             &format!(
-                "SELECT task_id FROM {table}
+                "SELECT {at}, task_id FROM {table}
                  WHERE task_id IS NOT NULL
                    AND ($1::text IS NULL OR source = $1)
                    AND (cardinality($2::text[]) = 0 OR event_type = ANY($2))
-                 ORDER BY {at}, task_id LIMIT $3"
+                   AND ($3::timestamptz IS NULL OR ({at}, task_id) > ($3, $4::text))
+                 ORDER BY {at}, task_id LIMIT $5"
             ),
-            &[&source, &types, &limit],
+            &[&source, &types, &after_at, &after_id, &limit],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -661,3 +661,119 @@ async fn a_replayed_task_has_a_trace_of_its_own_that_links_to_the_original_event
         "the original's trace holds nothing of the replay"
     );
 }
+
+#[tokio::test]
+async fn a_replay_from_ignored_events_applies_its_filter_before_its_cap() {
+    let p = pipeline().await;
+    p.stored((0..6).map(issue).collect()).await;
+    let mut fixed = p.dispatcher.clone();
+    fixed.routes = routes(FIXED_ROUTES);
+    p.reloader.apply(&fixed).unwrap();
+    // One event, the newest: the oldest ignored ones do not use up the cap.
+    let (status, answer) = p
+        .replay(
+            json!({"request_id": "newest", "dry_run": false, "from": "ignored", "max_events": 1,
+                       "filter": {"where": [{"pointer": "/issue/number", "equals": 5}]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (
+            answer["matched"].as_i64(),
+            answer["created"].as_i64(),
+            answer["truncated"].as_bool()
+        ),
+        (Some(1), Some(1), Some(true)),
+        "{answer}"
+    );
+    assert_eq!(answer["events"][0]["event_uuid"], "issue-5");
+    // Without a cap, every ignored event, once.
+    let (_, all) = p
+        .replay(json!({"request_id": "all-ignored", "dry_run": false, "from": "ignored"}))
+        .await;
+    assert_eq!(
+        (all["matched"].as_i64(), all["truncated"].as_bool()),
+        (Some(6), Some(false)),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn a_replay_while_dedup_store_is_unreachable_is_a_503_to_retry_and_changes_nothing() {
+    let cluster = PgCluster::shared();
+    let tasks_db = cluster.create_database().await.unwrap();
+    let mut dispatcher: task_dispatcher::Settings = defaults();
+    dispatcher.server.port = 0;
+    dispatcher.database = tasks_db.settings();
+    dispatcher.operator_tokens = vec![Secret::new(OPERATOR_TOKEN)];
+    // Nothing listens there.
+    dispatcher.events_store.url = Some(format!("http://127.0.0.1:{}", test_support::free_port()));
+    dispatcher.events_store.token = Some(Secret::new(test_support::STORE_OPERATOR_TOKEN));
+    let app = task_dispatcher::Application::build(dispatcher)
+        .await
+        .unwrap();
+    let url = serve(app.port(), app.run_until_stopped()).await;
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/replays"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"request_id": "down", "dry_run": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "events_store_unavailable");
+    assert_eq!(tasks_db.scalar("SELECT count(*) FROM tasks").await, 0);
+    // Its record stays unfinished: the same request later finishes it.
+    assert_eq!(
+        tasks_db
+            .scalar(
+                "SELECT count(*) FROM replays WHERE request_id = 'down' AND finished_at IS NULL"
+            )
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_replay_from_quarantine_makes_the_tasks_the_set_aside_events_never_became() {
+    let p = pipeline().await;
+    // Two stored events the dispatcher set aside (as when PostgreSQL
+    // refused them): their outbox rows gone, quarantine records in place.
+    let statuses = p.send(vec![push(0, "main"), push(1, "main")]).await;
+    assert_eq!(statuses, [202, 202]);
+    let events = p.events_db.connect().await.unwrap();
+    let stored = events
+        .query("DELETE FROM outbox RETURNING task_id", &[])
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    let tasks = p.tasks_db.connect().await.unwrap();
+    for row in &stored {
+        let task_id: String = row.get(0);
+        tasks
+            .execute(
+                "INSERT INTO quarantined_events (task_id, source, event_uuid, event_type, reason, event, quarantined_at, updated_at)
+                 VALUES ($1, 'github', 'x', 'push', 'refused then', '\\x7b7d', now(), now())",
+                &[&task_id],
+            )
+            .await
+            .unwrap();
+    }
+    let (status, answer) = p
+        .replay(json!({"request_id": "from-quarantine", "dry_run": false, "from": "quarantined"}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["matched"].as_i64(), answer["created"].as_i64()),
+        (Some(2), Some(2)),
+        "{answer}"
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM replayed_tasks r JOIN quarantined_events q ON q.task_id = r.original_task_id
+                 JOIN tasks t ON t.task_id = r.task_id").await,
+        2,
+        "each new task names its set-aside original, whose record stays"
+    );
+}
