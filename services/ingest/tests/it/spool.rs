@@ -198,9 +198,24 @@ async fn spooled_deliveries_survive_an_ingest_restart() {
     handle.stop(true).await;
     server.await.unwrap().unwrap();
 
-    // A new ingest on the same spool directory, with the store back.
+    // A new ingest on the same spool directory, with the store back, once
+    // the old one has let go of its spool, as an exited process has: its
+    // server's last worker threads may still hold it for a moment after
+    // the server stopped (a new ingest would then start on its handover
+    // slot instead, and adopt this one later).
     let settings = outage.another_ingest(outage.spool_dir.path().join("spool"));
+    let old_spool = std::sync::Arc::downgrade(&outage.replayer.spool);
     drop(outage.replayer);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while old_spool.strong_count() > 0 && std::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        old_spool.strong_count(),
+        0,
+        "the old ingest still holds its spool"
+    );
     let app = ingest::Application::build_with(settings, false)
         .await
         .unwrap();
