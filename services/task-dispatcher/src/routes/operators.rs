@@ -54,6 +54,14 @@ async fn get_task_inner(req: &HttpRequest, state: &AppState) -> Reply {
     let mut body = serde_json::to_value(task).map_err(|e| DispatchError::Unexpected(e.into()))?;
     body["attempts"] =
         serde_json::to_value(attempts).map_err(|e| DispatchError::Unexpected(e.into()))?;
+    // A replayed task names the event's original task and the replay.
+    if let Some((request_id, original)) = store::replay_of(&state.pool, id.as_str())
+        .await
+        .map_err(unavailable)?
+    {
+        body["replay"] =
+            serde_json::json!({"request_id": request_id, "original_task_id": original});
+    }
     Ok(HttpResponse::Ok().json(body))
 }
 

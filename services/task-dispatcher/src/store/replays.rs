@@ -158,6 +158,19 @@ pub async fn replayed_tasks(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// The replay that made `task_id`, if a replay did: (request id, original
+/// task id).
+pub async fn replay_of(pool: &Pool, task_id: &str) -> anyhow::Result<Option<(String, String)>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt_prepared(
+            "SELECT request_id, original_task_id FROM replayed_tasks WHERE task_id = $1",
+            &[&task_id],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 /// Which of the dispatcher's own records a replay draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -180,6 +180,27 @@ async fn an_operator_sees_what_a_fixed_rule_changes_then_replays_the_ignored_eve
         .await
         .unwrap();
     assert_eq!(record["tasks"].as_array().unwrap().len(), 3, "{record}");
+    // Each of them, read as a task, names its original and the replay.
+    let first = &record["tasks"][0];
+    let task: Value = p
+        .http
+        .get(format!(
+            "{}/v1/tasks/{}",
+            p.dispatcher_url,
+            first["task_id"].as_str().unwrap()
+        ))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task["replay"]["request_id"], "mains", "{task}");
+    assert_eq!(
+        task["replay"]["original_task_id"],
+        first["original_task_id"]
+    );
     assert!(
         record["requested_by"]
             .as_str()
