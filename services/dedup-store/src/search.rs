@@ -174,10 +174,8 @@ impl Query {
     fn condition(&mut self, c: &Condition) {
         let path = self.param(pointer::segments(&c.pointer));
         let at = format!("body_json #> {path}::text[]");
-        let mut wanted: Vec<serde_json::Value> = Vec::new();
         if let Some(v) = &c.equals {
-            wanted.push(v.clone());
-            self.one_of(&at, &c.pointer, &wanted);
+            self.one_of(&at, &c.pointer, std::slice::from_ref(v));
         }
         if let Some(set) = &c.one_of {
             self.one_of(&at, &c.pointer, set);

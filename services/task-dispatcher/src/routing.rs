@@ -94,10 +94,13 @@ impl Rule {
 pub struct Router(Vec<Rule>);
 
 impl Router {
+    /// The rules in order; an invalid one is named by its index
+    /// (`routes[2]: ...`).
     pub fn from_settings(routes: &[RouteSettings]) -> Result<Self, String> {
         routes
             .iter()
-            .map(Rule::from_settings)
+            .enumerate()
+            .map(|(i, r)| Rule::from_settings(r).map_err(|e| format!("routes[{i}]: {e}")))
             .collect::<Result<_, _>>()
             .map(Self)
     }

@@ -130,10 +130,6 @@ impl<'a> Diff<'a> {
         }
     }
 
-    pub fn scanned(&self) -> u64 {
-        self.scanned
-    }
-
     pub fn report(self, next_after: Option<i64>) -> Report {
         let mut groups: Vec<Group> = self
             .groups
