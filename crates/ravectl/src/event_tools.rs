@@ -12,11 +12,8 @@ use anyhow::Context as _;
 use rave_service::base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::cli::absolute_path;
 use crate::stack::StackFile;
-
-fn absolute_path(arg: &str) -> Result<PathBuf, String> {
-    std::path::absolute(arg).map_err(|e| format!("{arg}: {e}"))
-}
 
 /// Where the services are: a local stack's state directory, or (on a
 /// NixOS host, or any other) their URLs and an operator token's file.
@@ -218,17 +215,25 @@ pub struct DiffArgs {
     pub endpoint: Endpoint,
 }
 
-/// Posts `body` with the stack's operator token; status and JSON answer.
-async fn post(url: &str, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-    let response = reqwest::Client::new()
-        .post(url)
+/// Posts `body` (or, without one, GETs) with the operator token; status
+/// and JSON answer.
+async fn call(url: &str, token: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+    let client = reqwest::Client::new();
+    let request = match body {
+        Some(body) => client.post(url).json(body),
+        None => client.get(url),
+    };
+    let response = request
         .bearer_auth(token)
-        .json(body)
         .send()
         .await
         .with_context(|| format!("{url} (is the stack up?)"))?;
     let status = response.status().as_u16();
     Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+async fn post(url: &str, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    call(url, token, Some(body)).await
 }
 
 fn refused(service: &str, status: u16, body: &Value) -> i32 {
@@ -296,14 +301,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<i32> {
         "{}/v1/events/{}/{}",
         stack.store_url, args.source, args.delivery
     );
-    let response = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .with_context(|| format!("{url} (is the stack up?)"))?;
-    let status = response.status().as_u16();
-    let event: Value = response.json().await.unwrap_or(Value::Null);
+    let (status, event) = call(&url, &token, None).await?;
     if status != 200 {
         return Ok(refused("dedup-store", status, &event));
     }
@@ -406,22 +404,16 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<i32> {
 /// The request replay `id` was recorded with, if it was.
 async fn recorded(stack: &Resolved, token: &str, id: &str) -> anyhow::Result<Option<Value>> {
     let url = format!("{}/v1/replays/{id}", stack.dispatcher_url);
-    let response = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("{url} (is the stack up?)"))?;
-    if response.status() == 404 {
+    let (status, record) = call(&url, token, None).await?;
+    if status == 404 {
         return Ok(None);
     }
-    let record: Value = response.json().await?;
     let mut request = record["filter"].clone();
-    anyhow::ensure!(request.is_object(), "replay {id}: no recorded request");
+    anyhow::ensure!(
+        request.is_object(),
+        "replay {id}: no recorded request ({status})"
+    );
     request["dry_run"] = json!(false);
-    if request["from"].is_null() {
-        request.as_object_mut().map(|r| r.remove("from"));
-    }
     Ok(Some(request))
 }
 

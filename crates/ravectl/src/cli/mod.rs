@@ -6,7 +6,7 @@ pub use up::UpArgs;
 /// `--state-dir` as an absolute path, whatever the working directory: the
 /// commands hand it to programs that read a relative path differently
 /// (psql takes `.rave/pg/run` for a host name).
-fn absolute_path(arg: &str) -> Result<PathBuf, String> {
+pub(crate) fn absolute_path(arg: &str) -> Result<PathBuf, String> {
     std::path::absolute(arg).map_err(|e| format!("{arg}: {e}"))
 }
 

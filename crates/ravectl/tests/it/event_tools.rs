@@ -121,40 +121,26 @@ async fn an_operator_finds_events_sees_a_rule_change_on_them_and_replays_them_on
         "{dry}"
     );
     assert_eq!(tasks().await, 3, "a dry run writes nothing");
-    let (code, done) = run(
-        &state,
-        &[
-            "events",
-            "replay",
-            "--type",
-            "push",
-            "--since",
-            "1h",
-            "--request-id",
-            "tools",
-            "--apply",
-        ],
-    );
+    // One command, run twice.
+    const APPLY: [&str; 9] = [
+        "events",
+        "replay",
+        "--type",
+        "push",
+        "--since",
+        "1h",
+        "--request-id",
+        "tools",
+        "--apply",
+    ];
+    let (code, done) = run(&state, &APPLY);
     assert_eq!(code, 0, "{done}");
     assert!(
         done.contains("request tools: matched 3, created 3"),
         "{done}"
     );
     assert_eq!(tasks().await, 6);
-    let (code, again) = run(
-        &state,
-        &[
-            "events",
-            "replay",
-            "--type",
-            "push",
-            "--since",
-            "1h",
-            "--request-id",
-            "tools",
-            "--apply",
-        ],
-    );
+    let (code, again) = run(&state, &APPLY);
     assert_eq!(code, 0, "{again}");
     // The same command later: `--since 1h` is another instant now, and
     // still the same replay.

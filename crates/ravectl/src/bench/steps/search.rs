@@ -107,7 +107,7 @@ async fn timed(
     request: Value,
     runs: usize,
 ) -> anyhow::Result<QueryFigure> {
-    let mut ms = Vec::with_capacity(runs);
+    let mut latency = crate::bench::load::histogram();
     let mut found = 0;
     for _ in 0..runs {
         let started = Instant::now();
@@ -119,19 +119,18 @@ async fn timed(
             .await?;
         let status = response.status();
         let page: Value = response.json().await?;
-        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        latency.saturating_record(started.elapsed().as_micros() as u64);
         anyhow::ensure!(status.is_success(), "{name}: {status} {page}");
         found = page["events"].as_array().map_or(0, Vec::len);
     }
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+    let ms = crate::bench::Percentiles::of(&latency);
     let figure = QueryFigure {
         name: name.to_owned(),
         found,
         runs,
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-        max_ms: ms[ms.len() - 1],
+        p50_ms: ms.p50,
+        p99_ms: ms.p99,
+        max_ms: ms.max,
     };
     println!(
         "  {name}: {found} found, p50 {:.1} ms, p99 {:.1} ms",
