@@ -97,7 +97,9 @@ ensure_pip_tools() {
 }
 # GitLab's CI schema check (tests/pipeline); the NixOS test driver's own
 # lint and type check of tests/rave-vm.py (tests/nixos-checks).
-RAVE_PIP_TOOLS=(check-jsonschema==0.39.0 pyflakes==4.1.0 mypy==2.4.1)
+# Stripe's and Slack's own webhook libraries sign and check deliveries in
+# ingest's tests of those presets (tests/providers/sdk.py), never at run time.
+RAVE_PIP_TOOLS=(check-jsonschema==0.39.0 pyflakes==4.1.0 mypy==2.4.1 stripe==16.1.0 slack_sdk==3.48.0)
 
 # Packages from the npm registry that tests read, never run: fetched as the
 # registry's tarball with curl (no Node.js needed), checked against the

@@ -27,7 +27,7 @@
 , # name -> number of replicas (1 when absent).
   replicas ? { }
 , replicaPortStep ? 100
-, # ingest: name -> { kind; secretFiles ? [ ]; tokenFiles ? [ ]; requireSignature ? false; }
+, # ingest: name -> { kind; secretFiles ? [ ]; tokenFiles ? [ ]; requireSignature ? false; hmac ? null; timestampToleranceSecs ? null; }
   sources ? { }
 , # task-dispatcher and agent-reporter: name -> { kinds; tokenSha256; }
   agents ? { }
@@ -119,7 +119,9 @@ let
     in
     { inherit (source) kind; secrets = credentialFiles unit secrets; }
     // (if tokens == { } then { } else { tokens = credentialFiles unit tokens; })
-    // (if source.kind == "gitlab" then { require_signature = source.requireSignature or false; } else { });
+    // (if source.kind == "gitlab" then { require_signature = source.requireSignature or false; } else { })
+    // (if (source.hmac or null) == null then { } else { inherit (source) hmac; })
+    // (if (source.timestampToleranceSecs or null) == null then { } else { timestamp_tolerance_secs = source.timestampToleranceSecs; });
 
   operatorTokens = numbered "operator-token" operatorTokenFiles;
 

@@ -17,7 +17,7 @@ let
     replicas = lib.genAttrs names (name: cfg.${name}.replicas);
     inherit (cfg) replicaPortStep;
     sources = lib.mapAttrs
-      (_: s: { inherit (s) kind secretFiles tokenFiles requireSignature; })
+      (_: s: { inherit (s) kind secretFiles tokenFiles requireSignature hmac timestampToleranceSecs; })
       cfg.ingest.sources;
     agents = lib.mapAttrs (_: a: { inherit (a) kinds tokenSha256; }) cfg.agents;
     inherit (cfg) agentsFile relayTokenFile ingestTokenFile otlpEndpoint;
@@ -169,7 +169,37 @@ in
         default = { };
         type = types.attrsOf (types.submodule {
           options = {
-            kind = mkOption { type = types.enum [ "github" "gitlab" "standard" "alertmanager" ]; };
+            kind = mkOption {
+              type = types.enum [
+                "github"
+                "gitlab"
+                "standard"
+                "alertmanager"
+                "hmac"
+                "gitea"
+                "forgejo"
+                "bitbucket"
+                "stripe"
+                "slack"
+                "shopify"
+                "linear"
+                "sentry"
+                "pagerduty"
+                "jira"
+              ];
+              description = "The sender's scheme: its own kind, a provider's preset, or `hmac` with `hmac` below (docs/api.md).";
+            };
+            hmac = mkOption {
+              type = types.nullOr (types.attrsOf (types.oneOf [ types.str (types.listOf types.str) (types.attrsOf types.str) ]));
+              default = null;
+              example = lib.literalExpression ''{ signature_headers = [ "acme-signature" ]; signature_prefix = "sha256="; delivery_id = [ "header:acme-delivery" ]; }'';
+              description = "kind = hmac only: the declared scheme, `[sources.NAME.hmac]` of ingest's settings (docs/api.md, \"Declared HMAC sources\").";
+            };
+            timestampToleranceSecs = mkOption {
+              type = types.nullOr types.ints.unsigned;
+              default = null;
+              description = "Seconds a signed timestamp may be off, for this source (default: ingest's `verification.timestamp_tolerance_secs`).";
+            };
             secretFiles = mkOption {
               type = types.listOf secretPath;
               default = [ ];

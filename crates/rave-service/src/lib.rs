@@ -38,3 +38,6 @@ pub use prometheus_client;
 /// The base64 the services' wire formats use (`body_base64`), for tools
 /// that read them.
 pub use base64;
+/// The TOML parser settings are read with, for services' own tests of their
+/// settings' parts.
+pub use toml;

@@ -45,3 +45,5 @@ pub fn now_unix() -> i64 {
         .expect("clock after 1970")
         .as_secs() as i64
 }
+
+pub mod providers;

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use rave_service::sign;
+use rave_service::sign::providers;
 
 use crate::cli::SendArgs;
 use crate::stack::StackFile;
@@ -89,8 +90,32 @@ pub async fn run(args: SendArgs) -> anyhow::Result<i32> {
                 );
             ("standard", body, request)
         }
+        provider if providers::PROVIDERS.contains(&provider) => {
+            let secret = read_secret(dir, &format!("{provider}.secret"))?;
+            let signed = providers::delivery(
+                provider,
+                &secret,
+                providers::Event {
+                    id: &delivery,
+                    event_type: args.event.as_deref(),
+                    now,
+                    body: args.body.as_deref().map(str::as_bytes),
+                },
+            )
+            .expect("a listed provider signs");
+            let mut request = client.post(format!("{}/hooks/{provider}", stack.ingest_url));
+            // content-type is set below, for every source.
+            for (name, value) in signed.headers.iter().filter(|(n, _)| *n != "content-type") {
+                request = request.header(*name, value);
+            }
+            let body = String::from_utf8(signed.body)?;
+            (provider, body, request)
+        }
         other => {
-            anyhow::bail!("unknown source {other:?}; use github, gitlab, gitlab-token or standard")
+            anyhow::bail!(
+                "unknown source {other:?}; use github, gitlab, gitlab-token, standard or one of {}",
+                providers::PROVIDERS.join(", ")
+            )
         }
     };
     let response = request

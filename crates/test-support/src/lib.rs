@@ -11,6 +11,7 @@
 //! - [`otlp`]: an OTLP/HTTP receiver standing in for a collector;
 //! - [`proxy`]: a TCP proxy that can make its connections half-open;
 //! - [`senders`]: doubles of GitHub's and GitLab's webhook APIs.
+//! - [`tools`]: where scripts/install keeps its tools (the Python venv).
 
 pub mod compat;
 pub mod metrics;
@@ -22,6 +23,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod pushgateway;
 pub mod senders;
+pub mod tools;
 pub mod trace;
 
 pub use ports::free_port;

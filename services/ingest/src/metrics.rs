@@ -24,7 +24,8 @@ pub struct SourceLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub source: String,
-    /// accepted, duplicate, rejected (4xx) or failed (5xx).
+    /// accepted, duplicate, spooled, challenge (a sender's handshake,
+    /// answered), rejected (4xx) or failed (5xx).
     pub outcome: &'static str,
 }
 
@@ -35,7 +36,14 @@ pub struct ErrorLabels {
 }
 
 /// Every value of the `outcome` label.
-pub const OUTCOMES: [&str; 5] = ["accepted", "duplicate", "spooled", "rejected", "failed"];
+pub const OUTCOMES: [&str; 6] = [
+    "accepted",
+    "duplicate",
+    "spooled",
+    "challenge",
+    "rejected",
+    "failed",
+];
 
 type LatencyHistogram = HistogramWithExemplars<TraceExemplar>;
 

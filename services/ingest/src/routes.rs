@@ -14,6 +14,7 @@ use crate::settings::Limits;
 use crate::sources::Sources;
 use crate::spool::{Spool, SpoolError};
 use crate::store_client::{StoreClient, StoreOutcome, VerifiedEvent};
+use crate::verify::Verdict;
 use rave_service::error::ServiceError as _;
 
 #[derive(Debug)]
@@ -35,6 +36,8 @@ enum Outcome {
     Stored(StoreOutcome),
     /// In the spool, fsync'd; dedup-store gets it when it is back.
     Spooled,
+    /// A sender's handshake, answered with its challenge and not stored.
+    Challenge,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -71,6 +74,11 @@ async fn receive_webhook(
     let result = receive(&req, payload, &source, &state).await;
     let metrics = &state.metrics;
     let (outcome, response) = match result {
+        // Slack wants the challenge back in the body (JSON is accepted).
+        Ok((Outcome::Challenge, challenge)) => (
+            "challenge",
+            HttpResponse::Ok().json(serde_json::json!({ "challenge": challenge })),
+        ),
         Ok((Outcome::Spooled, delivery_id)) => {
             metrics.spooled.inc();
             (
@@ -236,9 +244,14 @@ async fn receive(
         .verifier
         .verify(req.headers(), &body, received_at.unix_timestamp())
     {
-        Ok(verified) => verified,
+        Ok(Verdict::Event(verified)) => verified,
+        Ok(Verdict::Challenge(challenge)) => return Ok((Outcome::Challenge, challenge)),
         Err(e) => {
-            if let Some(client) = client {
+            // A genuine sender is never refused for its rate: only failures
+            // to authenticate count against an address.
+            if let Some(client) = client
+                && !e.after_authentication()
+            {
                 state.guard.failed(client);
             }
             return Err(e.into());
@@ -281,6 +294,7 @@ async fn receive(
             return Ok((Outcome::Spooled, verified.event_uuid.to_string()));
         }
         Outcome::Stored(outcome) => outcome,
+        Outcome::Challenge => unreachable!("answered before storing"),
     };
     let task_id = match &outcome {
         StoreOutcome::New(id) | StoreOutcome::Duplicate(id) => id,

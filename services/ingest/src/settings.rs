@@ -94,6 +94,40 @@ pub enum SourceKind {
     Standard,
     /// Alertmanager's webhook receiver, authenticated by a bearer token.
     Alertmanager,
+    /// A declared HMAC scheme: `[sources.NAME.hmac]`.
+    Hmac,
+    // Presets of the declared form (verify/presets.rs).
+    Gitea,
+    Forgejo,
+    Bitbucket,
+    Stripe,
+    Slack,
+    Shopify,
+    Linear,
+    Sentry,
+    Pagerduty,
+    Jira,
+}
+
+impl SourceKind {
+    /// Every kind, as settings name it.
+    pub const ALL: [(&'static str, Self); 15] = [
+        ("github", Self::Github),
+        ("gitlab", Self::Gitlab),
+        ("standard", Self::Standard),
+        ("alertmanager", Self::Alertmanager),
+        ("hmac", Self::Hmac),
+        ("gitea", Self::Gitea),
+        ("forgejo", Self::Forgejo),
+        ("bitbucket", Self::Bitbucket),
+        ("stripe", Self::Stripe),
+        ("slack", Self::Slack),
+        ("shopify", Self::Shopify),
+        ("linear", Self::Linear),
+        ("sentry", Self::Sentry),
+        ("pagerduty", Self::Pagerduty),
+        ("jira", Self::Jira),
+    ];
 }
 
 /// One webhook source, reached at `POST /hooks/{name}`.
@@ -118,6 +152,9 @@ pub struct SourceSettings {
     pub require_signature: bool,
     /// Overrides `verification.timestamp_tolerance_secs` for this source.
     pub timestamp_tolerance_secs: Option<u64>,
+    /// hmac only: the declared scheme (verify/declared/settings.rs).
+    #[serde(default)]
+    pub hmac: Option<crate::verify::declared::HmacSettings>,
 }
 
 impl SourceSettings {

@@ -8,7 +8,8 @@ use rave_service::settings::SettingsError;
 use ring::hmac;
 
 use crate::settings::{Settings, SourceKind};
-use crate::verify::{StandardKeys, Verifier};
+use crate::verify::declared::Scheme;
+use crate::verify::{StandardKeys, Verifier, presets};
 
 #[derive(Debug)]
 pub struct Source {
@@ -55,7 +56,42 @@ impl Sources {
                     "secrets and tokens must not be empty",
                 ));
             }
+            if source.kind != SourceKind::Hmac && source.hmac.is_some() {
+                return Err(SettingsError::invalid(
+                    key("hmac"),
+                    "applies to kind = \"hmac\" only (a preset's scheme is fixed)",
+                ));
+            }
             let verifier = match source.kind {
+                SourceKind::Hmac => {
+                    let declared = source.hmac.as_ref().ok_or_else(|| {
+                        SettingsError::invalid(
+                            key("hmac"),
+                            "an hmac source needs its scheme in [sources.NAME.hmac]",
+                        )
+                    })?;
+                    Verifier::Declared(Box::new(
+                        Scheme::compile(declared, &secrets, tolerance, None)
+                            .map_err(|e| SettingsError::invalid(format!("sources.{name}"), e))?,
+                    ))
+                }
+                kind @ (SourceKind::Gitea
+                | SourceKind::Forgejo
+                | SourceKind::Bitbucket
+                | SourceKind::Stripe
+                | SourceKind::Slack
+                | SourceKind::Shopify
+                | SourceKind::Linear
+                | SourceKind::Sentry
+                | SourceKind::Pagerduty
+                | SourceKind::Jira) => {
+                    let (declared, challenge) =
+                        presets::expand(kind).expect("every preset kind expands");
+                    Verifier::Declared(Box::new(
+                        Scheme::compile(&declared, &secrets, tolerance, challenge)
+                            .map_err(|e| SettingsError::invalid(format!("sources.{name}"), e))?,
+                    ))
+                }
                 SourceKind::Github => {
                     if secrets.is_empty() {
                         return Err(SettingsError::invalid(
@@ -147,6 +183,9 @@ impl Source {
         &self,
         headers: &HeaderMap,
     ) -> serde_json::Map<String, serde_json::Value> {
+        if let Verifier::Declared(scheme) = &self.verifier {
+            return kept(headers, scheme.kept_headers());
+        }
         let names: &[&str] = match self.kind {
             SourceKind::Github => &[
                 "x-github-event",
@@ -172,14 +211,23 @@ impl Source {
             ],
             // Its one protocol header is the token.
             SourceKind::Alertmanager => &[],
+            // Declared schemes name their own (above).
+            _ => &[],
         };
-        names
-            .iter()
-            .chain(&["content-type", "user-agent"])
-            .filter_map(|name| {
-                let value = headers.get(*name)?.to_str().ok()?;
-                (value.len() <= 4096).then(|| (name.to_string(), serde_json::Value::from(value)))
-            })
-            .collect()
+        kept(headers, names.iter().copied())
     }
+}
+
+/// `names` and the provenance headers, where present and of a sane size.
+fn kept<'a>(
+    headers: &HeaderMap,
+    names: impl Iterator<Item = &'a str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    names
+        .chain(["content-type", "user-agent"])
+        .filter_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            (value.len() <= 4096).then(|| (name.to_owned(), serde_json::Value::from(value)))
+        })
+        .collect()
 }

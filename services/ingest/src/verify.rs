@@ -9,6 +9,10 @@
 //! - `gitlab`: the Standard Webhooks check when `webhook-signature` is present
 //!   (GitLab ≥ 19 signing tokens), else `X-Gitlab-Token`.
 //! - `alertmanager`: `Authorization: Bearer <token>` (verify/alertmanager.rs).
+//! - `hmac` and its presets (`stripe`, `slack`, …): a declared HMAC scheme
+//!   (verify/declared.rs, verify/presets.rs).
+
+use std::borrow::Cow;
 
 use actix_web::http::header::HeaderMap;
 use base64::Engine as _;
@@ -22,10 +26,10 @@ use ring::hmac;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("missing header {0}")]
-    MissingHeader(&'static str),
+    MissingHeader(Cow<'static, str>),
     #[error("malformed header {header}: {reason}")]
     MalformedHeader {
-        header: &'static str,
+        header: Cow<'static, str>,
         reason: String,
     },
     #[error("the signature does not match")]
@@ -60,6 +64,13 @@ impl VerifyError {
         }
     }
 
+    /// Whether the sender proved it holds the secret before this went wrong
+    /// (a signed body the scheme cannot read): not a forgery, so it never
+    /// counts against the sender's address.
+    pub fn after_authentication(&self) -> bool {
+        matches!(self, Self::MalformedBody(_))
+    }
+
     /// 400 for requests that are malformed, 401 for ones that fail authentication.
     pub fn is_malformed(&self) -> bool {
         matches!(
@@ -69,9 +80,9 @@ impl VerifyError {
     }
 }
 
-fn malformed(header: &'static str, reason: impl Into<String>) -> VerifyError {
+fn malformed(header: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> VerifyError {
     VerifyError::MalformedHeader {
-        header,
+        header: header.into(),
         reason: reason.into(),
     }
 }
@@ -83,9 +94,20 @@ pub struct Verified {
     pub event_type: EventType,
 }
 
+/// What a verified request is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// An event, to be stored.
+    Event(Verified),
+    /// A sender's handshake (Slack's `url_verification`): answered with
+    /// this string, stored nowhere.
+    Challenge(String),
+}
+
 /// A source's verifier, built once from its settings.
 #[derive(Debug)]
 pub enum Verifier {
+    Declared(Box<declared::Scheme>),
     Github {
         keys: Vec<hmac::Key>,
     },
@@ -215,8 +237,29 @@ impl Verifier {
         headers: &HeaderMap,
         body: &[u8],
         now_unix: i64,
+    ) -> Result<Verdict, VerifyError> {
+        match self {
+            Self::Declared(scheme) => scheme.verify(headers, body, now_unix),
+            _ => self
+                .verify_event(headers, body, now_unix)
+                .map(Verdict::Event),
+        }
+    }
+
+    /// The kinds with code of their own, which only ever deliver events.
+    fn verify_event(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
     ) -> Result<Verified, VerifyError> {
         match self {
+            Self::Declared(scheme) => match scheme.verify(headers, body, now_unix)? {
+                Verdict::Event(verified) => Ok(verified),
+                Verdict::Challenge(_) => Err(VerifyError::MalformedBody(
+                    "a handshake, not an event".to_owned(),
+                )),
+            },
             Self::Github { keys } => verify_github(keys, headers, body),
             Self::Standard { keys } => {
                 let event_uuid = keys.verify(headers, body, now_unix)?;
@@ -309,7 +352,7 @@ fn verify_gitlab(
         headers,
         &["idempotency-key", "webhook-id", "x-gitlab-event-uuid"],
     )?
-    .ok_or(VerifyError::MissingHeader("idempotency-key"))?;
+    .ok_or(VerifyError::MissingHeader("idempotency-key".into()))?;
     Ok(Verified {
         event_uuid: parse_id(id, header)?,
         event_type: event_type()?,
@@ -371,9 +414,11 @@ fn first_present<'a>(
 fn required<'a>(headers: &'a HeaderMap, names: &[&'static str]) -> Result<&'a str, VerifyError> {
     first_present(headers, names)?
         .map(|(value, _)| value)
-        .ok_or(VerifyError::MissingHeader(names[0]))
+        .ok_or(VerifyError::MissingHeader(names[0].into()))
 }
 
 mod alertmanager;
+pub mod declared;
+pub mod presets;
 #[cfg(test)]
 mod tests;

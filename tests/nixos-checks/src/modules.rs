@@ -395,11 +395,12 @@ impl Module {
                 break;
             }
         }
-        let free = submodule
-            .as_ref()
-            .is_some_and(|s| top_value(s, "freeformType").is_some())
-            || ty_text.contains("attrsOf types.str")
-            || ty_text.contains("attrsOf secretPath");
+        // The text test is for a type without a submodule: a submodule's
+        // own options may hold `attrsOf types.str` without making it data.
+        let free = match &submodule {
+            Some(s) => top_value(s, "freeformType").is_some(),
+            None => ty_text.contains("attrsOf types.str") || ty_text.contains("attrsOf secretPath"),
+        };
         out.push(self.info(path, ty_text.clone(), free));
         if let Some(options) = submodule.as_ref().and_then(|s| top_value(s, "options")) {
             let depth = path.len();

@@ -475,7 +475,9 @@ pub struct AgentArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
-    /// The source to send to: github, gitlab, gitlab-token or standard.
+    /// The source to send to: github, gitlab, gitlab-token, standard, or an
+    /// HMAC preset (gitea, forgejo, bitbucket, stripe, slack, shopify,
+    /// linear, sentry, pagerduty, jira), signed as that provider signs.
     pub source: String,
     /// The delivery id (default: a random one). Reuse it to see deduplication.
     #[arg(long)]
@@ -483,7 +485,10 @@ pub struct SendArgs {
     /// The JSON body (default: a small example for the source).
     #[arg(long)]
     pub body: Option<String>,
-    /// The event type header for github (default push) and gitlab (default Push Hook).
+    /// The event type: github's (default push), gitlab's (default Push
+    /// Hook) or the preset provider's (default: a typical one). A given
+    /// --body is sent as is: for stripe, slack and pagerduty it must hold
+    /// the event id (--delivery) where the provider puts it.
     #[arg(long)]
     pub event: Option<String>,
     #[arg(long, default_value = ".rave", value_parser = absolute_path)]

@@ -199,6 +199,14 @@ pub(super) fn write(
     } else {
         ("", "")
     };
+    let preset_sources: String = rave_service::sign::providers::PROVIDERS
+        .iter()
+        .map(|p| {
+            format!(
+                "\n[sources.{p}]\nkind = \"{p}\"\nsecrets = [{{ file = '{{{{SECRETS_DIR}}}}/{p}.secret' }}]\n"
+            )
+        })
+        .collect();
     let mut configs: Vec<(Replica, PathBuf)> = Vec::new();
     for service in SERVICES {
         let template = match service {
@@ -238,6 +246,7 @@ pub(super) fn write(
                     "{{SPOOL_PEERS}}",
                     &peers.map(|p| quoted(p)).collect::<Vec<_>>().join(", "),
                 )
+                .replace("{{PRESET_SOURCES}}\n", &preset_sources)
                 .replace("{{ALERT_SOURCE}}\n", alert_source)
                 .replace("{{ALERT_ROUTE}}\n", alert_route);
             let path = config_dir.join(format!("{}.toml", replica.name));

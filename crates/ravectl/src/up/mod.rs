@@ -180,6 +180,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
         || secrets::hex_token(24),
     )?;
 
+    // One source per HMAC preset (`ravectl send stripe`); their secrets are
+    // in the secrets dir, not printed: none is needed to start.
+    for provider in rave_service::sign::providers::PROVIDERS {
+        secrets::ensure(&secrets_dir.join(format!("{provider}.secret")), || {
+            secrets::hex_token(24)
+        })?;
+    }
+
     let postgres = LocalPostgres::new(&state_dir, args.pg_port)?;
     postgres.init()?;
     postgres.start()?;

@@ -70,5 +70,28 @@ pub(super) fn signatures(ctx: &Ctx) -> anyhow::Result<String> {
         202,
         "gitlab secret token",
     )?;
-    Ok("github, standard, gitlab signing token and gitlab token accepted; forged and tampered refused".into())
+    // One HMAC preset: Stripe's scheme (timestamp and id signed).
+    let stripe = ctx.secret("stripe.secret")?;
+    for (secret, status, what) in [
+        (stripe.as_str(), 202, "signed stripe"),
+        ("wrong-secret", 401, "stripe with a wrong secret"),
+    ] {
+        let delivery = rave_service::sign::providers::delivery(
+            "stripe",
+            secret,
+            rave_service::sign::providers::Event {
+                id: &format!("evt_verify_{run}_{status}"),
+                event_type: None,
+                now,
+                body: None,
+            },
+        )
+        .expect("stripe signs");
+        expect(
+            &ctx.https("POST", "/hooks/stripe", &delivery.headers, &delivery.body)?,
+            status,
+            what,
+        )?;
+    }
+    Ok("github, standard, gitlab signing token, gitlab token and stripe accepted; forged and tampered refused".into())
 }

@@ -613,9 +613,24 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
     assert_eq!(codes.lines().count(), 400);
     assert!(codes.lines().all(|c| c == "404"), "{codes}");
 
+    // `ravectl send` signs for every HMAC preset as its provider does, and
+    // the stack `up` wrote has a source for each.
+    for provider in rave_service::sign::providers::PROVIDERS {
+        for expected in ["202 Accepted", "200 OK"] {
+            let out = send(&state, provider, &format!("send-{provider}"));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                stdout.contains(&format!("POST /hooks/{provider} ")) && stdout.contains(expected),
+                "{provider}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     // `ravectl verify` passes every suite that exists...
     let report = verify_passes(&state);
     assert!(!report.contains("FAIL"), "{report}");
+    assert!(report.contains("and stripe accepted"), "{report}");
     // ...and fails, saying why, when the stack breaks a limit.
     let strict = ravectl()
         .args(["verify", "--memory-limit-mb", "1", "--state-dir"])

@@ -6,7 +6,7 @@ use super::*;
 
 const NOW: i64 = 1_800_000_000;
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+pub(super) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         map.append(
@@ -60,7 +60,7 @@ fn github_accepts_the_example_from_its_documentation() {
     // docs.github.com, "Validating webhook deliveries": test values.
     let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
     let verified = github(&["It's a Secret to Everybody"])
-        .verify(&headers(&github_headers(signature)), b"Hello, World!", NOW)
+        .verify_event(&headers(&github_headers(signature)), b"Hello, World!", NOW)
         .unwrap();
     assert_eq!(
         verified.event_uuid.as_str(),
@@ -72,7 +72,7 @@ fn github_accepts_the_example_from_its_documentation() {
 #[test]
 fn github_refuses_a_tampered_body() {
     let signature = sign::github("s3cret", b"{\"ref\":\"main\"}");
-    let result = github(&["s3cret"]).verify(
+    let result = github(&["s3cret"]).verify_event(
         &headers(&github_headers(&signature)),
         b"{\"ref\":\"evil\"}",
         NOW,
@@ -83,7 +83,8 @@ fn github_refuses_a_tampered_body() {
 #[test]
 fn github_refuses_the_wrong_secret() {
     let signature = sign::github("other", b"{}");
-    let result = github(&["s3cret"]).verify(&headers(&github_headers(&signature)), b"{}", NOW);
+    let result =
+        github(&["s3cret"]).verify_event(&headers(&github_headers(&signature)), b"{}", NOW);
     assert_eq!(result, Err(VerifyError::InvalidSignature));
 }
 
@@ -94,7 +95,7 @@ fn github_accepts_either_of_two_secrets_during_rotation() {
         let signature = sign::github(secret, b"{}");
         assert!(
             verifier
-                .verify(&headers(&github_headers(&signature)), b"{}", NOW)
+                .verify_event(&headers(&github_headers(&signature)), b"{}", NOW)
                 .is_ok()
         );
     }
@@ -106,12 +107,12 @@ fn github_reports_missing_and_malformed_headers() {
     let signature = sign::github("s3cret", b"{}");
     let no_signature = headers(&[("x-github-delivery", "d"), ("x-github-event", "push")]);
     assert_eq!(
-        verifier.verify(&no_signature, b"{}", NOW),
-        Err(VerifyError::MissingHeader("x-hub-signature-256"))
+        verifier.verify_event(&no_signature, b"{}", NOW),
+        Err(VerifyError::MissingHeader("x-hub-signature-256".into()))
     );
     for bad in ["sha1=abcd", "sha256=zz", "sha256=abcd", "757107ea"] {
         let err = verifier
-            .verify(&headers(&github_headers(bad)), b"{}", NOW)
+            .verify_event(&headers(&github_headers(bad)), b"{}", NOW)
             .unwrap_err();
         assert_eq!(err.code(), "malformed_header", "{bad}");
     }
@@ -120,16 +121,16 @@ fn github_reports_missing_and_malformed_headers() {
         ("x-github-event", "push"),
     ]);
     assert_eq!(
-        verifier.verify(&no_delivery, b"{}", NOW),
-        Err(VerifyError::MissingHeader("x-github-delivery"))
+        verifier.verify_event(&no_delivery, b"{}", NOW),
+        Err(VerifyError::MissingHeader("x-github-delivery".into()))
     );
     let no_event = headers(&[
         ("x-hub-signature-256", &signature),
         ("x-github-delivery", "d"),
     ]);
     assert_eq!(
-        verifier.verify(&no_event, b"{}", NOW),
-        Err(VerifyError::MissingHeader("x-github-event"))
+        verifier.verify_event(&no_event, b"{}", NOW),
+        Err(VerifyError::MissingHeader("x-github-event".into()))
     );
 }
 
@@ -150,7 +151,7 @@ fn standard_accepts_the_reference_libraries_test_vector() {
         ),
     ]);
     let verified = standard(&[SPEC_SECRET])
-        .verify(&h, body, 1614265330)
+        .verify_event(&h, body, 1614265330)
         .unwrap();
     assert_eq!(verified.event_uuid.as_str(), "msg_p5jXN8AQM9LWM0D4loKWxJek");
     assert_eq!(
@@ -173,7 +174,7 @@ fn standard_reads_the_event_type_from_the_verified_body() {
     let body = br#"{"type":"invoice.paid","data":{}}"#;
     let sig = sign::standard(SPEC_SECRET, "msg_1", NOW, body);
     let verified = standard(&[SPEC_SECRET])
-        .verify(
+        .verify_event(
             &standard_headers("msg_1", &NOW.to_string(), &sig),
             body,
             NOW,
@@ -187,12 +188,12 @@ fn standard_refuses_a_tampered_body_and_the_wrong_secret() {
     let sig = sign::standard(SPEC_SECRET, "msg_1", NOW, b"{}");
     let h = standard_headers("msg_1", &NOW.to_string(), &sig);
     assert_eq!(
-        standard(&[SPEC_SECRET]).verify(&h, b"{ }", NOW),
+        standard(&[SPEC_SECRET]).verify_event(&h, b"{ }", NOW),
         Err(VerifyError::InvalidSignature)
     );
     let other = sign::new_whsec();
     assert_eq!(
-        standard(&[&other]).verify(&h, b"{}", NOW),
+        standard(&[&other]).verify_event(&h, b"{}", NOW),
         Err(VerifyError::InvalidSignature)
     );
 }
@@ -202,12 +203,12 @@ fn standard_signatures_cover_the_id_and_timestamp() {
     let sig = sign::standard(SPEC_SECRET, "msg_1", NOW, b"{}");
     let other_id = standard_headers("msg_2", &NOW.to_string(), &sig);
     assert_eq!(
-        standard(&[SPEC_SECRET]).verify(&other_id, b"{}", NOW),
+        standard(&[SPEC_SECRET]).verify_event(&other_id, b"{}", NOW),
         Err(VerifyError::InvalidSignature)
     );
     let other_ts = standard_headers("msg_1", &(NOW - 1).to_string(), &sig);
     assert_eq!(
-        standard(&[SPEC_SECRET]).verify(&other_ts, b"{}", NOW),
+        standard(&[SPEC_SECRET]).verify_event(&other_ts, b"{}", NOW),
         Err(VerifyError::InvalidSignature)
     );
 }
@@ -221,7 +222,7 @@ fn standard_accepts_either_of_two_secrets_during_rotation() {
         let sig = sign::standard(secret, "msg_r", NOW, b"{}");
         assert!(
             verifier
-                .verify(
+                .verify_event(
                     &standard_headers("msg_r", &NOW.to_string(), &sig),
                     b"{}",
                     NOW
@@ -237,7 +238,7 @@ fn standard_accepts_a_header_with_several_signatures_when_any_matches() {
     let sig = sign::standard(SPEC_SECRET, "msg_m", NOW, b"{}");
     let stale = sign::standard(&old, "msg_m", NOW, b"{}");
     let list = format!("v1a,c29tZXRoaW5n {stale} {sig}");
-    let verified = standard(&[SPEC_SECRET]).verify(
+    let verified = standard(&[SPEC_SECRET]).verify_event(
         &standard_headers("msg_m", &NOW.to_string(), &list),
         b"{}",
         NOW,
@@ -249,7 +250,7 @@ fn standard_accepts_a_header_with_several_signatures_when_any_matches() {
 fn standard_ignores_unknown_versions_and_does_not_accept_them() {
     let sig = sign::standard(SPEC_SECRET, "msg_v", NOW, b"{}");
     let as_v2 = sig.replacen("v1,", "v2,", 1);
-    let result = standard(&[SPEC_SECRET]).verify(
+    let result = standard(&[SPEC_SECRET]).verify_event(
         &standard_headers("msg_v", &NOW.to_string(), &as_v2),
         b"{}",
         NOW,
@@ -262,7 +263,7 @@ fn standard_refuses_stale_and_future_timestamps_with_their_own_codes() {
     let verifier = standard(&[SPEC_SECRET]);
     let at = |ts: i64| {
         let sig = sign::standard(SPEC_SECRET, "msg_t", ts, b"{}");
-        verifier.verify(
+        verifier.verify_event(
             &standard_headers("msg_t", &ts.to_string(), &sig),
             b"{}",
             NOW,
@@ -300,8 +301,8 @@ fn standard_reports_missing_and_malformed_headers() {
         .filter(|(n, _)| *n != missing)
         .collect();
         assert_eq!(
-            verifier.verify(&headers(&pairs), b"{}", NOW),
-            Err(VerifyError::MissingHeader(missing))
+            verifier.verify_event(&headers(&pairs), b"{}", NOW),
+            Err(VerifyError::MissingHeader(missing.into()))
         );
     }
     let cases = [
@@ -311,7 +312,7 @@ fn standard_reports_missing_and_malformed_headers() {
     ];
     for h in cases {
         assert_eq!(
-            verifier.verify(&h, b"{}", NOW).unwrap_err().code(),
+            verifier.verify_event(&h, b"{}", NOW).unwrap_err().code(),
             "malformed_header"
         );
     }
@@ -326,7 +327,11 @@ fn standard_accepts_the_svix_header_aliases() {
         ("svix-timestamp", &ts),
         ("svix-signature", &sig),
     ]);
-    assert!(standard(&[SPEC_SECRET]).verify(&h, b"{}", NOW).is_ok());
+    assert!(
+        standard(&[SPEC_SECRET])
+            .verify_event(&h, b"{}", NOW)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -353,18 +358,18 @@ fn gitlab_accepts_a_configured_token_and_refuses_a_wrong_or_truncated_one() {
             ("idempotency-key", "0b0f1f4c-2a4e-4e0d-9f0a-1c2d3e4f5a6b"),
         ])
     };
-    let verified = verifier.verify(&h("tok-2"), b"{}", NOW).unwrap();
+    let verified = verifier.verify_event(&h("tok-2"), b"{}", NOW).unwrap();
     assert_eq!(verified.event_type.as_str(), "Push Hook");
     assert_eq!(
         verified.event_uuid.as_str(),
         "0b0f1f4c-2a4e-4e0d-9f0a-1c2d3e4f5a6b"
     );
     assert_eq!(
-        verifier.verify(&h("tok-3"), b"{}", NOW),
+        verifier.verify_event(&h("tok-3"), b"{}", NOW),
         Err(VerifyError::InvalidToken)
     );
     assert_eq!(
-        verifier.verify(&h("tok-"), b"{}", NOW),
+        verifier.verify_event(&h("tok-"), b"{}", NOW),
         Err(VerifyError::InvalidToken)
     );
 }
@@ -384,11 +389,11 @@ fn gitlab_verifies_the_signing_token_when_a_signature_is_present() {
     ]);
     assert!(
         verifier
-            .verify(&h, b"{\"object_kind\":\"push\"}", NOW)
+            .verify_event(&h, b"{\"object_kind\":\"push\"}", NOW)
             .is_ok()
     );
     assert_eq!(
-        verifier.verify(&h, b"{\"object_kind\":\"tag_push\"}", NOW),
+        verifier.verify_event(&h, b"{\"object_kind\":\"tag_push\"}", NOW),
         Err(VerifyError::InvalidSignature),
         "a bad signature is not rescued by the legacy token path"
     );
@@ -403,7 +408,7 @@ fn gitlab_can_require_signatures() {
         ("idempotency-key", "k"),
     ]);
     assert_eq!(
-        verifier.verify(&h, b"{}", NOW),
+        verifier.verify_event(&h, b"{}", NOW),
         Err(VerifyError::SignatureRequired)
     );
 }
@@ -418,7 +423,7 @@ fn gitlab_falls_back_to_the_event_uuid_for_old_versions_and_needs_some_delivery_
     ]);
     assert_eq!(
         verifier
-            .verify(&old, b"{}", NOW)
+            .verify_event(&old, b"{}", NOW)
             .unwrap()
             .event_uuid
             .as_str(),
@@ -426,18 +431,18 @@ fn gitlab_falls_back_to_the_event_uuid_for_old_versions_and_needs_some_delivery_
     );
     let none = headers(&[("x-gitlab-token", "t"), ("x-gitlab-event", "Push Hook")]);
     assert_eq!(
-        verifier.verify(&none, b"{}", NOW),
-        Err(VerifyError::MissingHeader("idempotency-key"))
+        verifier.verify_event(&none, b"{}", NOW),
+        Err(VerifyError::MissingHeader("idempotency-key".into()))
     );
     let no_token = headers(&[("x-gitlab-event", "Push Hook"), ("idempotency-key", "k")]);
     assert_eq!(
-        verifier.verify(&no_token, b"{}", NOW),
-        Err(VerifyError::MissingHeader("x-gitlab-token"))
+        verifier.verify_event(&no_token, b"{}", NOW),
+        Err(VerifyError::MissingHeader("x-gitlab-token".into()))
     );
     let no_event = headers(&[("x-gitlab-token", "t"), ("idempotency-key", "k")]);
     assert_eq!(
-        verifier.verify(&no_event, b"{}", NOW),
-        Err(VerifyError::MissingHeader("x-gitlab-event"))
+        verifier.verify_event(&no_event, b"{}", NOW),
+        Err(VerifyError::MissingHeader("x-gitlab-event".into()))
     );
 }
 
@@ -463,8 +468,8 @@ proptest! {
         let verifier = github(&[&secret]);
         let signature = sign::github(&secret, &body);
         let h = headers(&github_headers(&signature));
-        prop_assert!(verifier.verify(&h, &body, NOW).is_ok());
-        prop_assert_eq!(verifier.verify(&h, &flip(&body, index, delta), NOW), Err(VerifyError::InvalidSignature));
+        prop_assert!(verifier.verify_event(&h, &body, NOW).is_ok());
+        prop_assert_eq!(verifier.verify_event(&h, &flip(&body, index, delta), NOW), Err(VerifyError::InvalidSignature));
     }
 
     #[test]
@@ -478,7 +483,7 @@ proptest! {
         let verifier = standard(&[&secret]);
         let signature = sign::standard(&secret, "msg_prop", NOW, &body);
         let h = standard_headers("msg_prop", &NOW.to_string(), &signature);
-        prop_assert!(verifier.verify(&h, &body, NOW).is_ok());
-        prop_assert_eq!(verifier.verify(&h, &flip(&body, index, delta), NOW), Err(VerifyError::InvalidSignature));
+        prop_assert!(verifier.verify_event(&h, &body, NOW).is_ok());
+        prop_assert_eq!(verifier.verify_event(&h, &flip(&body, index, delta), NOW), Err(VerifyError::InvalidSignature));
     }
 }

@@ -99,3 +99,46 @@ fn check_config_refuses_an_unknown_key_instead_of_ignoring_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("max_body_bytes"), "{stderr}");
 }
+
+#[test]
+fn check_config_accepts_a_declared_hmac_source_and_refuses_one_whose_timestamp_is_not_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ingest.toml");
+    let source = |timestamp_line: &str| {
+        format!(
+            "[sources.acme]\nkind = \"hmac\"\nsecret = \"acme-secret-value\"\n\n[sources.acme.hmac]\nsignature_headers = [\"Acme-Signature\"]\nsignature_prefix = \"sha256=\"\n{timestamp_line}\ndelivery_id = [\"header:acme-delivery\"]\nevent_type = [\"body:/type\"]\n"
+        )
+    };
+    std::fs::write(&path, source("")).unwrap();
+    let out = ingest().arg("--config").arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&path, source("timestamp = \"header:acme-time\"")).unwrap();
+    let out = ingest().arg("--config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sources.acme"), "{stderr}");
+    assert!(stderr.contains("hmac.timestamp: is not signed"), "{stderr}");
+    assert!(
+        !stderr.contains("acme-secret-value"),
+        "the secret leaked: {stderr}"
+    );
+}
+
+#[test]
+fn check_config_refuses_a_scheme_on_a_preset_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ingest.toml");
+    std::fs::write(
+        &path,
+        "[sources.pay]\nkind = \"stripe\"\nsecret = \"whsec_x\"\n[sources.pay.hmac]\nsignature_headers = [\"x\"]\ndelivery_id = [\"header:x\"]\n",
+    )
+    .unwrap();
+    let out = ingest().arg("--config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sources.pay.hmac"), "{stderr}");
+}

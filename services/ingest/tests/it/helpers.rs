@@ -27,6 +27,7 @@ fn source(kind: SourceKind, secrets: Vec<&str>, tokens: Vec<&str>) -> SourceSett
         token: None,
         require_signature: false,
         timestamp_tolerance_secs: None,
+        hmac: None,
     }
 }
 

@@ -9,4 +9,5 @@ mod exactly_once;
 mod helpers;
 mod observability;
 mod reload;
+mod senders;
 mod spool;

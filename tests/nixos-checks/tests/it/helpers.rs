@@ -30,6 +30,19 @@ pub fn services_expr_with(credentials_dir: &str, extra: &str) -> String {
               github = {{ kind = "github"; secretFiles = [ "/run/secrets/gh-new" "/run/secrets/gh-old" ]; }};
               gitlab = {{ kind = "gitlab"; secretFiles = [ "/run/secrets/gl" ]; tokenFiles = [ "/run/secrets/gl-token" ]; requireSignature = false; }};
               billing = {{ kind = "standard"; secretFiles = [ "/run/secrets/billing" ]; }};
+              payments = {{ kind = "stripe"; secretFiles = [ "/run/secrets/stripe" ]; timestampToleranceSecs = 120; }};
+              acme = {{
+                kind = "hmac";
+                secretFiles = [ "/run/secrets/acme" ];
+                hmac = {{
+                  signature_headers = [ "acme-signature" ];
+                  signature_list = {{ separator = ","; key = "v1"; }};
+                  signed = "{{timestamp}}.{{body}}";
+                  timestamp = "signature:t";
+                  delivery_id = [ "body:/id" ];
+                  event_type = [ "header:acme-event" ];
+                }};
+              }};
             }};
             otlpEndpoint = "http://127.0.0.1:4318/v1/traces";
             reconcile.github = {{ provider = "github"; apiUrl = "https://api.github.com"; hookOwner = "acme/app"; hookId = 123456; tokenFile = "/run/secrets/rave/github-api-token"; }};

@@ -81,6 +81,12 @@ fn every_services_check_config_accepts_the_settings_nixos_renders() {
     let ingest = &defs["ingest"]["settings"]["sources"];
     assert_eq!(ingest["github"]["secrets"].as_array().unwrap().len(), 2);
     assert_eq!(ingest["gitlab"]["tokens"].as_array().unwrap().len(), 1);
+    // A preset and a declared HMAC scheme pass through as ingest reads them.
+    assert_eq!(ingest["payments"]["kind"], "stripe");
+    assert_eq!(ingest["payments"]["timestamp_tolerance_secs"], 120);
+    assert_eq!(ingest["acme"]["hmac"]["signature_list"]["key"], "v1");
+    assert_eq!(ingest["acme"]["hmac"]["signed"], "{timestamp}.{body}");
+    assert!(ingest["billing"].get("hmac").is_none());
     assert!(
         defs["dedup-store"]["settings"]["database"]["host"] == "/run/postgresql",
         "peer authentication over the socket"

@@ -162,7 +162,7 @@ fn a_missing_wrong_or_non_bearer_token_is_refused_before_the_body_is_read() {
     let junk = b"not json";
     assert_eq!(
         check(None, junk).unwrap_err(),
-        VerifyError::MissingHeader("authorization")
+        VerifyError::MissingHeader("authorization".into())
     );
     assert_eq!(
         check(Some("Bearer not-the-token"), junk).unwrap_err(),
@@ -174,10 +174,7 @@ fn a_missing_wrong_or_non_bearer_token_is_refused_before_the_body_is_read() {
     );
     assert!(matches!(
         check(Some(&format!("Basic {TOKEN}")), junk).unwrap_err(),
-        VerifyError::MalformedHeader {
-            header: "authorization",
-            ..
-        }
+        VerifyError::MalformedHeader { header, .. } if header == "authorization"
     ));
 }
 
