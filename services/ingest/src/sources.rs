@@ -63,35 +63,6 @@ impl Sources {
                 ));
             }
             let verifier = match source.kind {
-                SourceKind::Hmac => {
-                    let declared = source.hmac.as_ref().ok_or_else(|| {
-                        SettingsError::invalid(
-                            key("hmac"),
-                            "an hmac source needs its scheme in [sources.NAME.hmac]",
-                        )
-                    })?;
-                    Verifier::Declared(Box::new(
-                        Scheme::compile(declared, &secrets, tolerance, None)
-                            .map_err(|e| SettingsError::invalid(format!("sources.{name}"), e))?,
-                    ))
-                }
-                kind @ (SourceKind::Gitea
-                | SourceKind::Forgejo
-                | SourceKind::Bitbucket
-                | SourceKind::Stripe
-                | SourceKind::Slack
-                | SourceKind::Shopify
-                | SourceKind::Linear
-                | SourceKind::Sentry
-                | SourceKind::Pagerduty
-                | SourceKind::Jira) => {
-                    let (declared, challenge) =
-                        presets::expand(kind).expect("every preset kind expands");
-                    Verifier::Declared(Box::new(
-                        Scheme::compile(&declared, &secrets, tolerance, challenge)
-                            .map_err(|e| SettingsError::invalid(format!("sources.{name}"), e))?,
-                    ))
-                }
                 SourceKind::Github => {
                     if secrets.is_empty() {
                         return Err(SettingsError::invalid(
@@ -153,6 +124,25 @@ impl Sources {
                         ));
                     }
                     Verifier::Alertmanager { tokens }
+                }
+                // `hmac` and every preset: one declared scheme, compiled once.
+                kind => {
+                    let (declared, challenge) = match presets::expand(kind) {
+                        Some(preset) => preset,
+                        None => (
+                            source.hmac.clone().ok_or_else(|| {
+                                SettingsError::invalid(
+                                    key("hmac"),
+                                    "an hmac source needs its scheme in [sources.NAME.hmac]",
+                                )
+                            })?,
+                            None,
+                        ),
+                    };
+                    Verifier::Declared(Box::new(
+                        Scheme::compile(&declared, &secrets, tolerance, challenge)
+                            .map_err(|e| SettingsError::invalid(format!("sources.{name}"), e))?,
+                    ))
                 }
             };
             sources.insert(

@@ -238,35 +238,16 @@ impl Verifier {
         body: &[u8],
         now_unix: i64,
     ) -> Result<Verdict, VerifyError> {
+        // Only a declared scheme knows handshakes; the others deliver events.
         match self {
             Self::Declared(scheme) => scheme.verify(headers, body, now_unix),
-            _ => self
-                .verify_event(headers, body, now_unix)
-                .map(Verdict::Event),
-        }
-    }
-
-    /// The kinds with code of their own, which only ever deliver events.
-    fn verify_event(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_unix: i64,
-    ) -> Result<Verified, VerifyError> {
-        match self {
-            Self::Declared(scheme) => match scheme.verify(headers, body, now_unix)? {
-                Verdict::Event(verified) => Ok(verified),
-                Verdict::Challenge(_) => Err(VerifyError::MalformedBody(
-                    "a handshake, not an event".to_owned(),
-                )),
-            },
-            Self::Github { keys } => verify_github(keys, headers, body),
+            Self::Github { keys } => verify_github(keys, headers, body).map(Verdict::Event),
             Self::Standard { keys } => {
                 let event_uuid = keys.verify(headers, body, now_unix)?;
-                Ok(Verified {
+                Ok(Verdict::Event(Verified {
                     event_uuid,
                     event_type: standard_event_type(body),
-                })
+                }))
             }
             Self::Gitlab {
                 signing,
@@ -279,8 +260,11 @@ impl Verifier {
                 headers,
                 body,
                 now_unix,
-            ),
-            Self::Alertmanager { tokens } => alertmanager::verify(tokens, headers, body),
+            )
+            .map(Verdict::Event),
+            Self::Alertmanager { tokens } => {
+                alertmanager::verify(tokens, headers, body).map(Verdict::Event)
+            }
         }
     }
 }
@@ -390,31 +374,35 @@ fn parse_type(value: &str, header: &'static str) -> Result<EventType, VerifyErro
     EventType::parse(value).map_err(|e| malformed(header, e.to_string()))
 }
 
-/// The first of `names` present, as text.
-fn first_present<'a>(
+/// The first of `names` present, as text, and which it was.
+fn first_present<'a, 'n, N: AsRef<str>>(
     headers: &'a HeaderMap,
-    names: &[&'static str],
-) -> Result<Option<(&'a str, &'static str)>, VerifyError> {
-    for &name in names {
+    names: &'n [N],
+) -> Result<Option<(&'a str, &'n N)>, VerifyError> {
+    for name in names {
+        let text = name.as_ref();
         // Two values for one protocol header are ambiguous (which one was
         // signed, which delivery is it?): refuse rather than pick one.
-        if headers.get_all(name).nth(1).is_some() {
-            return Err(malformed(name, "appears more than once"));
+        if headers.get_all(text).nth(1).is_some() {
+            return Err(malformed(text.to_owned(), "appears more than once"));
         }
-        if let Some(value) = headers.get(name) {
-            let text = value
+        if let Some(value) = headers.get(text) {
+            let value = value
                 .to_str()
-                .map_err(|_| malformed(name, "must be visible ASCII"))?;
-            return Ok(Some((text, name)));
+                .map_err(|_| malformed(text.to_owned(), "must be visible ASCII"))?;
+            return Ok(Some((value, name)));
         }
     }
     Ok(None)
 }
 
-fn required<'a>(headers: &'a HeaderMap, names: &[&'static str]) -> Result<&'a str, VerifyError> {
+fn required<'a, N: AsRef<str>>(
+    headers: &'a HeaderMap,
+    names: &[N],
+) -> Result<&'a str, VerifyError> {
     first_present(headers, names)?
         .map(|(value, _)| value)
-        .ok_or(VerifyError::MissingHeader(names[0].into()))
+        .ok_or_else(|| VerifyError::MissingHeader(names[0].as_ref().to_owned().into()))
 }
 
 mod alertmanager;

@@ -128,7 +128,8 @@ pub fn delivery(provider: &str, secret: &str, event: Event<'_>) -> Option<Delive
             ])
         }
         "bitbucket" => headers.extend([
-            ("x-hub-signature", format!("sha256={}", hex_body())),
+            // GitHub's form, in the header GitHub once used for SHA-1.
+            ("x-hub-signature", super::github(secret, &body)),
             ("x-request-uuid", id.to_owned()),
             ("x-event-key", kind),
         ]),
@@ -170,7 +171,7 @@ pub fn delivery(provider: &str, secret: &str, event: Event<'_>) -> Option<Delive
         ]),
         "pagerduty" => headers.push(("x-pagerduty-signature", format!("v1={}", hex_body()))),
         "jira" => headers.extend([
-            ("x-hub-signature", format!("sha256={}", hex_body())),
+            ("x-hub-signature", super::github(secret, &body)),
             ("x-atlassian-webhook-identifier", id.to_owned()),
         ]),
         _ => return None,

@@ -18,7 +18,7 @@ pub use settings::{
     Algorithm, Encoding, HmacSettings, Location, Part, SignatureList, TimestampUnit, parse_template,
 };
 
-use super::{Verdict, Verified, VerifyError, malformed};
+use super::{Verdict, Verified, VerifyError, first_present, malformed, required};
 
 mod settings;
 #[cfg(test)]
@@ -231,11 +231,11 @@ impl Scheme {
         body: &[u8],
         now_unix: i64,
     ) -> Result<Verdict, VerifyError> {
-        let (signature_header, value) = first_header(headers, &self.signature_headers)?
+        let (value, signature_header) = first_present(headers, &self.signature_headers)?
             .ok_or_else(|| VerifyError::MissingHeader(self.signature_headers[0].clone()))?;
         let (candidates, fields) = self.candidates(signature_header, value)?;
         let timestamp = match self.timestamp.as_ref().map(|t| &t.from) {
-            Some(Location::Header(name)) => Some((required(headers, name)?, name.clone())),
+            Some(Location::Header(name)) => Some((required(headers, &[name])?, name.clone())),
             Some(Location::Signature(key)) => {
                 let text = fields.ok_or_else(|| {
                     malformed(signature_header.clone(), format!("has no {key}= entry"))
@@ -252,7 +252,7 @@ impl Scheme {
         }
         let signed_id = match self.delivery_id.as_slice() {
             [Location::Header(name)] if self.signed.contains(&Part::Id) => {
-                Some(required(headers, name)?)
+                Some(required(headers, &[name])?)
             }
             _ => None,
         };
@@ -484,32 +484,7 @@ impl Scheme {
     }
 }
 
-/// A header's value as text; two values are ambiguous and refused.
+/// One header's value as text; two values are ambiguous and refused.
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, VerifyError> {
-    if headers.get_all(name).nth(1).is_some() {
-        return Err(malformed(name.to_owned(), "appears more than once"));
-    }
-    headers
-        .get(name)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| malformed(name.to_owned(), "must be visible ASCII"))
-        })
-        .transpose()
-}
-
-fn first_header<'a, 'n>(
-    headers: &'a HeaderMap,
-    names: &'n [Cow<'static, str>],
-) -> Result<Option<(&'n Cow<'static, str>, &'a str)>, VerifyError> {
-    for name in names {
-        if let Some(value) = header(headers, name)? {
-            return Ok(Some((name, value)));
-        }
-    }
-    Ok(None)
-}
-
-fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
-    header(headers, name)?.ok_or_else(|| VerifyError::MissingHeader(name.to_owned().into()))
+    Ok(first_present(headers, &[name])?.map(|(value, _)| value))
 }

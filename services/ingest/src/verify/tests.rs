@@ -6,6 +6,25 @@ use super::*;
 
 const NOW: i64 = 1_800_000_000;
 
+/// The event a verdict holds; a test that gets a challenge fails.
+pub(super) fn event(result: Result<Verdict, VerifyError>) -> Result<Verified, VerifyError> {
+    result.map(|v| match v {
+        Verdict::Event(e) => e,
+        Verdict::Challenge(c) => panic!("a challenge {c:?}, not an event"),
+    })
+}
+
+impl Verifier {
+    fn verify_event(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
+    ) -> Result<Verified, VerifyError> {
+        event(self.verify(headers, body, now_unix))
+    }
+}
+
 pub(super) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {

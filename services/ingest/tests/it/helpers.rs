@@ -18,7 +18,7 @@ pub struct TestStack {
     pub gitlab_signing_secret: String,
 }
 
-fn source(kind: SourceKind, secrets: Vec<&str>, tokens: Vec<&str>) -> SourceSettings {
+pub fn source(kind: SourceKind, secrets: Vec<&str>, tokens: Vec<&str>) -> SourceSettings {
     SourceSettings {
         kind,
         secrets: secrets.into_iter().map(Secret::new).collect(),

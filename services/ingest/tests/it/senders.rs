@@ -6,11 +6,10 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use ingest::settings::{SourceKind, SourceSettings};
-use rave_service::settings::Secret;
 use rave_service::sign::providers::{self, Event, PROVIDERS};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestStack, sample, send, spawn_stack_with};
+use crate::helpers::{TestStack, sample, send, source, spawn_stack_with};
 
 const SECRET: &str = "whsec_a-providers-signing-secret";
 
@@ -30,16 +29,7 @@ async fn stack_with_every_preset() -> TestStack {
 }
 
 fn preset(kind: SourceKind) -> SourceSettings {
-    SourceSettings {
-        kind,
-        secrets: vec![Secret::new(SECRET)],
-        secret: None,
-        tokens: vec![],
-        token: None,
-        require_signature: false,
-        timestamp_tolerance_secs: None,
-        hmac: None,
-    }
+    source(kind, vec![SECRET], vec![])
 }
 
 /// Asks the providers' libraries (tests/providers/sdk.py).

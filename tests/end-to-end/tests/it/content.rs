@@ -116,8 +116,9 @@ async fn pipeline() -> Pipeline {
     pipeline_with(&[]).await
 }
 
-/// [`pipeline`] whose ingest also has these sources, each with `PRESET_SECRET`.
-async fn pipeline_with(presets: &[(&str, ingest::settings::SourceKind)]) -> Pipeline {
+/// [`pipeline`] whose ingest also has a source of each of these preset
+/// kinds, each with `PRESET_SECRET`.
+async fn pipeline_with(presets: &[&str]) -> Pipeline {
     let cluster = PgCluster::shared();
     let tasks_db = cluster.create_database().await.unwrap();
     let events_db = cluster.create_database().await.unwrap();
@@ -137,19 +138,12 @@ async fn pipeline_with(presets: &[(&str, ingest::settings::SourceKind)]) -> Pipe
     // The relay is stepped by the test, not run in the background.
     let (relay, store_url) = stepped_store(&events_db, 0, &dispatcher_url).await;
 
-    let mut ingest: ingest::Settings = defaults();
-    ingest.server.port = 0;
-    ingest.store.url = store_url;
-    ingest.sources.insert("github".into(), github_source());
-    for (name, kind) in presets {
-        let mut source = github_source();
-        source.kind = *kind;
-        source.secret = Some(Secret::new(PRESET_SECRET));
-        source.secrets.clear();
-        ingest.sources.insert((*name).to_owned(), source);
-    }
-    let app = ingest::Application::build(ingest).await.unwrap();
-    let ingest_url = serve(app.port(), app.run_until_stopped()).await;
+    // Each preset's source is named after its kind.
+    let sources = presets.iter().map(|kind| {
+        let settings = format!("kind = \"{kind}\"\nsecret = \"{PRESET_SECRET}\"");
+        ((*kind).to_owned(), toml::from_str(&settings).unwrap())
+    });
+    let (_, ingest_url) = ingest_with(store_url, sources).await;
     Pipeline {
         ingest_url,
         dispatcher_url,
@@ -325,15 +319,10 @@ fn preset_delivery() -> impl Strategy<Value = (&'static str, Option<String>, Vec
 #[test]
 fn generated_hostile_preset_deliveries_are_stored_once_or_refused_with_a_4xx_and_never_block_the_rest()
  {
-    use ingest::settings::SourceKind;
     use rave_service::sign::providers::{self, Event};
     let runtime = runtime();
     let _exclusive = runtime.block_on(exclusive());
-    let p = runtime.block_on(pipeline_with(&[
-        ("stripe", SourceKind::Stripe),
-        ("pagerduty", SourceKind::Pagerduty),
-        ("slack", SourceKind::Slack),
-    ]));
+    let p = runtime.block_on(pipeline_with(&["stripe", "pagerduty", "slack"]));
     let (sent, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let config = ProptestConfig {
         cases: 10,

@@ -148,10 +148,19 @@ pub fn github_source() -> ingest::settings::SourceSettings {
 /// An ingest in this process with the github source, in front of the
 /// dedup-store at `store_url`: its port and URL.
 pub async fn github_ingest(store_url: String) -> (u16, String) {
+    ingest_with(store_url, []).await
+}
+
+/// [`github_ingest`] with more sources.
+pub async fn ingest_with(
+    store_url: String,
+    sources: impl IntoIterator<Item = (String, ingest::settings::SourceSettings)>,
+) -> (u16, String) {
     let mut ingest: ingest::Settings = defaults();
     ingest.server.port = 0;
     ingest.store.url = store_url;
     ingest.sources.insert("github".into(), github_source());
+    ingest.sources.extend(sources);
     let app = ingest::Application::build(ingest).await.unwrap();
     let port = app.port();
     (port, serve(port, app.run_until_stopped()).await)

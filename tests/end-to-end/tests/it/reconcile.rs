@@ -172,16 +172,8 @@ async fn stored(db: &TestDatabase, source: &str) -> (i64, i64) {
 
 /// Where scripts/install puts GitHub's OpenAPI description.
 fn github_openapi() -> std::path::PathBuf {
-    let tools = std::env::var_os("RAVE_TOOLS_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| std::path::PathBuf::from(t).join("rave-tools"))
-        })
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/rave-tools")
-        });
-    tools.join("npm/@octokit-openapi-23.0.2/package/generated/api.github.com.json")
+    test_support::tools::dir()
+        .join("npm/@octokit-openapi-23.0.2/package/generated/api.github.com.json")
 }
 
 /// Runs tests/github-openapi/validate.py on the double's answers; its
@@ -208,11 +200,8 @@ fn github_openapi_check(exchanges: &serde_json::Value) -> (bool, String) {
     std::fs::write(&transcript, exchanges.to_string()).unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     // The tools' venv has jsonschema; scripts/test puts it first on PATH.
-    let venv_python = spec
-        .ancestors()
-        .nth(5)
-        .map(|tools| tools.join("venv/bin/python3"))
-        .filter(|p| p.exists());
+    let venv_python =
+        Some(test_support::tools::dir().join("venv/bin/python3")).filter(|p| p.exists());
     let python = venv_python.unwrap_or_else(|| "python3".into());
     let out = std::process::Command::new(python)
         .arg(root.join("tests/github-openapi/validate.py"))

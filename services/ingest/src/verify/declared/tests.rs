@@ -44,12 +44,7 @@ fn signed(name: &str, secret: &str, now: i64) -> (HeaderMap, Vec<u8>) {
     (headers(&delivery.headers), delivery.body)
 }
 
-fn event(result: Result<Verdict, VerifyError>) -> Result<Verified, VerifyError> {
-    result.map(|v| match v {
-        Verdict::Event(e) => e,
-        Verdict::Challenge(c) => panic!("a challenge {c:?}, not an event"),
-    })
-}
+use crate::verify::tests::event;
 
 /// The providers whose presets check a timestamp.
 const TIMED: [&str; 3] = ["stripe", "slack", "linear"];
