@@ -59,7 +59,13 @@ pub fn retry_later(
     retry_after_secs: u32,
     cause: &anyhow::Error,
 ) -> HttpResponse {
-    tracing::warn!(code, error.chain = %format!("{cause:#}"), "dependency unavailable");
+    let trace_id = crate::telemetry::current_trace_id();
+    tracing::warn!(
+        code,
+        error.chain = %format!("{cause:#}"),
+        trace_id = trace_id.as_ref().map(|t| t.as_str()),
+        "dependency unavailable"
+    );
     let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, code, message);
     response.headers_mut().insert(
         actix_web::http::header::RETRY_AFTER,
@@ -71,7 +77,14 @@ pub fn retry_later(
 /// Logs an unexpected error once, with its whole cause chain.
 pub fn log_unexpected(error: &(dyn std::error::Error + 'static)) {
     let chain = crate::error::cause_chain(error);
-    tracing::error!(error.chain = %chain, "unexpected error");
+    // Log lines carry no span fields by default (`telemetry.log_spans`):
+    // the trace id is what leads from this line to the request.
+    let trace_id = crate::telemetry::current_trace_id();
+    tracing::error!(
+        error.chain = %chain,
+        trace_id = trace_id.as_ref().map(|t| t.as_str()),
+        "unexpected error"
+    );
 }
 
 /// Why a request body could not be read.

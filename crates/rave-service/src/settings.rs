@@ -191,6 +191,14 @@ pub struct TelemetrySettings {
     /// else are still logged, and traces hold the per-request detail.
     #[serde(default)]
     pub request_logs: bool,
+    /// Whether log lines carry the fields of the span they were logged in.
+    /// Off by default: the JSON formatter renders every span's fields when
+    /// the span is made and again on each `record`, logged or not — about a
+    /// tenth of ingest's and dedup-store's CPU at full rate
+    /// (docs/performance.md). Warnings and errors name their `trace_id`
+    /// either way, which opens the whole request in `ravectl trace`.
+    #[serde(default)]
+    pub log_spans: bool,
 }
 
 impl Default for TelemetrySettings {
@@ -202,6 +210,7 @@ impl Default for TelemetrySettings {
             otlp_endpoint: None,
             sample_ratio: 1.0,
             request_logs: false,
+            log_spans: false,
         }
     }
 }

@@ -83,17 +83,7 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> anyhow::Resu
                 .expect("a valid directive"),
         );
     }
-    let fmt_layer = match settings.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_filter(log_filter)
-            .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .with_filter(log_filter)
-            .boxed(),
-    };
+    let fmt_layer = log_layer(settings, log_filter, std::io::stdout);
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service))
         .with_filter(EnvFilter::new(&settings.trace_filter));
@@ -102,6 +92,37 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> anyhow::Resu
         .with(otel_layer)
         .try_init()?;
     Ok(TelemetryGuard { provider })
+}
+
+/// The log lines' layer. Without `log_spans` it sees events only, so no
+/// span's fields are formatted for it (see `TelemetrySettings::log_spans`).
+fn log_layer<S, W>(
+    settings: &TelemetrySettings,
+    log_filter: EnvFilter,
+    writer: W,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::filter::FilterExt as _;
+    let spans = settings.log_spans;
+    let filter = log_filter.and(tracing_subscriber::filter::filter_fn(move |meta| {
+        spans || meta.is_event()
+    }));
+    match settings.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(spans)
+            .with_span_list(false)
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+    }
 }
 
 /// The trace id of the current span, if it belongs to a trace.
@@ -190,4 +211,57 @@ pub fn is_traceparent(value: &str) -> bool {
         && hex(parts[1], 32)
         && hex(parts[2], 16)
         && hex(parts[3], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    /// Every line the layer writes, for reading back.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged_inside_a_span(log_spans: bool) -> serde_json::Value {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let settings = TelemetrySettings {
+            log_spans,
+            ..TelemetrySettings::default()
+        };
+        let layer = log_layer(&settings, EnvFilter::new("info"), move || writer.clone());
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", route = "/hooks/{source}");
+            let _entered = span.enter();
+            tracing::error!(code = "x", "unexpected error");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        serde_json::from_str(text.trim()).unwrap()
+    }
+
+    #[test]
+    fn log_lines_carry_no_span_fields_unless_log_spans_is_on() {
+        let quiet = logged_inside_a_span(false);
+        assert_eq!(quiet["fields"]["message"], "unexpected error");
+        assert_eq!(quiet["fields"]["code"], "x");
+        assert!(quiet.get("span").is_none(), "{quiet}");
+
+        let spans = logged_inside_a_span(true);
+        assert_eq!(spans["fields"]["message"], "unexpected error");
+        assert_eq!(spans["span"]["route"], "/hooks/{source}");
+    }
 }
