@@ -195,8 +195,8 @@ pub struct TelemetrySettings {
     /// Off by default: the JSON formatter renders every span's fields when
     /// the span is made and again on each `record`, logged or not — about a
     /// tenth of ingest's and dedup-store's CPU at full rate
-    /// (docs/performance.md). Warnings and errors name their `trace_id`
-    /// either way, which opens the whole request in `ravectl trace`.
+    /// (docs/performance.md). A request's unexpected-error and
+    /// dependency-unavailable lines name their `trace_id` either way.
     #[serde(default)]
     pub log_spans: bool,
 }

@@ -235,6 +235,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_unexpected_error_names_the_trace_of_its_request() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(log_layer(
+                &TelemetrySettings::default(),
+                EnvFilter::new("info"),
+                move || writer.clone(),
+            ))
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let trace_id = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request");
+            let _entered = span.enter();
+            crate::http::log_unexpected(&std::io::Error::other("disk gone"));
+            current_trace_id().expect("the request span has a trace")
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["fields"]["message"], "unexpected error");
+        assert_eq!(line["fields"]["trace_id"], trace_id.as_str());
+        assert!(line.get("span").is_none(), "{line}");
+    }
+
     fn logged_inside_a_span(log_spans: bool) -> serde_json::Value {
         let lines = Lines::default();
         let writer = lines.clone();
