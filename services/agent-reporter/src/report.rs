@@ -43,6 +43,9 @@ pub struct Report {
     pub cost: Option<f64>,
     #[serde(default)]
     pub metrics: Vec<CustomMetric>,
+    /// The job's W3C trace context, so that a report sent in a batch joins
+    /// its task's trace (a single call may send the header instead).
+    pub traceparent: Option<String>,
 }
 
 /// A counter the agent adds to: exported as `agent_custom_<name>_total`.
@@ -101,6 +104,14 @@ impl Report {
 
     /// Checks what types cannot: ranges, names and bounds.
     pub fn validate(&self, limits: &Limits) -> Result<(), Invalid> {
+        if let Some(tp) = &self.traceparent
+            && (tp.len() > 128 || !tp.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "traceparent",
+                "must be a W3C traceparent (printable ASCII, at most 128 bytes)",
+            ));
+        }
         if !self.duration_seconds.is_finite() || self.duration_seconds < 0.0 {
             return Err(invalid("duration_seconds", "must be a finite number >= 0"));
         }

@@ -44,6 +44,9 @@ impl PushgatewaySettings {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_report_bytes: usize,
+    /// `POST /v1/reports/batch`: the whole body, and the reports in it.
+    pub max_batch_bytes: usize,
+    pub max_reports_per_call: usize,
     pub max_custom_metrics: usize,
     pub max_labels: usize,
     pub max_label_value_bytes: usize,
@@ -87,8 +90,14 @@ impl ServiceSettings for Settings {
             ));
         }
         let l = &self.limits;
-        if l.max_report_bytes == 0 || l.max_series_per_agent < 1 || l.max_duration_secs <= 0.0 {
-            return Err(SettingsError::invalid("limits", "limits must be positive"));
+        if l.max_report_bytes == 0
+            || l.max_batch_bytes < l.max_report_bytes
+            || l.max_reports_per_call == 0
+            || l.max_series_per_agent < 1 || l.max_duration_secs <= 0.0 {
+            return Err(SettingsError::invalid(
+                "limits",
+                "limits must be positive, and max_batch_bytes at least max_report_bytes",
+            ));
         }
         rave_service::auth::Agents::load(&self.agents, self.agents_file.as_deref())?;
         Ok(())

@@ -1,11 +1,6 @@
 use dedup_store::{Application, Settings};
 use rave_service::cli::{Start, parse_and_load};
 
-// mimalloc, not glibc malloc: cheaper per call and no per-thread arenas
-// holding freed memory (docs/adr/0021-mimalloc.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let Start::Run(settings) = parse_and_load::<Settings>() else {
         return Ok(());

@@ -20,7 +20,8 @@ pub(super) struct ReportBuffer {
 /// What became of one attempt to send a report.
 enum Sent {
     Taken,
-    /// Refused for what it is (4xx but 429): sending it again will not help.
+    /// Refused for what it is (4xx but 401 and 429): sending it again will
+    /// not help.
     Refused(String),
     /// Not now (a transport error, 429, 5xx): keep it.
     Later(String),
@@ -34,28 +35,59 @@ impl ReportBuffer {
 
     /// Sends what waits, oldest first, until agent-reporter cannot take
     /// more now; what it refuses outright is dropped (sending it again will
-    /// not help).
+    /// not help). Several waiting go together (`/v1/reports/batch`), each
+    /// with its own trace context; one alone, or a reporter without the
+    /// batch route, goes one call each.
     pub(super) async fn flush(&self, http: &reqwest::Client, reporter: &str, token: &str) {
-        for path in self.waiting() {
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                continue;
-            };
-            let Ok(kept) = serde_json::from_str::<Value>(&text) else {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            };
-            let traceparent = kept["traceparent"].as_str();
-            match post(http, reporter, token, &kept["report"], traceparent).await {
-                Sent::Taken => {
-                    let _ = std::fs::remove_file(&path);
+        let kept: Vec<(PathBuf, Value)> = self
+            .waiting()
+            .into_iter()
+            .filter_map(|path| {
+                let text = std::fs::read_to_string(&path).ok()?;
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(kept) => Some((path, kept)),
+                    Err(_) => {
+                        let _ = std::fs::remove_file(&path);
+                        None
+                    }
                 }
-                Sent::Refused(why) => {
-                    eprintln!("the reporter refused a job report: {why}");
-                    let _ = std::fs::remove_file(&path);
+            })
+            .collect();
+        for chunk in chunks(&kept) {
+            let outcome = if chunk.len() > 1 {
+                post_batch(http, reporter, token, chunk).await
+            } else {
+                None
+            };
+            let sent = match outcome {
+                Some(sent) => sent,
+                None => {
+                    let mut sent = Vec::new();
+                    for (_, kept) in chunk {
+                        let traceparent = kept["traceparent"].as_str();
+                        let one = post(http, reporter, token, &kept["report"], traceparent).await;
+                        let later = matches!(one, Sent::Later(_));
+                        sent.push(one);
+                        if later {
+                            break;
+                        }
+                    }
+                    sent
                 }
-                Sent::Later(why) => {
-                    eprintln!("the reporter cannot take reports now ({why}); keeping them");
-                    return;
+            };
+            for ((path, _), sent) in chunk.iter().zip(sent) {
+                match sent {
+                    Sent::Taken => {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    Sent::Refused(why) => {
+                        eprintln!("the reporter refused a job report: {why}");
+                        let _ = std::fs::remove_file(path);
+                    }
+                    Sent::Later(why) => {
+                        eprintln!("the reporter cannot take reports now ({why}); keeping them");
+                        return;
+                    }
                 }
             }
         }
@@ -127,13 +159,98 @@ async fn post(
     }
     match request.send().await {
         Ok(r) if r.status().is_success() => Sent::Taken,
-        Ok(r) if r.status().is_client_error() && r.status() != 429 => {
+        // 401 is this agent's token, not the report: kept for a fixed token.
+        Ok(r) if r.status().is_client_error() && r.status() != 429 && r.status() != 401 => {
             let status = r.status();
             Sent::Refused(format!("{status}: {}", r.text().await.unwrap_or_default()))
         }
         Ok(r) => Sent::Later(format!("it answered {}", r.status())),
         Err(e) => Sent::Later(e.to_string()),
     }
+}
+
+/// At most this many reports, and about this many bytes, per batch call:
+/// within agent-reporter's default `limits.max_reports_per_call` and
+/// `limits.max_batch_bytes`.
+const BATCH_REPORTS: usize = 100;
+const BATCH_BYTES: usize = 3 << 20;
+
+/// `kept` cut into batches, in order.
+fn chunks(kept: &[(PathBuf, Value)]) -> Vec<&[(PathBuf, Value)]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (_, report)) in kept.iter().enumerate() {
+        let size = report.to_string().len();
+        if i > start && (i - start == BATCH_REPORTS || bytes + size > BATCH_BYTES) {
+            out.push(&kept[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < kept.len() {
+        out.push(&kept[start..]);
+    }
+    out
+}
+
+/// One `/v1/reports/batch` call for `chunk`: what became of each report,
+/// in order; `None` when the reporter refused the call itself for what it
+/// is (no batch route, 404; a limit it has lower), so each goes alone.
+async fn post_batch(
+    http: &reqwest::Client,
+    reporter: &str,
+    token: &str,
+    chunk: &[(PathBuf, Value)],
+) -> Option<Vec<Sent>> {
+    let reports: Vec<Value> = chunk
+        .iter()
+        .map(|(_, kept)| {
+            let mut report = kept["report"].clone();
+            if let (Some(object), Some(tp)) = (report.as_object_mut(), kept["traceparent"].as_str()) {
+                object.insert("traceparent".into(), tp.into());
+            }
+            report
+        })
+        .collect();
+    let answer = http
+        .post(format!("{reporter}/v1/reports/batch"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(30))
+        .json(&serde_json::json!({ "reports": reports }))
+        .send()
+        .await;
+    let later = |why: String| Some(chunk.iter().map(|_| Sent::Later(why.clone())).collect());
+    let response = match answer {
+        Ok(r) => r,
+        Err(e) => return later(e.to_string()),
+    };
+    let status = response.status();
+    if status.is_client_error() && status != 429 && status != 401 {
+        return None;
+    }
+    if !status.is_success() {
+        return later(format!("it answered {status}"));
+    }
+    let body: Value = match response.json().await {
+        Ok(body) => body,
+        Err(e) => return later(e.to_string()),
+    };
+    let items = body["results"].as_array()?;
+    Some(
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(n, _)| match items.get(n) {
+                Some(item) => match item["status"].as_u64().unwrap_or(0) {
+                    200..=299 => Sent::Taken,
+                    429 => Sent::Later("429".into()),
+                    s @ 400..=499 => Sent::Refused(format!("{s}: {}", item["error"])),
+                    s => Sent::Later(format!("{s}")),
+                },
+                None => Sent::Later("no answer for it".into()),
+            })
+            .collect(),
+    )
 }
 
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {

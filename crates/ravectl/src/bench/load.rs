@@ -20,7 +20,9 @@ pub enum Pace {
 }
 
 /// How a response counts: a label, and whether it is a success.
-pub type Verdict = (&'static str, bool);
+/// A response's label, and how many items it carried that succeeded (a
+/// single call: 0 or 1).
+pub type Verdict = (&'static str, u64);
 
 #[derive(Debug)]
 pub struct RunResult {
@@ -107,9 +109,9 @@ where
                 let _ = latency.record(elapsed.min(100_000_000));
                 match answer {
                     Ok(response) => {
-                        let (label, success) = classify(&response);
+                        let (label, succeeded) = classify(&response);
                         *counts.entry(label).or_default() += 1;
-                        ok += u64::from(success);
+                        ok += succeeded;
                         if response.close {
                             conn = None;
                         }

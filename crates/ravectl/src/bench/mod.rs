@@ -38,6 +38,8 @@ pub struct Params {
     pub rates: Vec<f64>,
     pub agents: usize,
     pub batch: usize,
+    /// Job reports per call (1: one `POST /v1/reports` each).
+    pub report_batch: usize,
     /// Events and finished tasks loaded before measuring.
     pub prefill: u64,
     /// Aged events the retention mode loads.
@@ -60,6 +62,7 @@ impl Params {
             rates: args.rates.clone(),
             agents: args.agents,
             batch: args.batch,
+            report_batch: args.report_batch.max(1),
             prefill: args.prefill,
             retention_backlog: args.retention_backlog,
             search_events: args.search_events,
@@ -70,6 +73,7 @@ impl Params {
             p.concurrency = p.concurrency.min(4);
             p.agents = p.agents.min(4);
             p.batch = p.batch.min(5);
+            p.report_batch = p.report_batch.min(5);
             p.prefill = p.prefill.min(1000);
             p.retention_backlog = p.retention_backlog.min(20_000);
             p.search_events = p.search_events.min(2_000);

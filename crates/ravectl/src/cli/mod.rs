@@ -176,6 +176,10 @@ pub struct BenchArgs {
     /// Tasks each claim asks for.
     #[arg(long, default_value_t = 20)]
     pub batch: usize,
+    /// Job reports per call in the `reports` step (`POST /v1/reports/batch`);
+    /// 1 sends each alone to `POST /v1/reports`.
+    #[arg(long, default_value_t = 20)]
+    pub report_batch: usize,
     /// Before measuring, load this many stored events and as many finished
     /// tasks (with payloads and attempts) through PostgreSQL's own bulk
     /// path: the rates then show what a database that has grown costs.

@@ -106,9 +106,19 @@ impl TestReporter {
     }
 
     pub async fn post_raw(&self, agent: &str, body: String) -> (u16, Value) {
+        self.post_to("/v1/reports", agent, body).await
+    }
+
+    /// `POST /v1/reports/batch` with `reports` (each a JSON value).
+    pub async fn post_batch(&self, agent: &str, reports: &[Value]) -> (u16, Value) {
+        let body = json!({ "reports": reports }).to_string();
+        self.post_to("/v1/reports/batch", agent, body).await
+    }
+
+    pub async fn post_to(&self, path: &str, agent: &str, body: String) -> (u16, Value) {
         let response = self
             .http
-            .post(format!("{}/v1/reports", self.url))
+            .post(format!("{}{path}", self.url))
             .bearer_auth(token(agent))
             .header("content-type", "application/json")
             .body(body)

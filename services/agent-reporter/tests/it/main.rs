@@ -1,5 +1,6 @@
 //! agent-reporter on a real PostgreSQL, pushing to a real Pushgateway.
 
+mod batch;
 mod compat;
 mod helpers;
 mod pushing;

@@ -31,25 +31,30 @@ fn agent_args(
 }
 
 #[tokio::test]
-async fn a_job_report_the_reporter_could_not_take_waits_on_disk_and_is_delivered_once_it_can() {
+async fn job_reports_the_reporter_could_not_take_wait_on_disk_and_are_delivered_once_it_can() {
     // Its services' and agent's spans go to the process's one exporter: not
     // while the trace test counts what reached it.
     let _exclusive = exclusive().await;
     let cluster = PgCluster::shared();
     let dispatcher_url = webhook_dispatcher(cluster).await;
-    let event = serde_json::json!({
-        "task_id": rave_service::ids::TaskId::generate(),
-        "source": "github",
-        "event_uuid": "agent-report-delivery",
-        "event_type": "push",
-        "received_at": "2026-12-01T10:00:00Z",
-        "headers": {},
-        "body_base64": base64::engine::general_purpose::STANDARD.encode(b"{}"),
-    });
+    // Three tasks: their reports wait together, and go in one batch call.
+    let events: Vec<serde_json::Value> = (0..3)
+        .map(|n| {
+            serde_json::json!({
+                "task_id": rave_service::ids::TaskId::generate(),
+                "source": "github",
+                "event_uuid": format!("agent-report-delivery-{n}"),
+                "event_type": "push",
+                "received_at": "2026-12-01T10:00:00Z",
+                "headers": {},
+                "body_base64": base64::engine::general_purpose::STANDARD.encode(b"{}"),
+            })
+        })
+        .collect();
     let handed = reqwest::Client::new()
         .post(format!("{dispatcher_url}/v1/internal/events"))
         .bearer_auth(RELAY_TOKEN)
-        .json(&serde_json::json!({ "events": [event] }))
+        .json(&serde_json::json!({ "events": events }))
         .send()
         .await
         .unwrap();
@@ -73,7 +78,7 @@ async fn a_job_report_the_reporter_could_not_take_waits_on_disk_and_is_delivered
             })
             .count()
     };
-    assert_eq!(buffered(), 1, "the job's report waits on disk");
+    assert_eq!(buffered(), 3, "the jobs' reports wait on disk");
 
     // The reporter comes back; the agent's next idle moment delivers it.
     let reports_db = cluster.create_database().await.unwrap();
@@ -86,5 +91,5 @@ async fn a_job_report_the_reporter_could_not_take_waits_on_disk_and_is_delivered
     let args = agent_args(&dispatcher_url, &reporter_url, dir.path());
     assert_eq!(ravectl::agent::run(args).await.unwrap(), 0);
     assert_eq!(buffered(), 0);
-    assert_eq!(reports_db.scalar("SELECT count(*) FROM reports").await, 1);
+    assert_eq!(reports_db.scalar("SELECT count(*) FROM reports").await, 3);
 }

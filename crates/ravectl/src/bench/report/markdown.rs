@@ -120,8 +120,8 @@ impl Report {
         if let Some(r) = &self.reports {
             let _ = writeln!(
                 md,
-                "## Job reports\n\n**{:.0}/s** accepted, p99 {:.2} ms.\n",
-                r.ok_per_sec, r.latency_ms.p99
+                "## Job reports\n\n**{:.0}/s** accepted, {} per call; p99 of a call {:.2} ms.\n",
+                r.ok_per_sec, self.params.report_batch, r.latency_ms.p99
             );
         }
         if let Some(r) = &self.retention {

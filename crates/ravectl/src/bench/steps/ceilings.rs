@@ -136,9 +136,9 @@ pub async fn ceilings(ctx: &Ctx) -> anyhow::Result<Ceilings> {
             },
             |r: &Response| {
                 if r.status == 204 {
-                    ("no_content", true)
+                    ("no_content", 1)
                 } else {
-                    ("other", false)
+                    ("other", 0)
                 }
             },
         ))

@@ -134,12 +134,12 @@ fn load_events(ctx: &Ctx, source: &str, age: &str, n: u64) -> anyhow::Result<()>
 
 fn intake_verdict(r: &Response) -> Verdict {
     match r.status {
-        202 if r.body.windows(9).any(|w| w == b"\"spooled\"") => ("spooled", true),
-        202 => ("accepted", true),
-        200 => ("duplicate", true),
-        429 => ("rate_limited", false),
-        503 => ("unavailable", false),
-        _ => ("error", false),
+        202 if r.body.windows(9).any(|w| w == b"\"spooled\"") => ("spooled", 1),
+        202 => ("accepted", 1),
+        200 => ("duplicate", 1),
+        429 => ("rate_limited", 0),
+        503 => ("unavailable", 0),
+        _ => ("error", 0),
     }
 }
 

@@ -1,6 +1,7 @@
-//! Reports: agents posting job reports to agent-reporter.
+//! Reports: agents posting job reports to agent-reporter, `report_batch`
+//! per call (`POST /v1/reports/batch`), or one per call when it is 1.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::saturate;
 use crate::bench::http::{Response, request};
@@ -13,39 +14,60 @@ pub async fn reports(ctx: &Ctx) -> anyhow::Result<Step> {
     let host = ctx.public.host().to_owned();
     let auth = format!("Bearer {token}");
     let run = ctx.run_id.clone();
+    let per_call = p.report_batch;
     let make = move |worker: usize, seq: u64| {
-        // A distinct task id per report: reports are idempotent per task.
-        let digest = ring::digest::digest(
-            &ring::digest::SHA256,
-            format!("{run}-{worker}-{seq}").as_bytes(),
-        );
-        let task_id = hex::encode(&digest.as_ref()[..8]);
-        let body = json!({
-            "task_id": task_id, "kind": "webhook", "status": "succeeded",
-            "started_at": "2026-11-27T10:00:00Z", "duration_seconds": 1.25,
-            "tokens_input": 1200, "tokens_output": 90, "cost": 0.003,
-        });
+        let reports: Vec<Value> = (0..per_call as u64)
+            .map(|n| report(&run, worker, seq * per_call as u64 + n))
+            .collect();
+        let (path, body) = if per_call == 1 {
+            ("/v1/reports", reports[0].to_string())
+        } else {
+            ("/v1/reports/batch", json!({ "reports": reports }).to_string())
+        };
         request(
             "POST",
             &host,
-            "/v1/reports",
+            path,
             &[
                 ("content-type", "application/json"),
                 ("authorization", &auth),
             ],
-            body.to_string().as_bytes(),
+            body.as_bytes(),
         )
     };
-    let verdict = |r: &Response| match r.status {
-        200..=299 => ("accepted", true),
-        429 => ("rate_limited", false),
-        _ => ("error", false),
+    let verdict = move |r: &Response| match r.status {
+        200 if per_call > 1 => ("batch", accepted_items(&r.body)),
+        200..=299 => ("accepted", 1),
+        429 => ("rate_limited", 0),
+        _ => ("error", 0),
     };
     let (result, usage) = saturate(ctx, make, verdict).await?;
     println!(
-        "  {:.0} reports/s accepted, p99 {:.1} ms",
+        "  {:.0} reports/s accepted ({per_call} per call), p99 of a call {:.1} ms",
         result.ok_per_sec(),
         result.percentile_ms(0.99)
     );
     Ok(Step::new("reports", None, p.concurrency, &result, usage))
+}
+
+/// A job report with a distinct task id (reports are idempotent per task).
+fn report(run: &str, worker: usize, n: u64) -> Value {
+    let digest =
+        ring::digest::digest(&ring::digest::SHA256, format!("{run}-{worker}-{n}").as_bytes());
+    json!({
+        "task_id": hex::encode(&digest.as_ref()[..8]), "kind": "webhook",
+        "status": "succeeded", "started_at": "2026-11-27T10:00:00Z",
+        "duration_seconds": 1.25, "tokens_input": 1200, "tokens_output": 90, "cost": 0.003,
+    })
+}
+
+/// The items of a batch's answer that were stored or already there.
+fn accepted_items(body: &[u8]) -> u64 {
+    let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    answer["results"].as_array().map_or(0, |items| {
+        items
+            .iter()
+            .filter(|i| i["status"] == 202 || i["status"] == 200)
+            .count() as u64
+    })
 }
