@@ -9,8 +9,8 @@ use rave_service::clock::Clock;
 use rave_service::ids::AgentId;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tracing::Instrument as _;
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use crate::error::ReportError;
 use crate::metrics::{Metrics, OutcomeLabel};
@@ -65,7 +65,10 @@ async fn report_inner(
         return Err(ReportError::InvalidJson(e.to_string()));
     }
     let recorded = record_one(state, &agent, &body).await?;
-    Ok(HttpResponse::build(recorded.status).json(serde_json::json!({ "status": recorded.outcome })))
+    Ok(
+        HttpResponse::build(recorded.status)
+            .json(serde_json::json!({ "status": recorded.outcome })),
+    )
 }
 
 /// `POST /v1/reports/batch` body.
@@ -132,7 +135,8 @@ async fn report_batch_inner(
                 // would be; anything else fails the call, counted once there.
                 Err(e) => match rave_service::error::item_refusal(&e) {
                     Some(item) => {
-                        let _ = rave_service::error::counted(&state.metrics.rejected, Err::<(), _>(e));
+                        let _ =
+                            rave_service::error::counted(&state.metrics.rejected, Err::<(), _>(e));
                         item
                     }
                     None => return Err(e),

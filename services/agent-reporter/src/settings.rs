@@ -93,7 +93,9 @@ impl ServiceSettings for Settings {
         if l.max_report_bytes == 0
             || l.max_batch_bytes < l.max_report_bytes
             || l.max_reports_per_call == 0
-            || l.max_series_per_agent < 1 || l.max_duration_secs <= 0.0 {
+            || l.max_series_per_agent < 1
+            || l.max_duration_secs <= 0.0
+        {
             return Err(SettingsError::invalid(
                 "limits",
                 "limits must be positive, and max_batch_bytes at least max_report_bytes",

@@ -206,7 +206,8 @@ async fn post_batch(
         .iter()
         .map(|(_, kept)| {
             let mut report = kept["report"].clone();
-            if let (Some(object), Some(tp)) = (report.as_object_mut(), kept["traceparent"].as_str()) {
+            if let (Some(object), Some(tp)) = (report.as_object_mut(), kept["traceparent"].as_str())
+            {
                 object.insert("traceparent".into(), tp.into());
             }
             report

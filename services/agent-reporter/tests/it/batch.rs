@@ -28,7 +28,10 @@ async fn a_batch_answers_each_report_in_order_as_its_own_call_would() {
     let mut too_big = report("succeeded", 1.0);
     too_big["metrics"] = json!([{"name": "x", "value": 1, "labels": {"l": "v".repeat(3000)}}]);
     let (status, answer) = r
-        .post_batch("agent-1", &[earlier.clone(), new.clone(), bad, json!(42), too_big])
+        .post_batch(
+            "agent-1",
+            &[earlier.clone(), new.clone(), bad, json!(42), too_big],
+        )
         .await;
     assert_eq!(status, 200, "{answer}");
     let results = answer["results"].as_array().expect("results");
@@ -118,9 +121,7 @@ async fn a_batch_past_its_limits_is_refused_whole_and_stores_nothing() {
 
     let mut padded = report("succeeded", 1.0);
     padded["metrics"] = json!([{"name": "x", "value": 1, "labels": {"l": "v".repeat(1500)}}]);
-    let (status, answer) = r
-        .post_batch("agent-1", &vec![padded; 5])
-        .await;
+    let (status, answer) = r.post_batch("agent-1", &vec![padded; 5]).await;
     assert_eq!(status, 413, "over max_batch_bytes: {answer}");
     assert_eq!(answer["error"]["code"], "body_too_large");
 
@@ -130,9 +131,7 @@ async fn a_batch_past_its_limits_is_refused_whole_and_stores_nothing() {
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["error"]["code"], "invalid_json");
 
-    let (status, _) = r
-        .post_batch("nobody", &[report("succeeded", 1.0)])
-        .await;
+    let (status, _) = r.post_batch("nobody", &[report("succeeded", 1.0)]).await;
     assert_eq!(status, 401);
 
     assert_eq!(r.db.scalar("SELECT count(*) FROM reports").await, 0);

@@ -22,7 +22,10 @@ pub async fn reports(ctx: &Ctx) -> anyhow::Result<Step> {
         let (path, body) = if per_call == 1 {
             ("/v1/reports", reports[0].to_string())
         } else {
-            ("/v1/reports/batch", json!({ "reports": reports }).to_string())
+            (
+                "/v1/reports/batch",
+                json!({ "reports": reports }).to_string(),
+            )
         };
         request(
             "POST",
@@ -52,8 +55,10 @@ pub async fn reports(ctx: &Ctx) -> anyhow::Result<Step> {
 
 /// A job report with a distinct task id (reports are idempotent per task).
 fn report(run: &str, worker: usize, n: u64) -> Value {
-    let digest =
-        ring::digest::digest(&ring::digest::SHA256, format!("{run}-{worker}-{n}").as_bytes());
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{run}-{worker}-{n}").as_bytes(),
+    );
     json!({
         "task_id": hex::encode(&digest.as_ref()[..8]), "kind": "webhook",
         "status": "succeeded", "started_at": "2026-11-27T10:00:00Z",
