@@ -191,6 +191,15 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
     assert!(report["dispatch"]["heartbeats"].as_u64().unwrap() > 0);
     assert!(report["latency"]["matched"].as_u64().unwrap() > 0);
     assert!(report["reports"]["ok"].as_u64().unwrap() > 0);
+    // Reports went in batches through nginx (`/v1/reports/batch`), each
+    // call answering more than one accepted report.
+    assert_eq!(report["params"]["report_batch"], 5);
+    let calls = report["reports"]["counts"]["batch"].as_u64().unwrap();
+    assert!(
+        report["reports"]["ok"].as_u64().unwrap() > calls,
+        "{}",
+        report["reports"]
+    );
     assert_eq!(report["ready_ms"].as_object().unwrap().len(), 4);
     assert!(!report["targets"].as_array().unwrap().is_empty());
     let summary = std::fs::read_to_string(day.join("summary.md")).unwrap();
