@@ -136,3 +136,47 @@ async fn a_batch_past_its_limits_is_refused_whole_and_stores_nothing() {
 
     assert_eq!(r.db.scalar("SELECT count(*) FROM reports").await, 0);
 }
+
+#[tokio::test]
+async fn hostile_content_in_a_batch_is_refused_report_by_report_and_the_rest_is_stored() {
+    let r = reporter().await;
+    let good: Vec<Value> = (0..2).map(|_| report("succeeded", 1.0)).collect();
+    let mut nul = report("succeeded", 1.0);
+    nul["metrics"] = json!([{"name": "x", "value": 1, "labels": {"l": "a\u{0}b"}}]);
+    let mut huge_key = report("succeeded", 1.0);
+    huge_key["metrics"] = json!([{"name": "x", "value": 1, "labels": {"k".repeat(1000): "v"}}]);
+    // A lone surrogate cannot be a serde_json::Value: written by hand.
+    let surrogate = format!(
+        r#"{{"task_id":"{}","kind":"review","status":"succeeded","started_at":"2026-11-27T10:00:00Z","duration_seconds":1,"metrics":[{{"name":"x","value":1,"labels":{{"l":"\ud800"}}}}]}}"#,
+        rave_service::ids::TaskId::generate()
+    );
+    let body = format!(
+        r#"{{"reports":[{},{},{},{},{}]}}"#,
+        good[0], nul, surrogate, huge_key, good[1]
+    );
+    let (status, answer) = r.post_to("/v1/reports/batch", "agent-1", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let statuses: Vec<&Value> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["status"])
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            &json!(202),
+            &json!(422),
+            &json!(422),
+            &json!(422),
+            &json!(202)
+        ],
+        "{answer}"
+    );
+    assert_eq!(r.db.scalar("SELECT count(*) FROM reports").await, 2);
+    let jobs: i64 = r
+        .db
+        .scalar("SELECT sum(value)::bigint FROM series WHERE agent = 'agent-1' AND name = 'agent_jobs_total'")
+        .await;
+    assert_eq!(jobs, 2, "only the two good reports were counted");
+}
