@@ -95,11 +95,28 @@ pub fn response<E: ServiceError>(error: &E) -> HttpResponse {
     }
 }
 
-/// One item's refusal inside a batch answer (`{"status", "error": {"code",
-/// "message"}}`), as the same refusal alone would be answered. Only for
-/// refusals: an error of any other class fails the whole call, through
-/// [`response`].
-pub fn item_refusal<E: ServiceError>(error: &E) -> Option<serde_json::Value> {
+/// One item's answer inside a batch: its own body when it succeeded; its
+/// refusal (`{"status", "error": {"code", "message"}}`, counted in
+/// `rejected`) as the same refusal alone would be answered. An error of any
+/// other class fails the whole call, through [`response`] (and is counted
+/// once there).
+pub fn item_answer<E: ServiceError>(
+    rejected: &Family<ReasonLabel, Counter>,
+    answer: Result<serde_json::Value, E>,
+) -> Result<serde_json::Value, E> {
+    match answer {
+        Ok(body) => Ok(body),
+        Err(e) => match item_refusal(&e) {
+            Some(body) => {
+                let _ = counted(rejected, Err::<(), _>(e));
+                Ok(body)
+            }
+            None => Err(e),
+        },
+    }
+}
+
+fn item_refusal<E: ServiceError>(error: &E) -> Option<serde_json::Value> {
     let ErrorClass::Refused(status) = error.class() else {
         return None;
     };

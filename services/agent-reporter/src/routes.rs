@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use rave_pg::Pool;
 use rave_service::auth::{Agents, bearer};
 use rave_service::clock::Clock;
-use rave_service::ids::AgentId;
+use rave_service::ids::{AgentId, TaskId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
@@ -126,26 +126,21 @@ async fn report_batch_inner(
         .into_iter()
         .zip(&batch.reports)
         .map(|(answer, raw)| {
-            let mut item = match answer {
-                Ok(recorded) => serde_json::json!({
+            // A refused report is read again only for its task id, if any.
+            let task_id = match &answer {
+                Ok(recorded) => Some(recorded.task_id.to_string()),
+                Err(_) => serde_json::from_str::<TaskIdEcho>(raw.get())
+                    .ok()
+                    .and_then(|echo| echo.task_id),
+            };
+            let answer = answer.map(|recorded| {
+                serde_json::json!({
                     "status": recorded.status.as_u16(),
                     "outcome": recorded.outcome,
-                }),
-                // A refusal is the item's alone, counted as its own call
-                // would be; anything else fails the call, counted once there.
-                Err(e) => match rave_service::error::item_refusal(&e) {
-                    Some(item) => {
-                        let _ =
-                            rave_service::error::counted(&state.metrics.rejected, Err::<(), _>(e));
-                        item
-                    }
-                    None => return Err(e),
-                },
-            };
-            item["task_id"] = serde_json::from_str::<TaskIdEcho>(raw.get())
-                .ok()
-                .and_then(|echo| echo.task_id)
-                .map_or(serde_json::Value::Null, serde_json::Value::String);
+                })
+            });
+            let mut item = rave_service::error::item_answer(&state.metrics.rejected, answer)?;
+            item["task_id"] = task_id.map_or(serde_json::Value::Null, serde_json::Value::String);
             Ok(item)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -188,6 +183,7 @@ async fn read_body(
 struct Answer {
     status: actix_web::http::StatusCode,
     outcome: &'static str,
+    task_id: TaskId,
 }
 
 /// Parses, checks and records one report (JSON already known well-formed
@@ -255,7 +251,11 @@ async fn record_checked(
         state.reported.notify_one();
     }
     tracing::info!(target: rave_service::telemetry::REQUEST_LOG, agent = %agent, task_id = %task_id, status = status_label, outcome, "job report");
-    Ok(Answer { status, outcome })
+    Ok(Answer {
+        status,
+        outcome,
+        task_id,
+    })
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {

@@ -39,13 +39,17 @@ impl ReportBuffer {
     /// with its own trace context; one alone, or a reporter without the
     /// batch route, goes one call each.
     pub(super) async fn flush(&self, http: &reqwest::Client, reporter: &str, token: &str) {
-        let kept: Vec<(PathBuf, Value)> = self
+        let kept: Vec<Kept> = self
             .waiting()
             .into_iter()
             .filter_map(|path| {
                 let text = std::fs::read_to_string(&path).ok()?;
                 match serde_json::from_str::<Value>(&text) {
-                    Ok(kept) => Some((path, kept)),
+                    Ok(kept) => Some(Kept {
+                        path,
+                        bytes: text.len(),
+                        kept,
+                    }),
                     Err(_) => {
                         let _ = std::fs::remove_file(&path);
                         None
@@ -63,7 +67,7 @@ impl ReportBuffer {
                 Some(sent) => sent,
                 None => {
                     let mut sent = Vec::new();
-                    for (_, kept) in chunk {
+                    for Kept { kept, .. } in chunk {
                         let traceparent = kept["traceparent"].as_str();
                         let one = post(http, reporter, token, &kept["report"], traceparent).await;
                         let later = matches!(one, Sent::Later(_));
@@ -75,7 +79,7 @@ impl ReportBuffer {
                     sent
                 }
             };
-            for ((path, _), sent) in chunk.iter().zip(sent) {
+            for (Kept { path, .. }, sent) in chunk.iter().zip(sent) {
                 match sent {
                     Sent::Taken => {
                         let _ = std::fs::remove_file(path);
@@ -158,14 +162,28 @@ async fn post(
         request = request.header("traceparent", tp);
     }
     match request.send().await {
-        Ok(r) if r.status().is_success() => Sent::Taken,
-        // 401 is this agent's token, not the report: kept for a fixed token.
-        Ok(r) if r.status().is_client_error() && r.status() != 429 && r.status() != 401 => {
-            let status = r.status();
-            Sent::Refused(format!("{status}: {}", r.text().await.unwrap_or_default()))
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let detail = if (400..500).contains(&status) {
+                r.text().await.unwrap_or_default()
+            } else {
+                String::new()
+            };
+            sent(status, &detail)
         }
-        Ok(r) => Sent::Later(format!("it answered {}", r.status())),
         Err(e) => Sent::Later(e.to_string()),
+    }
+}
+
+/// What the reporter's answer for one report means: a call's status, or a
+/// batch item's.
+fn sent(status: u16, detail: &str) -> Sent {
+    match status {
+        200..=299 => Sent::Taken,
+        // 401 is this agent's token, not the report: kept for a fixed token.
+        401 | 429 => Sent::Later(format!("it answered {status}")),
+        400..=499 => Sent::Refused(format!("{status}: {detail}")),
+        _ => Sent::Later(format!("it answered {status}")),
     }
 }
 
@@ -175,12 +193,20 @@ async fn post(
 const BATCH_REPORTS: usize = 100;
 const BATCH_BYTES: usize = 3 << 20;
 
-/// `kept` cut into batches, in order.
-fn chunks(kept: &[(PathBuf, Value)]) -> Vec<&[(PathBuf, Value)]> {
+/// A waiting report: its file, the file's size, and what it holds
+/// (`report`, `traceparent`).
+struct Kept {
+    path: PathBuf,
+    bytes: usize,
+    kept: Value,
+}
+
+/// `kept` cut into batches, in order (sized by the files, a little above
+/// the reports they hold).
+fn chunks(kept: &[Kept]) -> Vec<&[Kept]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
-    for (i, (_, report)) in kept.iter().enumerate() {
-        let size = report.to_string().len();
+    for (i, Kept { bytes: size, .. }) in kept.iter().enumerate() {
         if i > start && (i - start == BATCH_REPORTS || bytes + size > BATCH_BYTES) {
             out.push(&kept[start..i]);
             (start, bytes) = (i, 0);
@@ -200,11 +226,11 @@ async fn post_batch(
     http: &reqwest::Client,
     reporter: &str,
     token: &str,
-    chunk: &[(PathBuf, Value)],
+    chunk: &[Kept],
 ) -> Option<Vec<Sent>> {
     let reports: Vec<Value> = chunk
         .iter()
-        .map(|(_, kept)| {
+        .map(|Kept { kept, .. }| {
             let mut report = kept["report"].clone();
             if let (Some(object), Some(tp)) = (report.as_object_mut(), kept["traceparent"].as_str())
             {
@@ -238,16 +264,12 @@ async fn post_batch(
     };
     let items = body["results"].as_array()?;
     Some(
-        chunk
-            .iter()
-            .enumerate()
-            .map(|(n, _)| match items.get(n) {
-                Some(item) => match item["status"].as_u64().unwrap_or(0) {
-                    200..=299 => Sent::Taken,
-                    429 => Sent::Later("429".into()),
-                    s @ 400..=499 => Sent::Refused(format!("{s}: {}", item["error"])),
-                    s => Sent::Later(format!("{s}")),
-                },
+        (0..chunk.len())
+            .map(|n| match items.get(n) {
+                Some(item) => sent(
+                    item["status"].as_u64().unwrap_or(0) as u16,
+                    &item["error"].to_string(),
+                ),
                 None => Sent::Later("no answer for it".into()),
             })
             .collect(),

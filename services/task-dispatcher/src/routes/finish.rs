@@ -170,21 +170,11 @@ pub(super) async fn finish_all(
     answers
         .into_iter()
         .map(|(task_id, answer)| {
-            let mut body = match answer {
-                Ok(mut body) => {
-                    body["status"] = 200.into();
-                    body
-                }
-                // A refusal is the item's alone, counted as its own call
-                // would be; anything else fails the call, counted once there.
-                Err(e) => match rave_service::error::item_refusal(&e) {
-                    Some(body) => {
-                        let _ = counted(state, Err(e));
-                        body
-                    }
-                    None => return Err(e),
-                },
-            };
+            let answer = answer.map(|mut body| {
+                body["status"] = 200.into();
+                body
+            });
+            let mut body = rave_service::error::item_answer(&state.metrics.rejected, answer)?;
             body["task_id"] = task_id.map_or(Value::Null, Value::String);
             Ok(body)
         })

@@ -249,8 +249,15 @@ fn results_request(host: &str, token: &str, items: &[Value]) -> Vec<u8> {
 /// How many items of a batch answer (`results` or a claim's `finished`)
 /// were answered 200.
 fn answered_ok(items: &Value) -> u64 {
+    answered_with(items, &[200])
+}
+
+/// How many items of a batch answer have one of `statuses`.
+fn answered_with(items: &Value, statuses: &[u64]) -> u64 {
     items.as_array().map_or(0, |a| {
-        a.iter().filter(|i| i["status"] == 200).count() as u64
+        a.iter()
+            .filter(|i| i["status"].as_u64().is_some_and(|s| statuses.contains(&s)))
+            .count() as u64
     })
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::saturate;
+use super::{answered_with, saturate};
 use crate::bench::http::{Response, request};
 use crate::bench::{Ctx, Step};
 
@@ -69,10 +69,5 @@ fn report(run: &str, worker: usize, n: u64) -> Value {
 /// The items of a batch's answer that were stored or already there.
 fn accepted_items(body: &[u8]) -> u64 {
     let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    answer["results"].as_array().map_or(0, |items| {
-        items
-            .iter()
-            .filter(|i| i["status"] == 202 || i["status"] == 200)
-            .count() as u64
-    })
+    answered_with(&answer["results"], &[202, 200])
 }
