@@ -239,7 +239,8 @@ struct Writer<I, O> {
 impl<I: Send + Sync + 'static, O: Send + 'static> Writer<I, O> {
     async fn run(self, mut stopped: watch::Receiver<bool>) {
         loop {
-            let stopping = *stopped.borrow_and_update();
+            // A dropped `Writers` (its owner gone) stops them as a stop would.
+            let stopping = *stopped.borrow_and_update() || stopped.has_changed().is_err();
             let batch = if stopping {
                 self.drain().await
             } else {
@@ -500,5 +501,23 @@ mod tests {
         let (batcher, writers) = Batcher::start(&settings(1, 8), handler, BatchMetrics::default());
         writers.shutdown().await;
         assert!(matches!(batcher.submit(1).await, Err(BatchError::Stopped)));
+    }
+
+    #[tokio::test]
+    async fn writers_whose_owner_drops_their_handle_stop_instead_of_spinning() {
+        let handler: Handler<u32, u32> =
+            Arc::new(|items| Box::pin(async move { Ok(items.to_vec()) }));
+        let (batcher, writers) = Batcher::start(&settings(2, 8), handler, BatchMetrics::default());
+        assert_eq!(batcher.submit(7).await.unwrap(), 7);
+        let Writers { handles, stop } = writers;
+        drop((stop, batcher));
+        for handle in handles {
+            // Without the stop, a writer that ignored the closed channel
+            // would loop forever; the bound only keeps a failure from hanging.
+            tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .expect("the writer stopped")
+                .unwrap();
+        }
     }
 }

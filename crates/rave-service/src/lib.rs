@@ -38,6 +38,9 @@ pub use prometheus_client;
 /// The base64 the services' wire formats use (`body_base64`), for tools
 /// that read them.
 pub use base64;
+/// Runs a batch's items side by side (each item's own future, one answer
+/// each): the batch routes' way of feeding one group commit.
+pub use futures_util::future::join_all;
 /// The TOML parser settings are read with, for services' own tests of their
 /// settings' parts.
 pub use toml;

@@ -49,6 +49,10 @@ pub(crate) fn authorized<'r>(
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/events", web::post().to(insert_event))
+        .route(
+            "/v1/events/batch",
+            web::post().to(crate::batch::insert_batch),
+        )
         .route("/v1/events", web::get().to(list_events))
         .route("/v1/events/erase", web::post().to(crate::erase::erase))
         .route("/v1/events/search", web::post().to(crate::search::handle))
@@ -109,6 +113,16 @@ async fn insert_event_inner(
     let event = validate(request, &state.limits)?;
     let span = tracing::Span::current();
     span.record("source", event.source.as_str());
+    let (status, answer) = stored(state, event).await?;
+    Ok(HttpResponse::build(status).json(answer))
+}
+
+/// Stores `event` through the group commit: 201 when new, 200 when a
+/// duplicate, with its task id (recorded on the current span).
+pub(crate) async fn stored(
+    state: &AppState,
+    event: NewEvent,
+) -> Result<(actix_web::http::StatusCode, InsertResponse), DedupError> {
     let outcome = state
         .committer
         .submit(event)
@@ -120,10 +134,10 @@ async fn insert_event_inner(
     };
     rave_service::telemetry::record_task_id(&task_id);
     tracing::info!(target: rave_service::telemetry::REQUEST_LOG, task_id = %task_id, duplicate, "event stored");
-    Ok(HttpResponse::build(status).json(InsertResponse { task_id, duplicate }))
+    Ok((status, InsertResponse { task_id, duplicate }))
 }
 
-fn validate(request: InsertRequest, limits: &Limits) -> Result<NewEvent, DedupError> {
+pub(crate) fn validate(request: InsertRequest, limits: &Limits) -> Result<NewEvent, DedupError> {
     if request.headers.len() > limits.max_headers {
         return Err(DedupError::InvalidRequest(format!(
             "headers: at most {} headers may be stored",

@@ -103,6 +103,11 @@ pub struct Limits {
     /// Largest `POST /v1/events` request: a 25 MiB webhook body in base64
     /// plus its metadata.
     pub max_request_bytes: usize,
+    /// Largest `POST /v1/events/batch` request (ingest's batches of small
+    /// events; each event of it still within `max_request_bytes`).
+    pub max_batch_request_bytes: usize,
+    /// Events one `POST /v1/events/batch` carries at most.
+    pub max_events_per_call: usize,
     /// Stored headers per event at most.
     pub max_headers: usize,
     /// Largest page of `GET /v1/events`.
@@ -180,6 +185,14 @@ impl ServiceSettings for Settings {
                 self.group_commit.queue_capacity,
             ),
             ("limits.max_request_bytes", self.limits.max_request_bytes),
+            (
+                "limits.max_batch_request_bytes",
+                self.limits.max_batch_request_bytes,
+            ),
+            (
+                "limits.max_events_per_call",
+                self.limits.max_events_per_call,
+            ),
             ("limits.max_headers", self.limits.max_headers),
         ];
         for (key, value) in positive {

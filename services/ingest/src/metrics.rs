@@ -9,6 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use rave_service::metrics::{TraceExemplar, latency_buckets};
 use std::sync::atomic::AtomicU64;
@@ -58,6 +59,8 @@ pub struct Metrics {
     pub uptime: Gauge<f64, AtomicU64>,
     pub spooled: Counter,
     pub spool_replayed: Counter,
+    /// Events per call to dedup-store (`store.batch`).
+    pub store_batch_size: Histogram,
     pub spool_rejected: Counter,
     pub spool_adopted: Counter,
     pub spool_events: Gauge,
@@ -153,6 +156,12 @@ impl Metrics {
             "Age of the oldest event waiting in the spool; 0 when empty",
             spool_oldest_age.clone(),
         );
+        let store_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 8));
+        registry.register(
+            "ingest_store_batch_size",
+            "Events sent to dedup-store together in one call",
+            store_batch_size.clone(),
+        );
         let in_flight_bytes = Gauge::default();
         registry.register(
             "ingest_in_flight_body_bytes",
@@ -160,6 +169,7 @@ impl Metrics {
             in_flight_bytes.clone(),
         );
         Self {
+            store_batch_size,
             in_flight_bytes,
             spooled,
             spool_replayed,

@@ -52,6 +52,12 @@ pub struct StoreSettings {
     pub token: Option<Secret>,
     pub timeout_ms: u64,
     pub retry_after_secs: u32,
+    /// Encoded events up to this size go to dedup-store many per call
+    /// (`POST /v1/events/batch`); larger ones alone. 0: every event alone.
+    pub batch_max_event_bytes: usize,
+    /// How those calls form: the events that wait while `writers` calls
+    /// are out go together, `max_batch` per call.
+    pub batch: rave_service::batch::BatchSettings,
 }
 
 impl StoreSettings {
@@ -192,6 +198,7 @@ impl ServiceSettings for Settings {
                 "must be http:// or https:// URLs",
             ));
         }
+        self.store.batch.validate("store.batch")?;
         for (key, value) in [
             ("limits.max_body_bytes", self.limits.max_body_bytes),
             ("limits.max_headers", self.limits.max_headers),

@@ -39,21 +39,11 @@ impl Application {
         if sources.names().next().is_none() {
             tracing::warn!("no webhook sources configured: every delivery will get 404");
         }
-        let store_urls: Vec<&str> = std::iter::once(settings.store.url.as_str())
-            .chain(settings.store.fallback_urls.iter().map(String::as_str))
-            .collect();
-        let store = StoreClient::new(
-            &store_urls,
-            settings
-                .store
-                .token
-                .clone()
-                .context("store.token is not set")?,
-            settings.store.timeout(),
-            settings.store.retry_after_secs,
-        )?;
-        let store = Arc::new(store);
         let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(StoreClient::new(
+            &settings.store,
+            metrics.store_batch_size.clone(),
+        )?);
         metrics.initialise_sources(sources.names());
         let spool = match &settings.spool.dir {
             Some(dir) => Some(Arc::new(

@@ -128,6 +128,9 @@ pub struct Step {
     pub latency_ms: Percentiles,
     /// CPU and peak RSS of each component during the step.
     pub usage: BTreeMap<String, Usage>,
+    /// Intake: events ingest sent to dedup-store per batch call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_per_store_call: Option<f64>,
 }
 
 impl Step {
@@ -152,7 +155,21 @@ impl Step {
                 .collect(),
             latency_ms: Percentiles::of(&r.latency),
             usage,
+            events_per_store_call: None,
         }
+    }
+}
+
+/// ingest's batch calls to dedup-store so far: (events, calls), summed
+/// over its replicas.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreCalls(f64, f64);
+
+impl StoreCalls {
+    /// Events per call since `before`; none without a call.
+    pub fn per_call_since(self, before: Self) -> Option<f64> {
+        let calls = self.1 - before.1;
+        (calls > 0.0).then(|| (self.0 - before.0) / calls)
     }
 }
 
@@ -196,6 +213,35 @@ impl Ctx {
         }
         // Let the last batch's tasks settle too.
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    /// ingest's `ingest_store_batch_size` so far (0 where unreadable: the
+    /// figure is then missing from the report, never wrong).
+    pub async fn store_calls(&self) -> StoreCalls {
+        let http = reqwest::Client::new();
+        let mut total = StoreCalls::default();
+        for url in self.stack.service_urls("ingest") {
+            let Ok(text) = async {
+                http.get(format!("{url}/metrics"))
+                    .send()
+                    .await?
+                    .text()
+                    .await
+            }
+            .await
+            else {
+                continue;
+            };
+            let value = |name: &str| {
+                text.lines()
+                    .find(|l| l.split(' ').next() == Some(name))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            total.0 += value("ingest_store_batch_size_sum");
+            total.1 += value("ingest_store_batch_size_count");
+        }
+        total
     }
 
     /// Runs `load` while sampling every component.

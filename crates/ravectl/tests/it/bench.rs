@@ -115,6 +115,11 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
         assert!(step["counts"].get("connection_error").is_none(), "{step}");
         assert!(step["counts"].get("rate_limited").is_none(), "{step}");
         assert!(step["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+        // ingest sent the events to dedup-store in batch calls.
+        assert!(
+            step["events_per_store_call"].as_f64().unwrap() >= 1.0,
+            "{step}"
+        );
         // Every RAVE service was sampled while it ran.
         for service in [
             "ingest",

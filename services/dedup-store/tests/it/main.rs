@@ -1,5 +1,6 @@
 //! dedup-store against a real PostgreSQL: one app and one database per test.
 
+mod batch;
 mod compat;
 mod erasure;
 mod helpers;

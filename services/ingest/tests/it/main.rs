@@ -2,6 +2,7 @@
 
 mod alertmanager;
 mod bad_input;
+mod batching;
 mod check_config;
 mod delivery;
 mod edges;

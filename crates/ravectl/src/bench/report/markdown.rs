@@ -53,12 +53,12 @@ impl Report {
             );
         }
         if !self.intake.is_empty() {
-            md.push_str("## Intake through nginx (only durably stored answers count)\n\n| step | stored/s | p50 ms | p99 ms | p99.9 ms | answers |");
+            md.push_str("## Intake through nginx (only durably stored answers count)\n\n| step | stored/s | p50 ms | p99 ms | p99.9 ms | answers | events per store call |");
             if let Some(c) = &self.ceilings {
                 let _ = write!(md, " ÷ nginx 204 | ÷ PG single-row |");
                 let _ = c;
             }
-            md.push_str("\n|---|---|---|---|---|---|");
+            md.push_str("\n|---|---|---|---|---|---|---|");
             if self.ceilings.is_some() {
                 md.push_str("---|---|");
             }
@@ -66,7 +66,7 @@ impl Report {
             for s in &self.intake {
                 let _ = write!(
                     md,
-                    "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                    "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
                     s.name,
                     s.ok_per_sec,
                     s.latency_ms.p50,
@@ -76,7 +76,9 @@ impl Report {
                         .iter()
                         .map(|(k, v)| format!("{k} {v}"))
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    s.events_per_store_call
+                        .map_or_else(|| "—".to_owned(), |n| format!("{n:.1}"))
                 );
                 if let Some(c) = &self.ceilings {
                     let _ = write!(

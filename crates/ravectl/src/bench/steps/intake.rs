@@ -22,7 +22,9 @@ pub async fn intake(ctx: &Ctx) -> anyhow::Result<Vec<Step>> {
         let hooks = hooks.clone();
         move |w, s| hooks.make(w, s)
     };
+    let calls = ctx.store_calls().await;
     let (saturation, usage) = saturate(ctx, make, intake_verdict).await?;
+    let per_call = ctx.store_calls().await.per_call_since(calls);
     let rate = saturation.ok_per_sec();
     if let Some(recording) = recording {
         let title = format!("RAVE intake at saturation, {rate:.0} stored/s");
@@ -32,13 +34,9 @@ pub async fn intake(ctx: &Ctx) -> anyhow::Result<Vec<Step>> {
         "  saturation: {rate:.0} stored/s, p99 {:.1} ms",
         saturation.percentile_ms(0.99)
     );
-    steps.push(Step::new(
-        "intake saturation",
-        None,
-        p.concurrency,
-        &saturation,
-        usage,
-    ));
+    let mut step = Step::new("intake saturation", None, p.concurrency, &saturation, usage);
+    step.events_per_store_call = per_call;
+    steps.push(step);
     let rates = if p.rates.is_empty() {
         vec![rate * 0.25, rate * 0.5, rate * 0.75]
     } else {
@@ -52,6 +50,7 @@ pub async fn intake(ctx: &Ctx) -> anyhow::Result<Vec<Step>> {
         }
         ctx.settle().await;
         let hooks = hooks.clone();
+        let calls = ctx.store_calls().await;
         let (result, usage) = ctx
             .measured(load::run(
                 &ctx.public,
@@ -68,13 +67,15 @@ pub async fn intake(ctx: &Ctx) -> anyhow::Result<Vec<Step>> {
             result.percentile_ms(0.5),
             result.percentile_ms(0.99)
         );
-        steps.push(Step::new(
+        let mut step = Step::new(
             &format!("intake at {target_rate:.0}/s"),
             Some(target_rate),
             p.concurrency,
             &result,
             usage,
-        ));
+        );
+        step.events_per_store_call = ctx.store_calls().await.per_call_since(calls);
+        steps.push(step);
     }
     Ok(steps)
 }
