@@ -372,7 +372,7 @@ async fn up_turns_each_signed_webhook_into_one_task_the_reference_agent_complete
     };
     const EXPECTED: [(&str, &str); 7] = [
         ("ingest", "POST /hooks/{source}"),
-        ("dedup-store", "POST /v1/events"),
+        ("dedup-store", "event.store"),
         ("task-dispatcher", "task.create"),
         ("task-dispatcher", "task.claim"),
         ("ravectl-agent", "agent.job"),
