@@ -173,6 +173,14 @@ impl StoreCalls {
     }
 }
 
+/// The local stack's supervisor (`ravectl up`), when it still runs.
+fn supervisor_of(stack: &StackFile) -> Option<u32> {
+    let pid = stack.supervisor_pid?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
+
 /// What the bench needs from a running stack.
 #[derive(Debug)]
 pub struct Ctx {
@@ -288,6 +296,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         components.insert("postgres".into(), pid);
     }
     components.insert("load-generator".into(), std::process::id());
+    // `ravectl up` itself: its trace receiver takes every service's spans.
+    if let Some(pid) = supervisor_of(&stack) {
+        components.insert("ravectl-up".into(), pid);
+    }
     let ctx = Ctx {
         stack,
         state_dir: args.state_dir.clone(),

@@ -45,12 +45,16 @@ fn table() -> HashMap<u32, (u32, u64, u64)> {
     out
 }
 
-/// Ticks and RSS bytes of `root` and its descendants.
-fn tree(table: &HashMap<u32, (u32, u64, u64)>, root: u32) -> (u64, u64) {
+/// Ticks and RSS bytes of `root` and its descendants, except those under
+/// `others` (other components' roots: each counted once, as itself).
+fn tree(table: &HashMap<u32, (u32, u64, u64)>, root: u32, others: &[u32]) -> (u64, u64) {
     let page = 4096;
     let (mut ticks, mut rss) = (0, 0);
     let mut stack = vec![root];
     while let Some(pid) = stack.pop() {
+        if pid != root && others.contains(&pid) {
+            continue;
+        }
         if let Some((_, t, r)) = table.get(&pid) {
             ticks += t;
             rss += r * page;
@@ -72,16 +76,19 @@ pub async fn sample(
 ) -> BTreeMap<String, Usage> {
     let ticks_per_sec = 100.0; // USER_HZ on Linux
     let started = std::time::Instant::now();
+    // A component that started others (`ravectl up`, the supervisor)
+    // counts without them.
+    let roots: Vec<u32> = components.values().copied().collect();
     let first = table();
     let start_ticks: BTreeMap<String, u64> = components
         .iter()
-        .map(|(n, p)| (n.clone(), tree(&first, *p).0))
+        .map(|(n, p)| (n.clone(), tree(&first, *p, &roots).0))
         .collect();
     let mut peak: BTreeMap<String, u64> = BTreeMap::new();
     let mut last = first;
     loop {
         for (name, pid) in &components {
-            let rss = tree(&last, *pid).1;
+            let rss = tree(&last, *pid, &roots).1;
             let p = peak.entry(name.clone()).or_default();
             *p = (*p).max(rss);
         }
@@ -95,8 +102,13 @@ pub async fn sample(
     components
         .iter()
         .map(|(name, pid)| {
-            let used = tree(&end, *pid).0.saturating_sub(start_ticks[name]) as f64 / ticks_per_sec;
-            let rss = peak.get(name).copied().unwrap_or(0).max(tree(&end, *pid).1);
+            let used =
+                tree(&end, *pid, &roots).0.saturating_sub(start_ticks[name]) as f64 / ticks_per_sec;
+            let rss = peak
+                .get(name)
+                .copied()
+                .unwrap_or(0)
+                .max(tree(&end, *pid, &roots).1);
             (
                 name.clone(),
                 Usage {
@@ -112,5 +124,5 @@ pub async fn sample(
 /// Resident memory of one process now, MB.
 pub fn rss_mb(pid: u32) -> f64 {
     let t = table();
-    tree(&t, pid).1 as f64 / 1_048_576.0
+    tree(&t, pid, &[]).1 as f64 / 1_048_576.0
 }

@@ -128,6 +128,8 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
             "agent-reporter",
             "postgres",
             "nginx",
+            // `ravectl up` itself (its trace receiver), without its children.
+            "ravectl-up",
         ] {
             assert!(
                 step["usage"][service]["peak_rss_mb"].as_f64().unwrap() > 0.0,
