@@ -198,23 +198,19 @@ impl Ctx {
         self.stack.secret(name)
     }
 
-    /// Waits (up to a minute) until dedup-store has relayed every event it
-    /// stored, so one step's backlog does not run into the next step.
+    /// Waits (up to a minute) until dedup-store's replicas have relayed every
+    /// event they stored, so one step's backlog does not run into the next step.
     pub async fn settle(&self) {
-        let url = format!("{}/metrics", self.stack.store_url);
-        let http = reqwest::Client::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
-            let Ok(text) = async { http.get(&url).send().await?.text().await }.await else {
-                break;
-            };
-            let value = |name: &str| {
-                text.lines()
-                    .find(|l| l.starts_with(name))
-                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
-            if value("dedup_events_relayed_total") >= value("dedup_events_inserted_total") {
+            // Unreadable replicas count 0, so a stack that went away ends the wait.
+            let sums = self
+                .metric_sums(
+                    "dedup-store",
+                    &["dedup_events_relayed_total", "dedup_events_inserted_total"],
+                )
+                .await;
+            if sums[0] >= sums[1] {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -226,9 +222,24 @@ impl Ctx {
     /// ingest's `ingest_store_batch_size` so far (0 where unreadable: the
     /// figure is then missing from the report, never wrong).
     pub async fn store_calls(&self) -> StoreCalls {
+        let sums = self
+            .metric_sums(
+                "ingest",
+                &[
+                    "ingest_store_batch_size_sum",
+                    "ingest_store_batch_size_count",
+                ],
+            )
+            .await;
+        StoreCalls(sums[0], sums[1])
+    }
+
+    /// Each named unlabelled sample summed over every replica of `service`;
+    /// a replica or sample that cannot be read counts 0.
+    pub async fn metric_sums(&self, service: &str, names: &[&str]) -> Vec<f64> {
         let http = reqwest::Client::new();
-        let mut total = StoreCalls::default();
-        for url in self.stack.service_urls("ingest") {
+        let mut totals = vec![0.0; names.len()];
+        for url in self.stack.service_urls(service) {
             let Ok(text) = async {
                 http.get(format!("{url}/metrics"))
                     .send()
@@ -240,16 +251,11 @@ impl Ctx {
             else {
                 continue;
             };
-            let value = |name: &str| {
-                text.lines()
-                    .find(|l| l.split(' ').next() == Some(name))
-                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
-            total.0 += value("ingest_store_batch_size_sum");
-            total.1 += value("ingest_store_batch_size_count");
+            for (total, name) in totals.iter_mut().zip(names) {
+                *total += metric_value(&text, name);
+            }
         }
-        total
+        totals
     }
 
     /// Runs `load` while sampling every component.
@@ -396,4 +402,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     println!("{}", std::fs::read_to_string(dir.join("summary.md"))?);
     println!("report: {}", dir.display());
     Ok(0)
+}
+
+/// One unlabelled sample's value in a Prometheus text exposition (0 if absent).
+fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
 }

@@ -30,27 +30,8 @@ pub struct RetentionRun {
 
 /// Events deleted by retention so far, over every dedup-store replica.
 async fn deleted_so_far(ctx: &Ctx) -> f64 {
-    let http = reqwest::Client::new();
-    let mut total = 0.0;
-    for url in ctx.stack.service_urls("dedup-store") {
-        let Ok(text) = async {
-            http.get(format!("{url}/metrics"))
-                .send()
-                .await?
-                .text()
-                .await
-        }
-        .await
-        else {
-            continue;
-        };
-        total += text
-            .lines()
-            .find(|l| l.starts_with("dedup_events_deleted_by_retention_total "))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    }
-    total
+    ctx.metric_sums("dedup-store", &["dedup_events_deleted_by_retention_total"])
+        .await[0]
 }
 
 pub async fn retention(
