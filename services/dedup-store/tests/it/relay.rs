@@ -288,3 +288,69 @@ async fn the_outbox_gauges_show_what_waits_to_become_a_task_until_the_relay_deli
     assert_eq!(sample(&delivered, "dedup_outbox_oldest_age_seconds"), 0.0);
     assert_eq!(sample(&delivered, "dedup_outbox_refused"), 0.0);
 }
+
+/// Every table the plan below reads, as `EXPLAIN (FORMAT JSON)` names them
+/// with the node that reads it.
+fn scans(plan: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    if let Some(relation) = plan.get("Relation Name").and_then(|r| r.as_str()) {
+        let node = plan["Node Type"].as_str().unwrap_or_default();
+        out.push((node.to_owned(), relation.to_owned()));
+    }
+    for child in plan
+        .get("Plans")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
+        scans(child, out);
+    }
+}
+
+#[tokio::test]
+async fn the_relays_claim_planned_once_reads_only_the_rows_it_claims_from_a_long_outbox() {
+    let (store, _relay) = spawn_store_relaying_to("http://127.0.0.1:9", 100).await;
+    let mut db = store.db.connect().await.unwrap();
+    // A long outbox, as under sustained intake (live and dead rows alike
+    // make the table long): 20,000 events waiting, analysed.
+    db.batch_execute(
+        "INSERT INTO events (source, event_uuid, event_type, task_id, received_at, headers, body)
+         SELECT 'github', 'd-' || g, 'push', substr(md5(g::text), 1, 16), now(), '{}'::jsonb,
+                convert_to(repeat('x', 512), 'UTF8')
+         FROM generate_series(1, 20000) g;
+         INSERT INTO outbox (event_id, task_id) SELECT id, task_id FROM events;
+         ANALYZE events; ANALYZE outbox;",
+    )
+    .await
+    .unwrap();
+    // A prepared statement's generic plan is the one PostgreSQL keeps
+    // using once it is no dearer than planning each call.
+    db.batch_execute(&format!(
+        "SET plan_cache_mode = force_generic_plan;
+         PREPARE claim(float8, text) AS {}",
+        dedup_store::relay::claim_sql(100)
+    ))
+    .await
+    .unwrap();
+    let tx = db.transaction().await.unwrap();
+    let row = tx
+        .query_one(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim(30, 'test-relay')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let explained: serde_json::Value = row.get(0);
+    let mut read = Vec::new();
+    scans(&explained[0]["Plan"], &mut read);
+    assert!(
+        !read.iter().any(|(node, _)| node == "Seq Scan"),
+        "the claim reads a whole table: {read:?}"
+    );
+    assert!(read.iter().any(|(_, table)| table == "outbox"));
+    let claimed = tx
+        .query("EXECUTE claim(30, 'test-relay')", &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 100, "a claim takes one batch");
+    tx.rollback().await.unwrap();
+}
