@@ -50,35 +50,33 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     /// This relay's name on its claims (random per process).
     relay_id: String,
-    /// The claim statement, with its batch size written in ([`claim_sql`]).
-    claim_sql: String,
 }
 
 /// The relay's claim: the oldest unclaimed rows, `(outbox id, event id,
-/// body size)`.
+/// body size)`, for parameters `($1 limit, $2 lease seconds, $3 relay id)`.
 ///
-/// Shaped for a prepared statement's generic plan, which PostgreSQL uses
-/// once it costs no more than re-planning each call. With `LIMIT $1` the
-/// planner guessed a tenth of the outbox per claim and hashed the whole
-/// outbox, dead rows included, for the `UPDATE`'s join (7–8 ms a claim
-/// under load; the custom plan it therefore kept instead cost ~1 ms of
-/// planning each time). A literal limit and `id = ANY (ARRAY(...))` give a
-/// plan of index scans over the claimed rows only, planned once.
-pub fn claim_sql(batch_size: i64) -> String {
-    format!(
-        "WITH p AS MATERIALIZED (
-             SELECT o.id, o.event_id, length(e.body) AS size
-             FROM outbox o JOIN events e ON e.id = o.event_id
-             WHERE o.claimed_until IS NULL OR o.claimed_until < now()
-             ORDER BY o.id LIMIT {batch_size} FOR UPDATE OF o SKIP LOCKED
-         ), u AS (
-             UPDATE outbox o SET claimed_until = now() + make_interval(secs => $1), claimed_by = $2
-             WHERE o.id = ANY (ARRAY(SELECT id FROM p))
-             RETURNING o.id
-         )
-         SELECT p.id, p.event_id, p.size FROM p JOIN u USING (id)"
-    )
-}
+/// Shaped so that a prepared statement's generic plan, which PostgreSQL
+/// keeps once it costs no more than planning each call, reads only the
+/// rows it claims whatever the outbox's statistics say: an ordered index
+/// scan takes and locks them, the `UPDATE` finds them by `ctid` (a TID
+/// scan; the rows are locked, so they cannot move), and each body's size
+/// is one primary-key lookup. The statement before joined the claimed rows
+/// back to the outbox and to events, and its generic plan hashed the whole
+/// outbox, dead rows included, for that join (7–8 ms a claim under load);
+/// a literal limit instead gave seq scans wherever the outbox looked short
+/// but was long with dead rows (3.5 ms a claim while tasks were queued for
+/// `ravectl bench dispatch`).
+pub const CLAIM: &str = "WITH p AS MATERIALIZED (
+         SELECT o.ctid AS tid, o.id, o.event_id FROM outbox o
+         WHERE o.claimed_until IS NULL OR o.claimed_until < now()
+         ORDER BY o.id LIMIT $1 FOR UPDATE SKIP LOCKED
+     ), u AS (
+         UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2), claimed_by = $3
+         WHERE o.ctid = ANY (ARRAY(SELECT tid FROM p))
+         RETURNING o.id
+     )
+     SELECT p.id, p.event_id, (SELECT length(e.body) FROM events e WHERE e.id = p.event_id) AS size
+     FROM p JOIN u USING (id)";
 
 /// What task-dispatcher said to a batch.
 #[derive(Debug)]
@@ -114,7 +112,6 @@ impl Relay {
             metrics,
             relay_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(rave_service::crypto::random_bytes::<9>()),
-            claim_sql: claim_sql(settings.batch_size),
         }))
     }
 
@@ -177,7 +174,7 @@ impl Relay {
         // come back after it.
         let lease = (3 * self.settings.timeout_ms.max(1000)) as f64 / 1000.0;
         let rows = client
-            .query_prepared(&self.claim_sql, &[&lease, &self.relay_id])
+            .query_prepared(CLAIM, &[&self.settings.batch_size, &lease, &self.relay_id])
             .await?;
         drop(client);
         let mut claimed: Vec<(i64, i64, i32)> = rows
