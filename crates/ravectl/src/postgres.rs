@@ -15,6 +15,8 @@ pub struct LocalPostgres {
     dir: PathBuf,
     pub port: u16,
     as_postgres_user: bool,
+    /// pg_stat_statements loaded at each start ([`Self::with_statement_stats`]).
+    statement_stats: bool,
 }
 
 impl LocalPostgres {
@@ -25,7 +27,16 @@ impl LocalPostgres {
             dir: std::path::absolute(state_dir)?.join("pg"),
             port,
             as_postgres_user: crate::packages::is_root(),
+            statement_stats: false,
         })
+    }
+
+    /// Starts the server with pg_stat_statements loaded and planning times
+    /// tracked (on the command line, so the cluster's own configuration is
+    /// unchanged and a start without it has none).
+    pub fn with_statement_stats(mut self, on: bool) -> Self {
+        self.statement_stats = on;
+        self
     }
 
     fn data(&self) -> PathBuf {
@@ -151,11 +162,16 @@ impl LocalPostgres {
         if self.is_running() {
             return Ok(());
         }
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
             self.socket_dir().display()
         );
+        if self.statement_stats {
+            options.push_str(
+                " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on",
+            );
+        }
         let mut start = self.command("pg_ctl");
         start
             .arg("start")
@@ -166,7 +182,12 @@ impl LocalPostgres {
             .args(["-w", "-t", "60", "-o", &options]);
         self.run(start, "pg_ctl start")
             .with_context(|| format!("see {}", self.log_file().display()))?;
-        self.wait_for_writes()
+        self.wait_for_writes()?;
+        if self.statement_stats {
+            // Its view, in the superuser's database; it counts every database.
+            self.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")?;
+        }
+        Ok(())
     }
 
     /// After a restore, PostgreSQL first replays the archived WAL (and takes

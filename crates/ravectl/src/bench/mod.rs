@@ -7,6 +7,7 @@ pub mod http;
 pub mod load;
 pub mod procs;
 mod report;
+pub mod statements;
 mod steps;
 pub mod tables;
 
@@ -339,12 +340,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     // Latency first: it needs an empty queue, which the intake fills.
     if all || params.mode == BenchMode::Latency {
         println!("latency: webhook 2xx to claim ...");
+        let counting = statements::reset(&ctx);
         report.latency = Some(steps::latency(&ctx).await?);
+        if counting {
+            report
+                .statements
+                .extend(statements::read(&ctx, "latency").ok());
+        }
         report.tables.extend(table_snapshot(&ctx, "latency"));
     }
     if all || params.mode == BenchMode::Intake {
         println!("intake: saturation, then fixed rates ...");
+        let counting = statements::reset(&ctx);
         report.intake = steps::intake(&ctx).await?;
+        if counting {
+            report
+                .statements
+                .extend(statements::read(&ctx, "intake").ok());
+        }
         let svg = ctx.state_dir.join(steps::FLAMEGRAPH);
         report.flamegraph_source = svg.is_file().then_some(svg);
         report.tables.extend(table_snapshot(&ctx, "intake"));
@@ -354,12 +367,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             "dispatch: {} agents claiming {} at a time ...",
             params.agents, params.batch
         );
+        let counting = statements::reset(&ctx);
         report.dispatch = Some(steps::dispatch(&ctx).await?);
+        if counting {
+            report
+                .statements
+                .extend(statements::read(&ctx, "dispatch").ok());
+        }
         report.tables.extend(table_snapshot(&ctx, "dispatch"));
     }
     if all || params.mode == BenchMode::Report {
         println!("report: job reports ...");
+        let counting = statements::reset(&ctx);
         report.reports = Some(steps::reports(&ctx).await?);
+        if counting {
+            report
+                .statements
+                .extend(statements::read(&ctx, "reports").ok());
+        }
         report.tables.extend(table_snapshot(&ctx, "reports"));
     }
     if all || params.mode == BenchMode::Retention {

@@ -52,6 +52,8 @@ pub struct Report {
     pub prefill_secs: Option<f64>,
     /// The stack's tables after each step.
     pub tables: Vec<super::tables::Snapshot>,
+    /// PostgreSQL's statements during each mode, when counted.
+    pub statements: Vec<super::statements::Statements>,
     /// CPU microseconds per item of each mode, by component.
     pub cpu_per_item: Vec<CpuPerItem>,
     /// Each target: the figure, the goal, met or not.
@@ -150,6 +152,7 @@ impl Report {
             flamegraph_source: None,
             prefill_secs: None,
             tables: Vec::new(),
+            statements: Vec::new(),
             cpu_per_item: Vec::new(),
             targets: Vec::new(),
         }

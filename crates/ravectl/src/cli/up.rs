@@ -116,6 +116,11 @@ pub struct UpArgs {
     /// verified delivery for its rate.
     #[arg(long, default_value_t = 2000)]
     pub hooks_rate_limit: u32,
+    /// Load pg_stat_statements (with planning times) into the local
+    /// PostgreSQL, so `ravectl bench` reports its time statement by
+    /// statement. Off by default: it costs PostgreSQL a little CPU.
+    #[arg(long)]
+    pub statement_stats: bool,
     /// Requests per second per authenticated agent (burst twice that), in
     /// task-dispatcher and agent-reporter; nginx's per-address ceiling on
     /// the agents' routes is ten times it. 0 lifts both.

@@ -188,7 +188,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
         })?;
     }
 
-    let postgres = LocalPostgres::new(&state_dir, args.pg_port)?;
+    let postgres =
+        LocalPostgres::new(&state_dir, args.pg_port)?.with_statement_stats(args.statement_stats);
     postgres.init()?;
     postgres.start()?;
     // Each replica set's pools (dedup-store 16, task-dispatcher 16 + LISTEN,

@@ -47,7 +47,13 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
     let _stack = up_with(
         &state,
         ports,
-        &["--hooks-rate-limit", "0", "--agents-rate-limit", "0"],
+        &[
+            "--hooks-rate-limit",
+            "0",
+            "--agents-rate-limit",
+            "0",
+            "--statement-stats",
+        ],
     );
     // Prefilled first, as the measured prefilled run is (a thousand rows here).
     let (day, report) = bench_smoke(
@@ -195,6 +201,21 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
             > 0,
         "every database's tables are listed"
     );
+    // PostgreSQL's statements, counted over each of the main modes.
+    let statements = report["statements"].as_array().unwrap();
+    let modes: Vec<&str> = statements
+        .iter()
+        .map(|m| m["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["latency", "intake", "dispatch", "reports"]);
+    for mode in statements {
+        let list = mode["statements"].as_array().unwrap();
+        assert!(
+            list.iter().any(|s| s["rows"].as_i64().unwrap() > 0)
+                && list.iter().all(|s| s["calls"].as_i64().unwrap() > 0),
+            "{mode}"
+        );
+    }
     assert!(report["dispatch"]["heartbeats"].as_u64().unwrap() > 0);
     assert!(report["latency"]["matched"].as_u64().unwrap() > 0);
     assert!(report["reports"]["ok"].as_u64().unwrap() > 0);
@@ -216,7 +237,8 @@ fn a_smoke_run_of_every_bench_mode_writes_a_complete_report() {
             && summary.contains("## CPU per item")
             && summary.contains("## Retention under load")
             && summary.contains("## Erasure under load")
-            && summary.contains("## Tables after each step"),
+            && summary.contains("## Tables after each step")
+            && summary.contains("## PostgreSQL by statement"),
         "{summary}"
     );
     let plot = std::fs::read_to_string(day.join("plot.svg")).unwrap();

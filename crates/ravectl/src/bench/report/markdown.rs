@@ -242,6 +242,9 @@ impl Report {
         if !self.tables.is_empty() {
             md.push_str(&crate::bench::tables::markdown(&self.tables));
         }
+        if !self.statements.is_empty() {
+            md.push_str(&crate::bench::statements::markdown(&self.statements));
+        }
         if !self.targets.is_empty() {
             md.push_str("## Targets\n\n| target | measured | goal | met |\n|---|---|---|---|\n");
             for t in &self.targets {
