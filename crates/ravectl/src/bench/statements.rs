@@ -32,7 +32,9 @@ pub struct Statements {
     pub statements: Vec<Statement>,
 }
 
-/// Starts counting afresh; false when the extension is not loaded.
+/// Starts counting afresh; false when the extension is not loaded. A
+/// mode that first prepares its load (dispatch feeds its queue) resets
+/// again when its measured part starts.
 pub fn reset(ctx: &Ctx) -> bool {
     crate::bench::tables::postgres(ctx)
         .and_then(|pg| pg.psql_in("postgres", "SELECT pg_stat_statements_reset()"))

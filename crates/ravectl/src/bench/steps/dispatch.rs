@@ -64,6 +64,8 @@ pub async fn dispatch(ctx: &Ctx) -> anyhow::Result<Dispatch> {
     .await?;
     let tasks_queued = fed_result.ok;
     ctx.settle().await;
+    // PostgreSQL's statements count the agents' work, not the feeding.
+    crate::bench::statements::reset(ctx);
 
     let token = ctx.secret("agent-dev.token")?;
     let host = ctx.public.host().to_owned();
