@@ -1,6 +1,7 @@
 //! task-dispatcher against a real PostgreSQL, with a manual clock: leases
 //! expire and retries fall due when a test advances time, not when it sleeps.
 
+mod claim_plan;
 mod claims;
 mod compat;
 mod erasures;
