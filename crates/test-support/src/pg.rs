@@ -264,3 +264,53 @@ fn wait_until_ready(bindir: &Path, port: u16, base: &Path) -> anyhow::Result<()>
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// What a prepared statement's generic plan (the one PostgreSQL settles on
+/// once it costs no more than planning each call) does: `prepare` (a
+/// `PREPARE name(types) AS ...`) under `plan_cache_mode =
+/// force_generic_plan`, then `EXPLAIN ANALYZE EXECUTE {execute}` in a
+/// transaction rolled back, so nothing it changes stays. Returns the tables
+/// it read with a whole-table scan and the rows it returned.
+pub async fn generic_plan_seq_scans(
+    db: &mut tokio_postgres::Client,
+    prepare: &str,
+    execute: &str,
+) -> (Vec<String>, u64) {
+    db.batch_execute(&format!(
+        "SET plan_cache_mode = force_generic_plan; DEALLOCATE ALL; {prepare}"
+    ))
+    .await
+    .expect("the statement prepares");
+    let tx = db.transaction().await.expect("a transaction");
+    let row = tx
+        .query_one(
+            &format!("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {execute}"),
+            &[],
+        )
+        .await
+        .expect("the statement runs");
+    tx.rollback().await.expect("rolled back");
+    let explained: serde_json::Value = row.get(0);
+    fn seq_scans(plan: &serde_json::Value, out: &mut Vec<String>) {
+        if plan["Node Type"] == "Seq Scan" {
+            out.push(
+                plan["Relation Name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        for child in plan
+            .get("Plans")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            seq_scans(child, out);
+        }
+    }
+    let mut seq = Vec::new();
+    seq_scans(&explained[0]["Plan"], &mut seq);
+    let rows = explained[0]["Plan"]["Actual Rows"].as_f64().unwrap_or(0.0) as u64;
+    (seq, rows)
+}

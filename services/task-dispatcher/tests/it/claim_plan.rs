@@ -25,51 +25,20 @@ fn tasks_sql(from: i64, n: i64, state: &str) -> String {
 }
 
 /// Whole-table scans in the claim's generic plan, and how many tasks it
-/// claimed (in a transaction rolled back, so the tasks stay as they were).
+/// claimed (rolled back, so the tasks stay as they were).
 async fn claim_seq_scans(db: &mut tokio_postgres::Client) -> (Vec<String>, u64) {
-    db.batch_execute(&format!(
-        "ANALYZE tasks; ANALYZE task_payloads; ANALYZE task_attempts;
-         SET plan_cache_mode = force_generic_plan;
-         DEALLOCATE ALL;
-         PREPARE claim(timestamptz, text[], int8, float8, text, int8) AS {}",
-        task_dispatcher::store::CLAIM
-    ))
-    .await
-    .unwrap();
-    let tx = db.transaction().await.unwrap();
-    let row = tx
-        .query_one(
-            "EXPLAIN (ANALYZE, FORMAT JSON)
-             EXECUTE claim(now(), ARRAY['webhook'], 20, 300, 'agent-1', 4194304)",
-            &[],
-        )
+    db.batch_execute("ANALYZE tasks; ANALYZE task_payloads; ANALYZE task_attempts;")
         .await
         .unwrap();
-    tx.rollback().await.unwrap();
-    let explained: serde_json::Value = row.get(0);
-    let mut seq = Vec::new();
-    seq_scans(&explained[0]["Plan"], &mut seq);
-    let claimed = explained[0]["Plan"]["Actual Rows"].as_f64().unwrap() as u64;
-    (seq, claimed)
-}
-
-fn seq_scans(plan: &serde_json::Value, out: &mut Vec<String>) {
-    if plan["Node Type"] == "Seq Scan" {
-        out.push(
-            plan["Relation Name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-    }
-    for child in plan
-        .get("Plans")
-        .and_then(|p| p.as_array())
-        .into_iter()
-        .flatten()
-    {
-        seq_scans(child, out);
-    }
+    test_support::pg::generic_plan_seq_scans(
+        db,
+        &format!(
+            "PREPARE claim(timestamptz, text[], int8, float8, text, int8) AS {}",
+            task_dispatcher::store::CLAIM
+        ),
+        "claim(now(), ARRAY['webhook'], 20, 300, 'agent-1', 4194304)",
+    )
+    .await
 }
 
 #[tokio::test]
