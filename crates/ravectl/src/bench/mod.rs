@@ -342,22 +342,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         println!("latency: webhook 2xx to claim ...");
         let counting = statements::reset(&ctx);
         report.latency = Some(steps::latency(&ctx).await?);
-        if counting {
-            report
-                .statements
-                .extend(statements::read(&ctx, "latency").ok());
-        }
+        report
+            .statements
+            .extend(statements::read_if(&ctx, counting, "latency"));
         report.tables.extend(table_snapshot(&ctx, "latency"));
     }
     if all || params.mode == BenchMode::Intake {
         println!("intake: saturation, then fixed rates ...");
         let counting = statements::reset(&ctx);
         report.intake = steps::intake(&ctx).await?;
-        if counting {
-            report
-                .statements
-                .extend(statements::read(&ctx, "intake").ok());
-        }
+        report
+            .statements
+            .extend(statements::read_if(&ctx, counting, "intake"));
         let svg = ctx.state_dir.join(steps::FLAMEGRAPH);
         report.flamegraph_source = svg.is_file().then_some(svg);
         report.tables.extend(table_snapshot(&ctx, "intake"));
@@ -369,22 +365,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         );
         let counting = statements::reset(&ctx);
         report.dispatch = Some(steps::dispatch(&ctx).await?);
-        if counting {
-            report
-                .statements
-                .extend(statements::read(&ctx, "dispatch").ok());
-        }
+        report
+            .statements
+            .extend(statements::read_if(&ctx, counting, "dispatch"));
         report.tables.extend(table_snapshot(&ctx, "dispatch"));
     }
     if all || params.mode == BenchMode::Report {
         println!("report: job reports ...");
         let counting = statements::reset(&ctx);
         report.reports = Some(steps::reports(&ctx).await?);
-        if counting {
-            report
-                .statements
-                .extend(statements::read(&ctx, "reports").ok());
-        }
+        report
+            .statements
+            .extend(statements::read_if(&ctx, counting, "reports"));
         report.tables.extend(table_snapshot(&ctx, "reports"));
     }
     if all || params.mode == BenchMode::Retention {

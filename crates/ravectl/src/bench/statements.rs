@@ -60,6 +60,12 @@ pub fn read(ctx: &Ctx, mode: &str) -> anyhow::Result<Statements> {
     })
 }
 
+/// [`read`] when [`reset`] started counting (`counting`); a view that
+/// cannot be read leaves the mode out of the report, never fails the run.
+pub fn read_if(ctx: &Ctx, counting: bool, mode: &str) -> Option<Statements> {
+    counting.then(|| read(ctx, mode).ok()).flatten()
+}
+
 fn parse(out: &str) -> anyhow::Result<Vec<Statement>> {
     out.lines()
         .filter(|l| !l.is_empty())

@@ -1,6 +1,7 @@
 //! The claim is a prepared statement: its generic plan, the one
 //! PostgreSQL settles on, must read only the tasks it claims whether the
-//! queue is long, short among many finished tasks, or empty.
+//! queue is long or short among many finished tasks (empty tables it may
+//! read whole: there is nothing in them).
 
 use test_support::pg::PgCluster;
 
