@@ -72,26 +72,54 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> anyhow::Resu
 
     // Each layer has its own filter: a quiet log level must not disable the
     // request spans that carry trace context from one service to the next.
-    let mut log_filter = std::env::var("RUST_LOG")
+    let log_filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(&settings.log_filter));
-    if !settings.request_logs {
-        log_filter = log_filter.add_directive(
-            format!("{REQUEST_LOG}=off")
-                .parse()
-                .expect("a valid directive"),
-        );
-    }
-    let fmt_layer = log_layer(settings, log_filter, std::io::stdout);
-    let otel_layer = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer(service))
-        .with_filter(EnvFilter::new(&settings.trace_filter));
+    let fmt_layer = log_layer(
+        settings,
+        request_logs(log_filter, settings),
+        std::io::stdout,
+    );
+    let otel_layer = trace_layer(settings, provider.tracer(service));
     tracing_subscriber::registry()
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()?;
     Ok(TelemetryGuard { provider })
+}
+
+/// `filter`, with the per-request lines ([`REQUEST_LOG`]) off unless
+/// `request_logs` is on.
+fn request_logs(filter: EnvFilter, settings: &TelemetrySettings) -> EnvFilter {
+    if settings.request_logs {
+        return filter;
+    }
+    filter.add_directive(
+        format!("{REQUEST_LOG}=off")
+            .parse()
+            .expect("a valid directive"),
+    )
+}
+
+/// The trace spans' layer. The per-request lines are filtered out here as
+/// in the logs: the OpenTelemetry layer would otherwise keep each one as an
+/// event of its span until export (20 per batch call of job reports, which
+/// held agent-reporter's memory at twice its goal; docs/performance.md).
+/// A trace is found by its spans' `task_id` attribute, never by an event.
+fn trace_layer<S>(
+    settings: &TelemetrySettings,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(request_logs(
+            EnvFilter::new(&settings.trace_filter),
+            settings,
+        ))
 }
 
 /// The log lines' layer. Without `log_spans` it sees events only, so no
@@ -276,6 +304,50 @@ mod tests {
         });
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         serde_json::from_str(text.trim()).unwrap()
+    }
+
+    /// The spans a test's tracer exports, as they end.
+    #[derive(Clone, Debug, Default)]
+    struct Exported(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Exported {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// The events of a request span that logged one per-request line and
+    /// one warning, as its trace holds them.
+    fn span_events_with(request_logs: bool) -> Vec<String> {
+        let exported = Exported::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exported.clone())
+            .build();
+        let settings = TelemetrySettings {
+            request_logs,
+            ..TelemetrySettings::default()
+        };
+        let subscriber =
+            tracing_subscriber::registry().with(trace_layer(&settings, provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request");
+            let _entered = span.enter();
+            tracing::info!(target: REQUEST_LOG, task_id = "0123456789abcdef", "job report");
+            tracing::warn!("report refused");
+        });
+        let spans = exported.0.lock().unwrap();
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        spans[0].events.iter().map(|e| e.name.to_string()).collect()
+    }
+
+    #[test]
+    fn per_request_lines_stay_out_of_traces_unless_request_logs_is_on() {
+        assert_eq!(span_events_with(false), ["report refused"]);
+        assert_eq!(span_events_with(true), ["job report", "report refused"]);
     }
 
     #[test]
