@@ -35,6 +35,11 @@ import ./hardening.nix
   # Exit status 2 is invalid settings: restarting cannot fix them.
   RestartPreventExitStatus = 2;
   TimeoutStopSec = "45s";
+  # glibc's malloc gives each thread an arena of its own, up to 8 per core,
+  # and each keeps what it freed: under job reports in batches that held
+  # agent-reporter at twice its memory goal for a heap a third as large
+  # (docs/performance.md). Two arenas keep RSS near the heap.
+  Environment = [ "MALLOC_ARENA_MAX=2" ];
 }
 // (if execReload != null then { ExecReload = execReload; } else { })
   // (if def ? stateDirectory then {

@@ -144,6 +144,8 @@ pub(super) fn spawn_with_env(
     start_command(command, program, name, port, state_dir)
 }
 
+const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
+
 /// systemd's socket handover (`LISTEN_FDS`, fd 3, `LISTEN_PID`), done by
 /// the shell that becomes the service: it moves the socket given as its
 /// standard input to fd 3 and `exec`s the service with its own pid, so no
@@ -171,6 +173,12 @@ pub(super) fn spawn_handed(
         .stdin(Stdio::from(socket));
     if let Some(notify) = notify {
         command.env("NOTIFY_SOCKET", notify);
+    }
+    // As the NixOS units run them (nixos/lib/unit.nix): glibc's per-thread
+    // arenas otherwise hold freed memory, twice agent-reporter's goal under
+    // batched reports. A value already in the environment wins.
+    if std::env::var_os(MALLOC_ARENA_MAX).is_none() {
+        command.env(MALLOC_ARENA_MAX, "2");
     }
     start_command(command, program, name, port, state_dir)
 }

@@ -83,6 +83,10 @@ fn every_rave_unit_scores_safe_under_systemd_analyze_security() {
         assert_eq!(config["IPAddressDeny"], "any");
         assert_eq!(config["User"], def["user"]);
         assert_eq!(
+            config["Environment"],
+            serde_json::json!(["MALLOC_ARENA_MAX=2"])
+        );
+        assert_eq!(
             config["LoadCredential"].as_array().unwrap().len(),
             def["credentials"].as_object().unwrap().len()
         );
