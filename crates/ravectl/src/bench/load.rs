@@ -24,6 +24,14 @@ pub enum Pace {
 /// single call: 0 or 1).
 pub type Verdict = (&'static str, u64);
 
+/// A request this slow or slower (µs) is kept, with when it was due, to
+/// show when the tail happens (the intake goal's p99).
+pub const SLOW_US: u64 = 10_000;
+
+/// Slow requests kept per worker at most: memory stays bounded however
+/// slow a run is.
+const MAX_SLOW_PER_WORKER: usize = 5_000;
+
 #[derive(Debug)]
 pub struct RunResult {
     pub elapsed_secs: f64,
@@ -31,6 +39,11 @@ pub struct RunResult {
     pub counts: BTreeMap<&'static str, u64>,
     /// Latency in microseconds.
     pub latency: Histogram<u64>,
+    /// Requests of [`SLOW_US`] or more: (seconds from the start at which
+    /// each was due, latency µs), in no particular order.
+    pub slow: Vec<(f64, u64)>,
+    /// When the run started, to line its slow requests up with logs.
+    pub started_at: time::OffsetDateTime,
 }
 
 impl RunResult {
@@ -63,6 +76,7 @@ where
     let make = Arc::new(make);
     let classify = Arc::new(classify);
     let start = Instant::now();
+    let started_at = time::OffsetDateTime::now_utc();
     let deadline = start + duration;
     let mut workers = Vec::new();
     for worker in 0..concurrency {
@@ -71,6 +85,7 @@ where
         let classify = classify.clone();
         workers.push(tokio::spawn(async move {
             let mut latency = histogram();
+            let mut slow = Vec::new();
             let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
             let mut ok = 0u64;
             let mut conn = None;
@@ -107,6 +122,9 @@ where
                 };
                 let elapsed = due.elapsed().as_micros().max(1) as u64;
                 let _ = latency.record(elapsed.min(100_000_000));
+                if elapsed >= SLOW_US && slow.len() < MAX_SLOW_PER_WORKER {
+                    slow.push(((due - start).as_secs_f64(), elapsed));
+                }
                 match answer {
                     Ok(response) => {
                         let (label, succeeded) = classify(&response);
@@ -125,15 +143,17 @@ where
                     }
                 }
             }
-            (latency, counts, ok)
+            (latency, slow, counts, ok)
         }));
     }
     let mut latency = histogram();
+    let mut slow = Vec::new();
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut ok = 0;
     for worker in workers {
-        let (h, c, o) = worker.await?;
+        let (h, s, c, o) = worker.await?;
         latency.add(&h)?;
+        slow.extend(s);
         for (k, v) in c {
             *counts.entry(k).or_default() += v;
         }
@@ -147,5 +167,7 @@ where
         ok,
         counts,
         latency,
+        slow,
+        started_at,
     })
 }

@@ -10,6 +10,7 @@ mod report;
 pub mod statements;
 mod steps;
 pub mod tables;
+pub mod tail;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -132,6 +133,9 @@ pub struct Step {
     /// Intake: events ingest sent to dedup-store per batch call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events_per_store_call: Option<f64>,
+    /// Fixed rates: when the slow requests came (tail.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail: Option<tail::Tail>,
 }
 
 impl Step {
@@ -157,6 +161,8 @@ impl Step {
             latency_ms: Percentiles::of(&r.latency),
             usage,
             events_per_store_call: None,
+            // Closed loop, latency is the queue the load itself makes.
+            tail: rate.and_then(|_| tail::of(&r.slow, load::SLOW_US, r.started_at)),
         }
     }
 }

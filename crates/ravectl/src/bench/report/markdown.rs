@@ -91,6 +91,7 @@ impl Report {
                 md.push('\n');
             }
             md.push('\n');
+            tails(&mut md, &self.intake);
         }
         if let Some(d) = &self.dispatch {
             let _ = writeln!(
@@ -264,4 +265,58 @@ impl Report {
         }
         md
     }
+}
+
+/// When each fixed-rate step's slow requests came: evenly, or in stalls.
+fn tails(md: &mut String, steps: &[crate::bench::Step]) {
+    let with: Vec<_> = steps
+        .iter()
+        .filter_map(|s| s.tail.as_ref().map(|t| (s, t)))
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    md.push_str("### When the slow requests came
+
+");
+    for (step, t) in with {
+        let share = 100.0 * t.slow as f64 / (step.counts.values().sum::<u64>().max(1)) as f64;
+        let largest = t
+            .largest
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} at {:.1}–{:.1} s (up to {:.0} ms)",
+                    b.requests, b.from_secs, b.to_secs, b.max_ms
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut sorted = t.per_second.clone();
+        sorted.sort_unstable();
+        let seconds = if sorted.len() <= 60 {
+            let each: Vec<String> = t.per_second.iter().map(usize::to_string).collect();
+            each.join(" ")
+        } else {
+            format!(
+                "min {}, median {}, max {}",
+                sorted[0],
+                sorted[sorted.len() / 2],
+                sorted[sorted.len() - 1]
+            )
+        };
+        let _ = writeln!(
+            md,
+            "- {} (from {} UTC): {} requests of {:.0} ms or more ({share:.2} %), in {} bursts (due within {} s of each other); the largest: {largest}. By second: {seconds}.",
+            step.name,
+            t.started_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            t.slow,
+            t.threshold_ms,
+            t.bursts,
+            crate::bench::tail::GAP_SECS
+        );
+    }
+    md.push('\n');
 }
