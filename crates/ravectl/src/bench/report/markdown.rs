@@ -276,9 +276,7 @@ fn tails(md: &mut String, steps: &[crate::bench::Step]) {
     if with.is_empty() {
         return;
     }
-    md.push_str("### When the slow requests came
-
-");
+    md.push_str("### When the slow requests came\n\n");
     for (step, t) in with {
         let share = 100.0 * t.slow as f64 / (step.counts.values().sum::<u64>().max(1)) as f64;
         let largest = t
