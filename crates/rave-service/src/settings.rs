@@ -187,8 +187,9 @@ pub struct TelemetrySettings {
     /// Fraction of root traces sampled for export, 0.0–1.0.
     pub sample_ratio: f64,
     /// One log line per request or item (event stored, task claimed, job
-    /// report, ...). Off by default: refusals, failures and everything
-    /// else are still logged, and traces hold the per-request detail.
+    /// report, ...), also kept in traces as an event of its span. Off by
+    /// default, in both: refusals, failures and everything else are still
+    /// logged, and the spans' attributes hold the per-request detail.
     #[serde(default)]
     pub request_logs: bool,
     /// Whether log lines carry the fields of the span they were logged in.
